@@ -1,0 +1,26 @@
+//! The live system: one [`charger::ChargerActor`] per connected charger, one
+//! [`session::SessionActor`] per active transaction, the [`registry::StationRegistry`]
+//! that knows them all, and the [`batch_writer::BatchWriter`] that persists behind them.
+//! Each actor is a thin shell: it decodes, asks `crate::domain`, and performs the effects.
+
+pub mod batch_writer;
+pub mod charger;
+pub mod registry;
+pub mod session;
+
+use std::sync::Arc;
+
+use actix::Addr;
+
+use crate::config::Settings;
+use crate::domain::ports::Store;
+use crate::metrics::Metrics;
+
+/// What every actor and handler shares, built once at start-up.
+pub struct Services {
+    pub settings: Arc<Settings>,
+    pub store: Arc<dyn Store>,
+    pub writer: batch_writer::BatchWriter,
+    pub registry: Addr<registry::StationRegistry>,
+    pub metrics: Arc<Metrics>,
+}

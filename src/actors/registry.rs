@@ -1,0 +1,381 @@
+//! `StationRegistry`: which chargers are connected here (charger id → live actor),
+//! their live connector view, and every active session (transaction → `SessionActor`).
+//! Operator commands are routed through it. The APIs reach it only through the
+//! [`ChargerDirectory`] trait, which a cluster version (presence in Redis, commands
+//! over RabbitMQ) can implement without touching them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::batch_writer::BatchWriter;
+use super::charger::{CallFailure, ChargerActor, SendCall, Shutdown, Superseded};
+use super::session::{SessionActor, Snapshot};
+use crate::domain::ports::Store;
+use crate::domain::{ChargerId, ConnectorId, ConnectorState, IdToken, Session, SessionId, TransactionId};
+use crate::metrics::Metrics;
+use crate::ocpp::OcppVersion;
+
+/// A connected charger as the APIs show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveCharger {
+    pub charger_id: ChargerId,
+    pub ocpp_version: OcppVersion,
+    pub connected_at: DateTime<Utc>,
+    pub last_heartbeat: Option<DateTime<Utc>>,
+    pub connectors: Vec<ConnectorState>,
+}
+
+struct Connection {
+    conn_id: Uuid,
+    addr: Addr<ChargerActor>,
+    version: OcppVersion,
+    connected_at: DateTime<Utc>,
+    last_heartbeat: Option<DateTime<Utc>>,
+    connectors: BTreeMap<ConnectorId, ConnectorState>,
+}
+
+/// A live session as a `ChargerActor` holds it.
+#[derive(Clone)]
+pub struct SessionHandle {
+    pub session_id: SessionId,
+    pub transaction_id: TransactionId,
+    pub connector_id: ConnectorId,
+    pub addr: Addr<SessionActor>,
+}
+
+type SessionKey = (ChargerId, TransactionId);
+
+pub struct StationRegistry {
+    store: Arc<dyn Store>,
+    writer: BatchWriter,
+    metrics: Arc<Metrics>,
+    chargers: HashMap<ChargerId, Connection>,
+    sessions: HashMap<SessionKey, SessionHandle>,
+    by_id: HashMap<SessionId, SessionKey>,
+    /// Token key → sessions it is charging, for ConcurrentTx.
+    tokens: HashMap<String, SessionId>,
+}
+
+impl StationRegistry {
+    pub fn new(store: Arc<dyn Store>, writer: BatchWriter, metrics: Arc<Metrics>) -> Self {
+        StationRegistry {
+            store,
+            writer,
+            metrics,
+            chargers: HashMap::new(),
+            sessions: HashMap::new(),
+            by_id: HashMap::new(),
+            tokens: HashMap::new(),
+        }
+    }
+
+    /// Starts (or finds) the actor of an active session.
+    fn open(&mut self, session: Session, ctx: &mut Context<Self>) -> SessionHandle {
+        let key = (session.charger_id.clone(), session.transaction_id.clone());
+        if let Some(handle) = self.sessions.get(&key).filter(|h| h.addr.connected()) {
+            return handle.clone();
+        }
+        let handle = SessionHandle {
+            session_id: session.session_id,
+            transaction_id: session.transaction_id.clone(),
+            connector_id: session.connector_id,
+            addr: SessionActor::new(session.clone(), self.store.clone(), self.writer.clone(), ctx.address(), self.metrics.clone())
+                .start(),
+        };
+        self.tokens.insert(session.id_token.key(), session.session_id);
+        self.by_id.insert(session.session_id, key.clone());
+        self.sessions.insert(key, handle.clone());
+        handle
+    }
+}
+
+impl Actor for StationRegistry {
+    type Context = Context<Self>;
+}
+
+/// A charger's connection is up. Sent by `ChargerActor::started`; a previous connection
+/// of the same charger is told to close (it has been superseded).
+#[derive(Message)]
+#[rtype(result = "Vec<SessionHandle>")]
+pub struct Connected {
+    pub charger_id: ChargerId,
+    pub conn_id: Uuid,
+    pub version: OcppVersion,
+    pub addr: Addr<ChargerActor>,
+    pub connectors: Vec<ConnectorState>,
+}
+
+impl Handler<Connected> for StationRegistry {
+    type Result = MessageResult<Connected>;
+
+    fn handle(&mut self, msg: Connected, _: &mut Self::Context) -> Self::Result {
+        let connection = Connection {
+            conn_id: msg.conn_id,
+            addr: msg.addr,
+            version: msg.version,
+            connected_at: Utc::now(),
+            last_heartbeat: None,
+            connectors: msg.connectors.into_iter().map(|c| (c.connector_id, c)).collect(),
+        };
+        match self.chargers.insert(msg.charger_id.clone(), connection) {
+            Some(previous) if previous.conn_id != msg.conn_id => previous.addr.do_send(Superseded),
+            Some(_) => {}
+            None => self.metrics.connected_chargers.inc(),
+        }
+        let sessions = self
+            .sessions
+            .iter()
+            .filter(|((charger, _), h)| charger == &msg.charger_id && h.addr.connected())
+            .map(|(_, h)| h.clone())
+            .collect();
+        MessageResult(sessions)
+    }
+}
+
+/// A charger's connection is gone. Sent by `ChargerActor::stopped` and, should the
+/// actor have died, by the socket task that supervised it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Disconnected {
+    pub charger_id: ChargerId,
+    pub conn_id: Uuid,
+}
+
+impl Handler<Disconnected> for StationRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Disconnected, _: &mut Self::Context) {
+        if self.chargers.get(&msg.charger_id).is_some_and(|c| c.conn_id == msg.conn_id) {
+            self.chargers.remove(&msg.charger_id);
+            self.metrics.connected_chargers.dec();
+        }
+    }
+}
+
+/// A live change to show. Sent by `ChargerActor` (Heartbeat, StatusNotification, ChangeAvailability).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChargerUpdate {
+    pub charger_id: ChargerId,
+    pub conn_id: Uuid,
+    pub heartbeat: Option<DateTime<Utc>>,
+    pub connector: Option<ConnectorState>,
+}
+
+impl Handler<ChargerUpdate> for StationRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: ChargerUpdate, _: &mut Self::Context) {
+        let Some(c) = self.chargers.get_mut(&msg.charger_id).filter(|c| c.conn_id == msg.conn_id) else {
+            return;
+        };
+        if let Some(at) = msg.heartbeat {
+            c.last_heartbeat = Some(at);
+        }
+        if let Some(state) = msg.connector {
+            c.connectors.insert(state.connector_id, state);
+        }
+    }
+}
+
+/// The actor serving a charger, if it is connected. Sent by the directory to route calls.
+#[derive(Message)]
+#[rtype(result = "Option<Addr<ChargerActor>>")]
+pub struct FindCharger(pub ChargerId);
+
+impl Handler<FindCharger> for StationRegistry {
+    type Result = Option<Addr<ChargerActor>>;
+
+    fn handle(&mut self, msg: FindCharger, _: &mut Self::Context) -> Self::Result {
+        self.chargers.get(&msg.0).map(|c| c.addr.clone()).filter(Addr::connected)
+    }
+}
+
+/// Live views of connected chargers (all, or one). Sent by the directory for the APIs.
+#[derive(Message)]
+#[rtype(result = "Vec<LiveCharger>")]
+pub struct LiveChargers(pub Option<ChargerId>);
+
+impl Handler<LiveChargers> for StationRegistry {
+    type Result = MessageResult<LiveChargers>;
+
+    fn handle(&mut self, msg: LiveChargers, _: &mut Self::Context) -> Self::Result {
+        let view = |(id, c): (&ChargerId, &Connection)| LiveCharger {
+            charger_id: id.clone(),
+            ocpp_version: c.version,
+            connected_at: c.connected_at,
+            last_heartbeat: c.last_heartbeat,
+            connectors: c.connectors.values().cloned().collect(),
+        };
+        MessageResult(match msg.0 {
+            Some(id) => self.chargers.get_key_value(&id).map(view).into_iter().collect(),
+            None => self.chargers.iter().map(view).collect(),
+        })
+    }
+}
+
+/// Start the actor of a session just stored (StartTransaction) or restored at start-up.
+#[derive(Message)]
+#[rtype(result = "SessionHandle")]
+pub struct OpenSession(pub Session);
+
+impl Handler<OpenSession> for StationRegistry {
+    type Result = MessageResult<OpenSession>;
+
+    fn handle(&mut self, msg: OpenSession, ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.open(msg.0, ctx))
+    }
+}
+
+/// The live session of a transaction; rebuilt from storage when its actor is gone
+/// (after a restart, or if it died). Sent by `ChargerActor` (MeterValues, StopTransaction).
+#[derive(Message)]
+#[rtype(result = "Option<SessionHandle>")]
+pub struct FindSession {
+    pub charger_id: ChargerId,
+    pub transaction_id: TransactionId,
+}
+
+impl Handler<FindSession> for StationRegistry {
+    type Result = ResponseActFuture<Self, Option<SessionHandle>>;
+
+    fn handle(&mut self, msg: FindSession, _: &mut Self::Context) -> Self::Result {
+        let key = (msg.charger_id, msg.transaction_id);
+        if let Some(handle) = self.sessions.get(&key).filter(|h| h.addr.connected()) {
+            return Box::pin(fut::ready(Some(handle.clone())));
+        }
+        let store = self.store.clone();
+        let load = async move { store.session_by_transaction(&key.0, &key.1).await };
+        Box::pin(load.into_actor(self).map(|loaded, act, ctx| match loaded {
+            Ok(Some(session)) if session.status == crate::domain::SessionStatus::Active => {
+                tracing::info!(charger_id = %session.charger_id, session_id = %session.session_id, "session actor rebuilt from storage");
+                Some(act.open(session, ctx))
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::error!(error.cause_chain = ?e, error.message = %e, "loading a session failed");
+                None
+            }
+        }))
+    }
+}
+
+/// A session has ended and its actor stops. Sent by `SessionActor`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SessionClosed {
+    pub session: Session,
+}
+
+impl Handler<SessionClosed> for StationRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: SessionClosed, _: &mut Self::Context) {
+        let s = msg.session;
+        self.sessions.remove(&(s.charger_id.clone(), s.transaction_id.clone()));
+        self.by_id.remove(&s.session_id);
+        if self.tokens.get(&s.id_token.key()) == Some(&s.session_id) {
+            self.tokens.remove(&s.id_token.key());
+        }
+    }
+}
+
+/// Whether a token is charging in an active session. Sent by `ChargerActor` (Authorize, StartTransaction).
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct TokenBusy(pub IdToken);
+
+impl Handler<TokenBusy> for StationRegistry {
+    type Result = bool;
+
+    fn handle(&mut self, msg: TokenBusy, _: &mut Self::Context) -> bool {
+        self.tokens.get(&msg.0.key()).is_some_and(|id| self.by_id.contains_key(id))
+    }
+}
+
+/// The live actor of a session, by our id. Sent by the directory for the APIs.
+#[derive(Message)]
+#[rtype(result = "Option<Addr<SessionActor>>")]
+pub struct SessionById(pub SessionId);
+
+impl Handler<SessionById> for StationRegistry {
+    type Result = Option<Addr<SessionActor>>;
+
+    fn handle(&mut self, msg: SessionById, _: &mut Self::Context) -> Self::Result {
+        let key = self.by_id.get(&msg.0)?;
+        self.sessions.get(key).map(|h| h.addr.clone()).filter(Addr::connected)
+    }
+}
+
+/// Close every charger connection (graceful shutdown). Returns how many were told.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct CloseAll;
+
+impl Handler<CloseAll> for StationRegistry {
+    type Result = usize;
+
+    fn handle(&mut self, _: CloseAll, _: &mut Self::Context) -> usize {
+        for c in self.chargers.values() {
+            c.addr.do_send(Shutdown);
+        }
+        self.chargers.len()
+    }
+}
+
+/// Where chargers and live sessions are, as the APIs see it. The local implementation
+/// asks this process's registry; a clustered one would ask Redis and forward calls.
+#[async_trait]
+pub trait ChargerDirectory: Send + Sync {
+    /// Live views of connected chargers (all when `id` is `None`).
+    async fn live(&self, id: Option<&ChargerId>) -> Vec<LiveCharger>;
+    /// Sends a CSMS→charger call and waits for the charger's answer.
+    async fn call(&self, id: &ChargerId, action: &str, payload: Value) -> Result<Value, CallFailure>;
+    /// The live state of an active session, if it is live here.
+    async fn live_session(&self, id: SessionId) -> Option<Session>;
+    /// Tells every connected charger to close (shutdown); returns how many.
+    async fn close_all(&self) -> usize;
+}
+
+pub struct LocalDirectory {
+    registry: Addr<StationRegistry>,
+}
+
+impl LocalDirectory {
+    pub fn new(registry: Addr<StationRegistry>) -> Self {
+        LocalDirectory { registry }
+    }
+}
+
+#[async_trait]
+impl ChargerDirectory for LocalDirectory {
+    async fn live(&self, id: Option<&ChargerId>) -> Vec<LiveCharger> {
+        self.registry.send(LiveChargers(id.cloned())).await.unwrap_or_default()
+    }
+
+    async fn call(&self, id: &ChargerId, action: &str, payload: Value) -> Result<Value, CallFailure> {
+        let Some(addr) = self.registry.send(FindCharger(id.clone())).await.ok().flatten() else {
+            return Err(CallFailure::NotConnected);
+        };
+        let (reply, answer) = oneshot::channel();
+        addr.send(SendCall { action: action.to_owned(), payload, reply }).await.map_err(|_| CallFailure::Disconnected)?;
+        answer.await.unwrap_or(Err(CallFailure::Disconnected))
+    }
+
+    async fn live_session(&self, id: SessionId) -> Option<Session> {
+        let addr = self.registry.send(SessionById(id)).await.ok().flatten()?;
+        addr.send(Snapshot).await.ok()
+    }
+
+    async fn close_all(&self) -> usize {
+        self.registry.send(CloseAll).await.unwrap_or(0)
+    }
+}

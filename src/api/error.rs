@@ -1,0 +1,116 @@
+//! The one place errors become HTTP. Every error body has one shape:
+//! `{"error": {"code": "...", "message": "...", "details": ...}}` (`details` optional).
+//! Each code has one status, in [`ApiError::status_and_code`].
+
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::{Value, json};
+
+use crate::actors::charger::CallFailure;
+use crate::domain::ports::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    /// An OCPP payload its schema rejects.
+    #[error("{message}")]
+    InvalidPayload { message: String, ocpp_error_code: &'static str },
+    #[error("authentication required")]
+    Unauthorized,
+    #[error("invalid e-mail or password")]
+    InvalidCredentials,
+    #[error("this needs the operator or admin role")]
+    Forbidden,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    ChargerOffline(String),
+    #[error("charger answered with {code}: {description}")]
+    OcppCallError { code: String, description: String, details: Value },
+    #[error("charger's answer breaks its schema: {0}")]
+    OcppInvalidResponse(String),
+    #[error("charger did not answer within the call timeout")]
+    OcppTimeout,
+    #[error("storage is not reachable")]
+    Unavailable,
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::InvalidPayload { .. } => (StatusCode::BAD_REQUEST, "invalid_payload"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
+            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::ChargerOffline(_) => (StatusCode::CONFLICT, "charger_offline"),
+            ApiError::OcppCallError { .. } => (StatusCode::BAD_GATEWAY, "ocpp_call_error"),
+            ApiError::OcppInvalidResponse(_) => (StatusCode::BAD_GATEWAY, "ocpp_invalid_response"),
+            ApiError::OcppTimeout => (StatusCode::GATEWAY_TIMEOUT, "ocpp_timeout"),
+            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    pub fn internal(e: impl Into<anyhow::Error>) -> Self {
+        ApiError::Internal(e.into())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => ApiError::Conflict(m),
+            StoreError::NotFound(m) => ApiError::NotFound(m),
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<CallFailure> for ApiError {
+    fn from(e: CallFailure) -> Self {
+        match e {
+            CallFailure::NotConnected => ApiError::ChargerOffline("charger is not connected".into()),
+            CallFailure::Disconnected => ApiError::ChargerOffline("charger disconnected before answering".into()),
+            CallFailure::Timeout => ApiError::OcppTimeout,
+            CallFailure::CallError { code, description, details } => ApiError::OcppCallError { code, description, details },
+            CallFailure::InvalidResponse(m) => ApiError::OcppInvalidResponse(m),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status_and_code().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (status, code) = self.status_and_code();
+        if let ApiError::Internal(e) = self {
+            tracing::error!(error.cause_chain = ?e, error.message = %e, "request failed");
+        }
+        let mut error = json!({ "code": code, "message": self.to_string() });
+        match self {
+            ApiError::OcppCallError { code, description, details } => {
+                error["details"] = json!({ "ocpp_error_code": code, "ocpp_error_description": description, "ocpp_error_details": details });
+            }
+            ApiError::InvalidPayload { ocpp_error_code, .. } => {
+                error["details"] = json!({ "ocpp_error_code": ocpp_error_code });
+            }
+            _ => {}
+        }
+        let mut response = HttpResponse::build(status);
+        if status == StatusCode::UNAUTHORIZED {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        response.json(json!({ "error": error }))
+    }
+}

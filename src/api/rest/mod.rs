@@ -1,0 +1,5 @@
+//! The operator REST API under `/api/v1`.
+
+pub mod chargers;
+pub mod id_tokens;
+pub mod sessions;

@@ -1,0 +1,117 @@
+//! The command line: `jucr [serve]`, `jucr migrate`, `jucr user create`, `jucr charger add`.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::Settings;
+use crate::domain::{ChargerId, ChargerRegistration, Email, RegistrationStatus, Role, SecurityProfile};
+use crate::startup::{Application, new_user};
+use crate::{persistence, security, telemetry};
+
+#[derive(Parser)]
+#[command(name = "jucr", version, about = "EV-charging central system (OCPP 1.6-J) and driver platform")]
+#[command(after_help = "Configuration: config/default.toml, config/<JUCR_PROFILE>.toml, then JUCR__SECTION__KEY variables.")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the central system (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage platform users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage chargers.
+    #[command(subcommand)]
+    Charger(ChargerCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// At least 8 characters.
+        #[arg(long)]
+        password: String,
+        #[arg(long, value_parser = ["admin", "operator", "driver"])]
+        role: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ChargerCommand {
+    /// Register a charger (or update its password and description).
+    Add {
+        /// The charge point id, as in /ocpp/{ID}.
+        id: String,
+        /// Basic-auth password (security profile 1; 16 to 40 characters). Without it the
+        /// charger connects unauthenticated (profile 0).
+        #[arg(long)]
+        password: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+}
+
+/// Runs the command line; returns when the command is done (or the server stops).
+pub async fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load()?;
+    telemetry::init(settings.log.format);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let app = Application::build(settings.clone()).await?;
+            let address = format!("{}:{}", settings.http.host, app.port());
+            tracing::info!(%address, "jucr listening");
+            // One machine-readable line on stdout (logs go to stderr) for scripts and tests.
+            println!("jucr listening on {address}");
+            app.run_until_stopped().await
+        }
+        Command::Migrate => {
+            persistence::migrate(&settings).await?;
+            println!("migrations applied ({})", settings.profile.as_str());
+            Ok(())
+        }
+        Command::User(UserCommand::Create { email, password, role }) => {
+            persistence::migrate(&settings).await?;
+            let store = persistence::open(&settings).await?;
+            let email = Email::parse(&email).map_err(anyhow::Error::msg)?;
+            let role = Role::parse(&role).context("role must be admin, operator or driver")?;
+            let user = new_user(email, password, role).await?;
+            store.create_user(&user).await.with_context(|| format!("creating {}", user.email.as_str()))?;
+            println!("created {} {} ({})", role, user.email.as_str(), user.user_id);
+            Ok(())
+        }
+        Command::Charger(ChargerCommand::Add { id, password, description }) => {
+            persistence::migrate(&settings).await?;
+            let store = persistence::open(&settings).await?;
+            let id = ChargerId::parse(id)?;
+            if let Some(p) = &password
+                && !(16..=40).contains(&p.chars().count())
+            {
+                anyhow::bail!("password must be 16 to 40 characters (OCPP BasicAuthPassword)");
+            }
+            let current = store.charger(&id).await?.map(|c| c.registration);
+            let password_hash = match password {
+                Some(p) => Some(tokio::task::spawn_blocking(move || security::hash_password(&p)).await?),
+                None => current.as_ref().and_then(|c| c.password_hash.clone()),
+            };
+            let registration = ChargerRegistration {
+                charger_id: id.clone(),
+                security_profile: if password_hash.is_some() { SecurityProfile::BASIC } else { SecurityProfile::NONE },
+                password_hash,
+                registration_status: current.as_ref().map_or(RegistrationStatus::Accepted, |c| c.registration_status),
+                description: description.or_else(|| current.and_then(|c| c.description)),
+            };
+            let created = store.save_registration(&registration).await?;
+            println!("{} charger {id} (security profile {})", if created { "registered" } else { "updated" }, registration.security_profile.number());
+            Ok(())
+        }
+    }
+}

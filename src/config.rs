@@ -1,0 +1,253 @@
+//! Settings: `config/default.toml`, then `config/<profile>.toml`, then environment
+//! variables `JUCR__SECTION__KEY`. The profile comes from `JUCR_PROFILE`
+//! (`embedded`, the default, or `cloud`). The files are compiled in, so the binary
+//! runs anywhere; a `config/` directory beside it (or at `JUCR_CONFIG_DIR`) overrides them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use config::{Config, Environment, File, FileFormat};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::domain::UnknownChargerPolicy;
+use crate::ocpp::OcppVersion;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    Embedded,
+    Cloud,
+}
+
+impl Profile {
+    pub fn from_env() -> anyhow::Result<Self> {
+        match std::env::var("JUCR_PROFILE").ok().as_deref().map(str::trim) {
+            None | Some("") | Some("embedded") => Ok(Profile::Embedded),
+            Some("cloud") => Ok(Profile::Cloud),
+            Some(other) => anyhow::bail!("JUCR_PROFILE must be embedded or cloud, not {other:?}"),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Embedded => "embedded",
+            Profile::Cloud => "cloud",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Set from `JUCR_PROFILE`, not from the files.
+    #[serde(skip_deserializing, default = "default_profile")]
+    pub profile: Profile,
+    /// Where the embedded profile keeps its data.
+    pub data_dir: PathBuf,
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    pub ocpp: OcppSettings,
+    pub persistence: PersistenceSettings,
+    pub auth: AuthSettings,
+    pub log: LogSettings,
+    pub testing: TestingSettings,
+}
+
+fn default_profile() -> Profile {
+    Profile::Embedded
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub host: String,
+    /// 0 picks a free port (tests); the bound address is logged and printed.
+    pub port: u16,
+    /// Worker threads; 0 means one per CPU core.
+    pub workers: usize,
+    /// SIGTERM grace period.
+    pub shutdown_grace_secs: u64,
+}
+
+impl HttpSettings {
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// PostgreSQL URL for the cloud profile; secret because it may hold a password.
+    pub url: Option<SecretString>,
+    pub max_connections: u32,
+    /// Embedded only: fsync every commit.
+    pub sqlite_synchronous_full: bool,
+    pub migrate_on_start: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OcppSettings {
+    pub unknown_chargers: UnknownChargerPolicy,
+    /// Subprotocols in server preference order (`ocpp1.6`, later `ocpp2.0.1`).
+    pub subprotocols: Vec<String>,
+    pub call_timeout_secs: u64,
+    pub ping_interval_secs: u64,
+    pub heartbeat_interval_secs: u32,
+    pub boot_retry_interval_secs: u32,
+    pub max_frame_bytes: usize,
+}
+
+impl OcppSettings {
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_secs(self.call_timeout_secs)
+    }
+
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs(self.ping_interval_secs)
+    }
+
+    /// The configured subprotocols as versions, in preference order.
+    pub fn preference(&self) -> anyhow::Result<Vec<OcppVersion>> {
+        self.subprotocols
+            .iter()
+            .map(|s| OcppVersion::from_subprotocol(s).with_context(|| format!("unknown OCPP subprotocol {s:?}")))
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersistenceSettings {
+    pub flush_interval_ms: u64,
+    pub max_batch: usize,
+}
+
+impl PersistenceSettings {
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.flush_interval_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub jwt_secret: Option<SecretString>,
+    pub token_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestingSettings {
+    pub fault_injection: bool,
+}
+
+const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+const EMBEDDED_TOML: &str = include_str!("../config/embedded.toml");
+const CLOUD_TOML: &str = include_str!("../config/cloud.toml");
+
+impl Settings {
+    /// Loads the settings of the profile named by `JUCR_PROFILE`.
+    pub fn load() -> anyhow::Result<Self> {
+        let profile = Profile::from_env()?;
+        let dir = std::env::var_os("JUCR_CONFIG_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("config"));
+        Self::load_from(profile, &dir, Environment::with_prefix("JUCR"))
+    }
+
+    fn load_from(profile: Profile, dir: &Path, env: Environment) -> anyhow::Result<Self> {
+        let profile_toml = match profile {
+            Profile::Embedded => EMBEDDED_TOML,
+            Profile::Cloud => CLOUD_TOML,
+        };
+        let on_disk = |name: &str| File::from(dir.join(name)).format(FileFormat::Toml).required(false);
+        let mut settings: Settings = Config::builder()
+            .add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml))
+            .add_source(on_disk("default.toml"))
+            .add_source(File::from_str(profile_toml, FileFormat::Toml))
+            .add_source(on_disk(&format!("{}.toml", profile.as_str())))
+            .add_source(
+                env.prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .list_separator(",")
+                    .with_list_parse_key("ocpp.subprotocols"),
+            )
+            .build()
+            .context("reading configuration")?
+            .try_deserialize()
+            .context("invalid configuration")?;
+        settings.profile = profile;
+        settings.ocpp.preference()?;
+        Ok(settings)
+    }
+
+    /// The address to bind.
+    pub fn bind_address(&self) -> anyhow::Result<SocketAddr> {
+        format!("{}:{}", self.http.host, self.http.port)
+            .parse()
+            .or_else(|_| {
+                use std::net::ToSocketAddrs;
+                (self.http.host.as_str(), self.http.port)
+                    .to_socket_addrs()?
+                    .next()
+                    .ok_or_else(|| std::io::Error::other("no address"))
+            })
+            .with_context(|| format!("cannot resolve {}:{}", self.http.host, self.http.port))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(vars: &[(&str, &str)]) -> Environment {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Environment::with_prefix("JUCR").source(Some(map))
+    }
+
+    #[test]
+    fn profiles_layer_over_defaults_and_env_over_both() {
+        let none = Path::new("/nonexistent");
+        let embedded = Settings::load_from(Profile::Embedded, none, env(&[])).unwrap();
+        assert_eq!(embedded.ocpp.unknown_chargers, UnknownChargerPolicy::Accept);
+        assert_eq!(embedded.http.port, 8080);
+
+        let cloud = Settings::load_from(
+            Profile::Cloud,
+            none,
+            env(&[
+                ("JUCR__HTTP__PORT", "9001"),
+                ("JUCR__DATABASE__URL", "postgres://x@y/z"),
+                ("JUCR__OCPP__SUBPROTOCOLS", "ocpp1.6"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cloud.ocpp.unknown_chargers, UnknownChargerPolicy::Reject);
+        assert_eq!(cloud.http.port, 9001);
+        assert!(cloud.database.url.is_some());
+    }
+
+    #[test]
+    fn unknown_settings_are_refused() {
+        let err = Settings::load_from(Profile::Embedded, Path::new("/nonexistent"), env(&[("JUCR__HTTP__PROT", "1")]));
+        assert!(err.is_err());
+    }
+}

@@ -1,0 +1,18 @@
+//! The internal model: identifiers, units, tokens, chargers, sessions, users, the
+//! requests chargers make (whatever their OCPP version) and the ports persistence
+//! implements. Pure types and rules: no I/O, no async runtime, no web or database crates.
+
+pub mod charger;
+pub mod ids;
+pub mod ports;
+pub mod requests;
+pub mod session;
+pub mod token;
+pub mod user;
+
+pub use charger::*;
+pub use ids::*;
+pub use requests::*;
+pub use session::*;
+pub use token::*;
+pub use user::*;

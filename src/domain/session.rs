@@ -1,0 +1,289 @@
+//! Charging sessions and the meter readings that drive them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::ids::{ChargerId, ConnectorId, IdToken, SessionId, TransactionId};
+
+/// What a sampled value measures, for the measurands a session tracks; anything else
+/// is kept under its OCPP name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Measurand {
+    /// `Energy.Active.Import.Register`: the meter's running total, normalised to Wh.
+    EnergyImportRegister,
+    /// `Power.Active.Import`, normalised to W.
+    PowerImport,
+    /// `SoC`, in percent.
+    StateOfCharge,
+    Other(String),
+}
+
+impl Measurand {
+    pub const ENERGY_IMPORT_REGISTER: &'static str = "Energy.Active.Import.Register";
+
+    pub fn parse(raw: &str) -> Self {
+        match raw {
+            Self::ENERGY_IMPORT_REGISTER => Self::EnergyImportRegister,
+            "Power.Active.Import" => Self::PowerImport,
+            "SoC" => Self::StateOfCharge,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::EnergyImportRegister => Self::ENERGY_IMPORT_REGISTER,
+            Self::PowerImport => "Power.Active.Import",
+            Self::StateOfCharge => "SoC",
+            Self::Other(name) => name,
+        }
+    }
+}
+
+/// One sampled value, in canonical units (Wh, W, %, or the unit the charger sent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeterSample {
+    pub timestamp: DateTime<Utc>,
+    pub measurand: Measurand,
+    pub value: f64,
+    pub unit: Option<String>,
+    pub phase: Option<String>,
+    pub context: Option<String>,
+}
+
+impl MeterSample {
+    /// Builds a sample from the charger's value and unit, converting kWh to Wh and kW to W.
+    /// Returns `None` for a value that is not a finite number (e.g. signed meter data).
+    pub fn normalised(
+        timestamp: DateTime<Utc>,
+        measurand: Measurand,
+        raw_value: &str,
+        unit: Option<&str>,
+        phase: Option<String>,
+        context: Option<String>,
+    ) -> Option<MeterSample> {
+        let value: f64 = raw_value.trim().parse().ok().filter(|v: &f64| v.is_finite())?;
+        let (value, unit) = match (&measurand, unit) {
+            (_, Some("kWh")) => (value * 1000.0, Some("Wh")),
+            (_, Some("kW")) => (value * 1000.0, Some("W")),
+            (Measurand::EnergyImportRegister, None) => (value, Some("Wh")),
+            (Measurand::PowerImport, None) => (value, Some("W")),
+            (Measurand::StateOfCharge, None) => (value, Some("Percent")),
+            (_, other) => (value, other),
+        };
+        Some(MeterSample { timestamp, measurand, value, unit: unit.map(str::to_owned), phase, context })
+    }
+
+    /// Whether this sample is a reading of the whole meter (no phase given).
+    fn is_total(&self) -> bool {
+        self.phase.is_none()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStatus {
+    Active,
+    Completed,
+}
+
+impl SessionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Completed => "completed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "active" => Some(Self::Active),
+            "completed" => Some(Self::Completed),
+            _ => None,
+        }
+    }
+}
+
+/// A charging session: one OCPP transaction on one connector.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Session {
+    pub session_id: SessionId,
+    pub charger_id: ChargerId,
+    pub connector_id: ConnectorId,
+    pub transaction_id: TransactionId,
+    pub id_token: IdToken,
+    pub status: SessionStatus,
+    pub meter_start_wh: i64,
+    pub meter_stop_wh: Option<i64>,
+    /// Energy delivered so far (the latest register reading minus the start reading).
+    pub energy_wh: i64,
+    pub power_w: Option<f64>,
+    pub soc_percent: Option<f64>,
+    pub started_at: DateTime<Utc>,
+    pub stopped_at: Option<DateTime<Utc>>,
+    pub stop_reason: Option<String>,
+    pub last_meter_at: Option<DateTime<Utc>>,
+    pub remote_start: bool,
+    pub reservation_id: Option<i64>,
+}
+
+/// A session about to be stored; the store allocates its [`SessionId`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewSession {
+    pub charger_id: ChargerId,
+    pub connector_id: ConnectorId,
+    /// The charger's transaction id (2.0.1); `None` lets the store use the session id (1.6).
+    pub transaction_id: Option<TransactionId>,
+    pub id_token: IdToken,
+    pub meter_start_wh: i64,
+    pub started_at: DateTime<Utc>,
+    pub remote_start: bool,
+    pub reservation_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SessionError {
+    #[error("session {0} has already ended")]
+    AlreadyStopped(SessionId),
+}
+
+/// How a transaction ended, version-neutral.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransactionStop {
+    pub transaction_id: TransactionId,
+    pub id_token: Option<IdToken>,
+    pub meter_stop_wh: i64,
+    pub timestamp: DateTime<Utc>,
+    pub reason: Option<String>,
+    pub samples: Vec<MeterSample>,
+}
+
+impl Session {
+    /// Folds meter samples into the session's live figures. Register readings may
+    /// arrive out of order (offline replay): the latest by timestamp wins.
+    /// Returns whether anything the session shows changed.
+    pub fn apply_samples(&mut self, samples: &[MeterSample]) -> bool {
+        let mut changed = false;
+        for sample in samples.iter().filter(|s| s.is_total()) {
+            if self.last_meter_at.is_some_and(|last| sample.timestamp < last) {
+                continue;
+            }
+            match sample.measurand {
+                Measurand::EnergyImportRegister => {
+                    let energy = ((sample.value.round() as i64) - self.meter_start_wh).max(0);
+                    changed |= energy != self.energy_wh;
+                    self.energy_wh = energy;
+                }
+                Measurand::PowerImport => {
+                    changed |= self.power_w != Some(sample.value);
+                    self.power_w = Some(sample.value);
+                }
+                Measurand::StateOfCharge => {
+                    changed |= self.soc_percent != Some(sample.value);
+                    self.soc_percent = Some(sample.value);
+                }
+                Measurand::Other(_) => continue,
+            }
+            self.last_meter_at = Some(sample.timestamp);
+        }
+        changed
+    }
+
+    /// Ends the session with the charger's final reading.
+    pub fn stop(&mut self, stop: &TransactionStop) -> Result<(), SessionError> {
+        if self.status == SessionStatus::Completed {
+            return Err(SessionError::AlreadyStopped(self.session_id));
+        }
+        self.apply_samples(&stop.samples);
+        self.status = SessionStatus::Completed;
+        self.meter_stop_wh = Some(stop.meter_stop_wh);
+        self.energy_wh = (stop.meter_stop_wh - self.meter_start_wh).max(0);
+        self.power_w = None;
+        self.stopped_at = Some(stop.timestamp);
+        self.stop_reason = stop.reason.clone();
+        Ok(())
+    }
+}
+
+/// Which sessions to list.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionFilter {
+    pub charger_id: Option<ChargerId>,
+    pub status: Option<SessionStatus>,
+    pub limit: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    fn session() -> Session {
+        Session {
+            session_id: SessionId(1),
+            charger_id: ChargerId::parse("CP1").unwrap(),
+            connector_id: ConnectorId(1),
+            transaction_id: TransactionId("1".into()),
+            id_token: IdToken::parse("TAG").unwrap(),
+            status: SessionStatus::Active,
+            meter_start_wh: 1000,
+            meter_stop_wh: None,
+            energy_wh: 0,
+            power_w: None,
+            soc_percent: None,
+            started_at: Utc::now(),
+            stopped_at: None,
+            stop_reason: None,
+            last_meter_at: None,
+            remote_start: false,
+            reservation_id: None,
+        }
+    }
+
+    fn sample(at: DateTime<Utc>, measurand: Measurand, value: &str, unit: Option<&str>) -> MeterSample {
+        MeterSample::normalised(at, measurand, value, unit, None, None).unwrap()
+    }
+
+    #[test]
+    fn energy_is_the_register_minus_the_start_reading_in_wh() {
+        let mut s = session();
+        let t = Utc::now();
+        assert!(s.apply_samples(&[
+            sample(t, Measurand::EnergyImportRegister, "1.5", Some("kWh")),
+            sample(t, Measurand::PowerImport, "11", Some("kW")),
+            sample(t, Measurand::StateOfCharge, "42", None),
+        ]));
+        assert_eq!((s.energy_wh, s.power_w, s.soc_percent), (500, Some(11000.0), Some(42.0)));
+    }
+
+    #[test]
+    fn an_older_reading_does_not_overwrite_a_newer_one() {
+        let mut s = session();
+        let t = Utc::now();
+        s.apply_samples(&[sample(t, Measurand::EnergyImportRegister, "3000", None)]);
+        s.apply_samples(&[sample(t - Duration::seconds(60), Measurand::EnergyImportRegister, "2000", None)]);
+        assert_eq!(s.energy_wh, 2000);
+    }
+
+    #[test]
+    fn stopping_twice_is_refused_and_the_final_reading_wins() {
+        let mut s = session();
+        let stop = TransactionStop {
+            transaction_id: TransactionId("1".into()),
+            id_token: None,
+            meter_stop_wh: 5000,
+            timestamp: Utc::now(),
+            reason: Some("Local".into()),
+            samples: vec![],
+        };
+        s.stop(&stop).unwrap();
+        assert_eq!((s.energy_wh, s.status), (4000, SessionStatus::Completed));
+        assert_eq!(s.stop(&stop), Err(SessionError::AlreadyStopped(SessionId(1))));
+    }
+
+    #[test]
+    fn signed_or_garbage_values_are_not_samples() {
+        assert!(MeterSample::normalised(Utc::now(), Measurand::PowerImport, "abc", None, None, None).is_none());
+        assert!(MeterSample::normalised(Utc::now(), Measurand::PowerImport, "NaN", None, None, None).is_none());
+    }
+}

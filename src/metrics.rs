@@ -1,0 +1,100 @@
+//! Prometheus metrics, served at `/metrics`.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    /// Chargers with an open WebSocket on this replica.
+    pub connected_chargers: IntGauge,
+    /// Sessions with a live SessionActor on this replica.
+    pub active_sessions: IntGauge,
+    /// OCPP messages by direction (`in` = charger→CSMS call, `out` = CSMS→charger call), action and result.
+    pub messages: IntCounterVec,
+    /// Round-trip time of CSMS→charger calls, by action.
+    pub call_duration: HistogramVec,
+    /// Connections refused for failed charger authentication.
+    pub auth_failures: IntCounter,
+    /// Time to write one batch of hot-path updates.
+    pub flush_duration: Histogram,
+    /// Failed batch writes (retried at the next window).
+    pub flush_failures: IntCounter,
+    /// Updates waiting for the next batch write.
+    pub pending_writes: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("jucr".into()), None).expect("static prefix is valid; qed");
+        let connected_chargers = IntGauge::new("ocpp_connected_chargers", "Chargers connected to this replica")
+            .expect("static metric definition; qed");
+        let active_sessions =
+            IntGauge::new("active_sessions", "Charging sessions live on this replica").expect("static metric; qed");
+        let messages = IntCounterVec::new(
+            Opts::new("ocpp_messages_total", "OCPP calls by direction, action and result"),
+            &["direction", "action", "result"],
+        )
+        .expect("static metric definition; qed");
+        let call_duration = HistogramVec::new(
+            HistogramOpts::new("ocpp_call_duration_seconds", "Latency of CSMS-to-charger calls")
+                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            &["action"],
+        )
+        .expect("static metric definition; qed");
+        let auth_failures = IntCounter::new("ocpp_auth_failures_total", "Charger connections refused for bad credentials")
+            .expect("static metric definition; qed");
+        let flush_duration = Histogram::with_opts(
+            HistogramOpts::new("persistence_flush_duration_seconds", "Time to write one batch")
+                .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+        )
+        .expect("static metric definition; qed");
+        let flush_failures =
+            IntCounter::new("persistence_flush_failures_total", "Failed batch writes").expect("static metric; qed");
+        let pending_writes =
+            IntGauge::new("persistence_pending_writes", "Updates waiting for the next batch").expect("static metric; qed");
+        for metric in [
+            Box::new(connected_chargers.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(active_sessions.clone()),
+            Box::new(messages.clone()),
+            Box::new(call_duration.clone()),
+            Box::new(auth_failures.clone()),
+            Box::new(flush_duration.clone()),
+            Box::new(flush_failures.clone()),
+            Box::new(pending_writes.clone()),
+        ] {
+            registry.register(metric).expect("each metric is registered once; qed");
+        }
+        Metrics {
+            registry,
+            connected_chargers,
+            active_sessions,
+            messages,
+            call_duration,
+            auth_failures,
+            flush_duration,
+            flush_failures,
+            pending_writes,
+        }
+    }
+
+    /// Counts one OCPP message.
+    pub fn message(&self, direction: &str, action: &str, result: &str) {
+        self.messages.with_label_values(&[direction, action, result]).inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encoding gathered metrics into a Vec cannot fail; qed");
+        String::from_utf8(out).expect("the text encoder writes UTF-8; qed")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,85 @@
+//! OCPP-J protocol code: RPC framing, per-version error codes, schema validation and
+//! per-version adapters that translate wire payloads to the internal model in
+//! [`crate::domain`]. Nothing here knows about actors, sockets or databases.
+
+pub mod error;
+pub mod frame;
+pub mod schema;
+pub mod v16;
+
+use std::fmt;
+
+/// An OCPP-J protocol version, as negotiated through the WebSocket subprotocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum OcppVersion {
+    #[serde(rename = "1.6")]
+    V16,
+    #[serde(rename = "2.0.1")]
+    V201,
+}
+
+impl OcppVersion {
+    /// The WebSocket subprotocol token (OCPP-J 1.6 §3.1.2, OCPP 2.0.1 part 4 §3.1.2).
+    pub fn subprotocol(self) -> &'static str {
+        match self {
+            OcppVersion::V16 => "ocpp1.6",
+            OcppVersion::V201 => "ocpp2.0.1",
+        }
+    }
+
+    pub fn from_subprotocol(token: &str) -> Option<Self> {
+        match token.trim() {
+            "ocpp1.6" => Some(OcppVersion::V16),
+            "ocpp2.0.1" => Some(OcppVersion::V201),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OcppVersion::V16 => "1.6",
+            OcppVersion::V201 => "2.0.1",
+        }
+    }
+}
+
+impl fmt::Display for OcppVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Versions this build has adapters for. The endpoint only negotiates these.
+pub const SUPPORTED_VERSIONS: &[OcppVersion] = &[OcppVersion::V16];
+
+/// Which side of the link sends an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Charge point → central system.
+    FromCharger,
+    /// Central system → charge point.
+    ToCharger,
+}
+
+/// Picks the subprotocol from the client's offer, in server preference order
+/// (`preference` first to last), among the versions this build supports.
+pub fn negotiate(offered: &[&str], preference: &[OcppVersion]) -> Option<OcppVersion> {
+    preference.iter().copied().find(|version| {
+        SUPPORTED_VERSIONS.contains(version)
+            && offered.iter().any(|o| OcppVersion::from_subprotocol(o) == Some(*version))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation_follows_server_preference_among_supported_versions() {
+        let pref = [OcppVersion::V201, OcppVersion::V16];
+        assert_eq!(negotiate(&["ocpp2.0.1", "ocpp1.6"], &pref), Some(OcppVersion::V16));
+        assert_eq!(negotiate(&["ocpp1.5", "ocpp1.6"], &pref), Some(OcppVersion::V16));
+        assert_eq!(negotiate(&["ocpp1.5"], &pref), None);
+        assert_eq!(negotiate(&[], &pref), None);
+    }
+}

@@ -1,0 +1,26 @@
+//! Cloud backend: PostgreSQL (the reference architecture's Aurora).
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+type Db = sqlx::Postgres;
+const BACKEND: &str = "postgres";
+
+include!("sql_store.rs");
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+impl SqlStore {
+    /// Connects a pool to the database at `url` (a `postgres://` URL, kept secret: it may hold a password).
+    pub async fn connect(url: &SecretString, max_connections: u32) -> Result<Self, sqlx::Error> {
+        let options: PgConnectOptions = url.expose_secret().parse()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        Ok(SqlStore::new(pool))
+    }
+}

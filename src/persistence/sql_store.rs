@@ -1,0 +1,612 @@
+// The SQL adapter, shared text for both SQL backends. It is `include!`d by
+// `sqlite.rs` and `postgres.rs`, each of which defines `type Db` first: the queries
+// are written once in the dialect both accept (`$n` parameters, `ON CONFLICT`,
+// `RETURNING`), and the persistence contract tests run them against both.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use sqlx::{Pool, QueryBuilder, Row};
+
+use crate::domain::ports::{
+    ChargerStore, IdTokenStore, SessionStore, Store, StoreError, StoreResult, UserStore, WriteBatch,
+};
+use crate::domain::{
+    Availability, AuthorizationStatus, BootInfo, ChargerId, ChargerRecord, ChargerRegistration, ConnectorId,
+    ConnectorState, ConnectorStatus, Email, IdToken, IdTokenRecord, Measurand, MeterSample, NewSession,
+    RegistrationStatus, Role, SecurityProfile, Session, SessionFilter, SessionId, SessionStatus, TokenType,
+    TransactionId, User,
+};
+
+type DbRow = <Db as sqlx::Database>::Row;
+
+/// Rows per multi-row INSERT: well under SQLite's 32 766 bound parameters.
+const INSERT_CHUNK: usize = 1000;
+
+/// The store over one SQL connection pool.
+#[derive(Clone, Debug)]
+pub struct SqlStore {
+    pool: Pool<Db>,
+}
+
+impl SqlStore {
+    pub fn new(pool: Pool<Db>) -> Self {
+        SqlStore { pool }
+    }
+
+    pub fn pool(&self) -> &Pool<Db> {
+        &self.pool
+    }
+}
+
+fn backend(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(db.message().to_owned()),
+        _ => StoreError::Backend(Box::new(e)),
+    }
+}
+
+fn corrupt(what: &str, raw: &str) -> StoreError {
+    StoreError::Backend(format!("stored {what} {raw:?} is not valid").into())
+}
+
+fn charger_from_row(row: &DbRow) -> StoreResult<ChargerRecord> {
+    let id: String = row.try_get("charger_id").map_err(backend)?;
+    let status: String = row.try_get("registration_status").map_err(backend)?;
+    let profile: i64 = row.try_get("security_profile").map_err(backend)?;
+    let boot: Option<Json<BootInfo>> = row.try_get("boot_info").map_err(backend)?;
+    Ok(ChargerRecord {
+        registration: ChargerRegistration {
+            charger_id: ChargerId::parse(id.clone()).map_err(|_| corrupt("charger id", &id))?,
+            password_hash: row.try_get("password_hash").map_err(backend)?,
+            security_profile: SecurityProfile::parse(profile).map_err(|_| corrupt("security profile", &profile.to_string()))?,
+            registration_status: RegistrationStatus::parse(&status).ok_or_else(|| corrupt("registration status", &status))?,
+            description: row.try_get("description").map_err(backend)?,
+        },
+        boot: boot.map(|b| b.0),
+        ocpp_version: row.try_get("ocpp_version").map_err(backend)?,
+        last_boot_at: row.try_get("last_boot_at").map_err(backend)?,
+        last_seen_at: row.try_get("last_seen_at").map_err(backend)?,
+        created_at: row.try_get("created_at").map_err(backend)?,
+    })
+}
+
+fn connector_from_row(row: &DbRow) -> StoreResult<ConnectorState> {
+    let connector: i64 = row.try_get("connector_id").map_err(backend)?;
+    let status: String = row.try_get("status").map_err(backend)?;
+    let availability: String = row.try_get("availability").map_err(backend)?;
+    Ok(ConnectorState {
+        connector_id: ConnectorId::parse(connector).map_err(|_| corrupt("connector id", &connector.to_string()))?,
+        status: ConnectorStatus::parse(&status).ok_or_else(|| corrupt("connector status", &status))?,
+        error_code: row.try_get("error_code").map_err(backend)?,
+        info: row.try_get("info").map_err(backend)?,
+        availability: Availability::parse(&availability).ok_or_else(|| corrupt("availability", &availability))?,
+        updated_at: row.try_get("updated_at").map_err(backend)?,
+    })
+}
+
+fn token_from_row(row: &DbRow) -> StoreResult<IdTokenRecord> {
+    let token: String = row.try_get("id_token").map_err(backend)?;
+    let status: String = row.try_get("status").map_err(backend)?;
+    let token_type: String = row.try_get("token_type").map_err(backend)?;
+    let group: Option<String> = row.try_get("group_id").map_err(backend)?;
+    Ok(IdTokenRecord {
+        id_token: IdToken::parse(token.clone()).map_err(|_| corrupt("id token", &token))?,
+        status: AuthorizationStatus::parse(&status).ok_or_else(|| corrupt("token status", &status))?,
+        token_type: TokenType::parse(&token_type).ok_or_else(|| corrupt("token type", &token_type))?,
+        expiry_date: row.try_get("expiry_date").map_err(backend)?,
+        group_id: group.map(|g| IdToken::parse(g.clone()).map_err(|_| corrupt("group id", &g))).transpose()?,
+        updated_at: row.try_get("updated_at").map_err(backend)?,
+    })
+}
+
+/// `SELECT <every session column> FROM session <rest>`, as a static string.
+macro_rules! select_sessions {
+    ($rest:literal) => {
+        concat!(
+            "SELECT session_id, charger_id, connector_id, transaction_id, id_token, status, meter_start_wh, \
+             meter_stop_wh, energy_wh, power_w, soc_percent, started_at, stopped_at, stop_reason, last_meter_at, \
+             remote_start, reservation_id FROM session ",
+            $rest
+        )
+    };
+}
+
+fn session_from_row(row: &DbRow) -> StoreResult<Session> {
+    let charger: String = row.try_get("charger_id").map_err(backend)?;
+    let connector: i64 = row.try_get("connector_id").map_err(backend)?;
+    let token: String = row.try_get("id_token").map_err(backend)?;
+    let status: String = row.try_get("status").map_err(backend)?;
+    let session_id: i64 = row.try_get("session_id").map_err(backend)?;
+    let transaction: Option<String> = row.try_get("transaction_id").map_err(backend)?;
+    Ok(Session {
+        session_id: SessionId(session_id),
+        charger_id: ChargerId::parse(charger.clone()).map_err(|_| corrupt("charger id", &charger))?,
+        connector_id: ConnectorId::parse(connector).map_err(|_| corrupt("connector id", &connector.to_string()))?,
+        transaction_id: TransactionId(transaction.unwrap_or_else(|| session_id.to_string())),
+        id_token: IdToken::parse(token.clone()).map_err(|_| corrupt("id token", &token))?,
+        status: SessionStatus::parse(&status).ok_or_else(|| corrupt("session status", &status))?,
+        meter_start_wh: row.try_get("meter_start_wh").map_err(backend)?,
+        meter_stop_wh: row.try_get("meter_stop_wh").map_err(backend)?,
+        energy_wh: row.try_get("energy_wh").map_err(backend)?,
+        power_w: row.try_get("power_w").map_err(backend)?,
+        soc_percent: row.try_get("soc_percent").map_err(backend)?,
+        started_at: row.try_get("started_at").map_err(backend)?,
+        stopped_at: row.try_get("stopped_at").map_err(backend)?,
+        stop_reason: row.try_get("stop_reason").map_err(backend)?,
+        last_meter_at: row.try_get("last_meter_at").map_err(backend)?,
+        remote_start: row.try_get("remote_start").map_err(backend)?,
+        reservation_id: row.try_get("reservation_id").map_err(backend)?,
+    })
+}
+
+fn sample_from_row(row: &DbRow) -> StoreResult<MeterSample> {
+    let measurand: String = row.try_get("measurand").map_err(backend)?;
+    Ok(MeterSample {
+        timestamp: row.try_get("sampled_at").map_err(backend)?,
+        measurand: Measurand::parse(&measurand),
+        value: row.try_get("value").map_err(backend)?,
+        unit: row.try_get("unit").map_err(backend)?,
+        phase: row.try_get("phase").map_err(backend)?,
+        context: row.try_get("context").map_err(backend)?,
+    })
+}
+
+async fn insert_samples<'c>(
+    conn: &mut <Db as sqlx::Database>::Connection,
+    samples: impl Iterator<Item = (SessionId, &'c MeterSample)>,
+) -> StoreResult<()> {
+    let samples: Vec<_> = samples.collect();
+    for chunk in samples.chunks(INSERT_CHUNK) {
+        let mut insert = QueryBuilder::<Db>::new(
+            "INSERT INTO meter_sample (session_id, sampled_at, measurand, value, unit, phase, context) ",
+        );
+        insert.push_values(chunk, |mut row, (session_id, s)| {
+            row.push_bind(session_id.0)
+                .push_bind(s.timestamp)
+                .push_bind(s.measurand.as_str().to_owned())
+                .push_bind(s.value)
+                .push_bind(s.unit.clone())
+                .push_bind(s.phase.clone())
+                .push_bind(s.context.clone());
+        });
+        insert.build().execute(&mut *conn).await.map_err(backend)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl ChargerStore for SqlStore {
+    async fn charger(&self, id: &ChargerId) -> StoreResult<Option<ChargerRecord>> {
+        sqlx::query("SELECT * FROM charger WHERE charger_id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(charger_from_row)
+            .transpose()
+    }
+
+    async fn chargers(&self) -> StoreResult<Vec<ChargerRecord>> {
+        sqlx::query("SELECT * FROM charger ORDER BY charger_id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(charger_from_row)
+            .collect()
+    }
+
+    async fn save_registration(&self, r: &ChargerRegistration) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let existed = sqlx::query("SELECT 1 FROM charger WHERE charger_id = $1")
+            .bind(r.charger_id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?
+            .is_some();
+        sqlx::query(
+            "INSERT INTO charger (charger_id, password_hash, security_profile, registration_status, description, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (charger_id) DO UPDATE SET password_hash = excluded.password_hash, \
+               security_profile = excluded.security_profile, registration_status = excluded.registration_status, \
+               description = excluded.description",
+        )
+        .bind(r.charger_id.as_str())
+        .bind(r.password_hash.as_deref())
+        .bind(i64::from(r.security_profile.number()))
+        .bind(r.registration_status.as_str())
+        .bind(r.description.as_deref())
+        .bind(Utc::now())
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(!existed)
+    }
+
+    async fn record_boot(&self, id: &ChargerId, boot: &BootInfo, ocpp_version: &str, at: DateTime<Utc>) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE charger SET boot_info = $2, ocpp_version = $3, last_boot_at = $4, last_seen_at = $4 WHERE charger_id = $1",
+        )
+        .bind(id.as_str())
+        .bind(Json(boot))
+        .bind(ocpp_version)
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("charger {id}")));
+        }
+        Ok(())
+    }
+
+    async fn connectors(&self, id: &ChargerId) -> StoreResult<Vec<ConnectorState>> {
+        sqlx::query("SELECT * FROM connector WHERE charger_id = $1 ORDER BY connector_id")
+            .bind(id.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(connector_from_row)
+            .collect()
+    }
+
+    async fn all_connectors(&self) -> StoreResult<Vec<(ChargerId, ConnectorState)>> {
+        sqlx::query("SELECT * FROM connector ORDER BY charger_id, connector_id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(|row| {
+                let id: String = row.try_get("charger_id").map_err(backend)?;
+                let id = ChargerId::parse(id.clone()).map_err(|_| corrupt("charger id", &id))?;
+                Ok((id, connector_from_row(row)?))
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl IdTokenStore for SqlStore {
+    async fn id_token(&self, token: &IdToken) -> StoreResult<Option<IdTokenRecord>> {
+        sqlx::query("SELECT * FROM id_token WHERE id_token_key = $1")
+            .bind(token.key())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(token_from_row)
+            .transpose()
+    }
+
+    async fn put_id_token(&self, r: &IdTokenRecord) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let existed = sqlx::query("SELECT 1 FROM id_token WHERE id_token_key = $1")
+            .bind(r.id_token.key())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?
+            .is_some();
+        sqlx::query(
+            "INSERT INTO id_token (id_token_key, id_token, status, token_type, expiry_date, group_id, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (id_token_key) DO UPDATE SET id_token = excluded.id_token, status = excluded.status, \
+               token_type = excluded.token_type, expiry_date = excluded.expiry_date, group_id = excluded.group_id, \
+               updated_at = excluded.updated_at",
+        )
+        .bind(r.id_token.key())
+        .bind(r.id_token.as_str())
+        .bind(r.status.as_str())
+        .bind(r.token_type.as_str())
+        .bind(r.expiry_date)
+        .bind(r.group_id.as_ref().map(IdToken::as_str))
+        .bind(r.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(!existed)
+    }
+
+    async fn delete_id_token(&self, token: &IdToken) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM id_token WHERE id_token_key = $1")
+            .bind(token.key())
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn id_tokens(&self) -> StoreResult<Vec<IdTokenRecord>> {
+        sqlx::query("SELECT * FROM id_token ORDER BY id_token_key")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(token_from_row)
+            .collect()
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqlStore {
+    async fn start_session(&self, new: &NewSession) -> StoreResult<Session> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        // A charger that did not get our answer sends the same start again: same
+        // connector, token, meter reading and time. It gets the same session back.
+        let repeat = sqlx::query(select_sessions!(
+            "WHERE charger_id = $1 AND connector_id = $2 AND id_token = $3 \
+             AND meter_start_wh = $4 AND started_at = $5 AND status = 'active'"
+        ))
+        .bind(new.charger_id.as_str())
+        .bind(i64::from(new.connector_id.0))
+        .bind(new.id_token.as_str())
+        .bind(new.meter_start_wh)
+        .bind(new.started_at)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if let Some(row) = repeat {
+            return session_from_row(&row);
+        }
+        let row = sqlx::query(
+            "INSERT INTO session (charger_id, connector_id, transaction_id, id_token, status, meter_start_wh, \
+               energy_wh, started_at, remote_start, reservation_id) \
+             VALUES ($1, $2, $3, $4, 'active', $5, 0, $6, $7, $8) RETURNING session_id",
+        )
+        .bind(new.charger_id.as_str())
+        .bind(i64::from(new.connector_id.0))
+        .bind(new.transaction_id.as_ref().map(|t| t.0.clone()))
+        .bind(new.id_token.as_str())
+        .bind(new.meter_start_wh)
+        .bind(new.started_at)
+        .bind(new.remote_start)
+        .bind(new.reservation_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let session_id: i64 = row.try_get("session_id").map_err(backend)?;
+        let transaction_id = match &new.transaction_id {
+            Some(t) => t.clone(),
+            None => {
+                sqlx::query("UPDATE session SET transaction_id = $2 WHERE session_id = $1")
+                    .bind(session_id)
+                    .bind(session_id.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                TransactionId(session_id.to_string())
+            }
+        };
+        tx.commit().await.map_err(backend)?;
+        Ok(Session {
+            session_id: SessionId(session_id),
+            charger_id: new.charger_id.clone(),
+            connector_id: new.connector_id,
+            transaction_id,
+            id_token: new.id_token.clone(),
+            status: SessionStatus::Active,
+            meter_start_wh: new.meter_start_wh,
+            meter_stop_wh: None,
+            energy_wh: 0,
+            power_w: None,
+            soc_percent: None,
+            started_at: new.started_at,
+            stopped_at: None,
+            stop_reason: None,
+            last_meter_at: None,
+            remote_start: new.remote_start,
+            reservation_id: new.reservation_id,
+        })
+    }
+
+    async fn session(&self, id: SessionId) -> StoreResult<Option<Session>> {
+        sqlx::query(select_sessions!("WHERE session_id = $1"))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(session_from_row)
+            .transpose()
+    }
+
+    async fn session_by_transaction(&self, charger: &ChargerId, tx: &TransactionId) -> StoreResult<Option<Session>> {
+        sqlx::query(select_sessions!("WHERE charger_id = $1 AND transaction_id = $2"))
+            .bind(charger.as_str())
+            .bind(tx.0.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(session_from_row)
+            .transpose()
+    }
+
+    async fn sessions(&self, filter: &SessionFilter) -> StoreResult<Vec<Session>> {
+        let mut query = QueryBuilder::<Db>::new(select_sessions!("WHERE 1 = 1"));
+        if let Some(charger) = &filter.charger_id {
+            query.push(" AND charger_id = ").push_bind(charger.as_str().to_owned());
+        }
+        if let Some(status) = filter.status {
+            query.push(" AND status = ").push_bind(status.as_str());
+        }
+        query.push(" ORDER BY session_id DESC LIMIT ").push_bind(i64::from(filter.limit.max(1)));
+        query
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(session_from_row)
+            .collect()
+    }
+
+    async fn active_sessions(&self) -> StoreResult<Vec<Session>> {
+        sqlx::query(select_sessions!("WHERE status = 'active' ORDER BY session_id"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(session_from_row)
+            .collect()
+    }
+
+    async fn stop_session(&self, s: &Session, final_samples: &[MeterSample]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        insert_samples(&mut tx, final_samples.iter().map(|m| (s.session_id, m))).await?;
+        sqlx::query(
+            "UPDATE session SET status = $2, meter_stop_wh = $3, energy_wh = $4, power_w = $5, soc_percent = $6, \
+               stopped_at = $7, stop_reason = $8, last_meter_at = $9 WHERE session_id = $1",
+        )
+        .bind(s.session_id.0)
+        .bind(s.status.as_str())
+        .bind(s.meter_stop_wh)
+        .bind(s.energy_wh)
+        .bind(s.power_w)
+        .bind(s.soc_percent)
+        .bind(s.stopped_at)
+        .bind(s.stop_reason.as_deref())
+        .bind(s.last_meter_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn samples(&self, id: SessionId) -> StoreResult<Vec<MeterSample>> {
+        sqlx::query("SELECT * FROM meter_sample WHERE session_id = $1 ORDER BY sampled_at, meter_sample_id")
+            .bind(id.0)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(sample_from_row)
+            .collect()
+    }
+
+    async fn write_batch(&self, batch: &WriteBatch) -> StoreResult<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        insert_samples(&mut tx, batch.samples.iter().map(|s| (s.session_id, &s.sample))).await?;
+        for p in &batch.progress {
+            sqlx::query(
+                "UPDATE session SET energy_wh = $2, power_w = $3, soc_percent = $4, last_meter_at = $5 \
+                 WHERE session_id = $1 AND status = 'active'",
+            )
+            .bind(p.session_id.0)
+            .bind(p.energy_wh)
+            .bind(p.power_w)
+            .bind(p.soc_percent)
+            .bind(p.last_meter_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        for (charger, c) in &batch.connectors {
+            sqlx::query(
+                "INSERT INTO connector (charger_id, connector_id, status, error_code, info, availability, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (charger_id, connector_id) DO UPDATE SET status = excluded.status, \
+                   error_code = excluded.error_code, info = excluded.info, availability = excluded.availability, \
+                   updated_at = excluded.updated_at",
+            )
+            .bind(charger.as_str())
+            .bind(i64::from(c.connector_id.0))
+            .bind(c.status.as_str())
+            .bind(c.error_code.as_deref())
+            .bind(c.info.as_deref())
+            .bind(c.availability.as_str())
+            .bind(c.updated_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        for (charger, at) in &batch.last_seen {
+            sqlx::query("UPDATE charger SET last_seen_at = $2 WHERE charger_id = $1")
+                .bind(charger.as_str())
+                .bind(*at)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+}
+
+#[async_trait]
+impl UserStore for SqlStore {
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        sqlx::query("INSERT INTO app_user (user_id, email, password_hash, role, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(user.user_id)
+            .bind(user.email.as_str())
+            .bind(user.password_hash.as_str())
+            .bind(user.role.as_str())
+            .bind(user.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn user_by_email(&self, email: &Email) -> StoreResult<Option<User>> {
+        let Some(row) = sqlx::query("SELECT * FROM app_user WHERE email = $1")
+            .bind(email.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+        else {
+            return Ok(None);
+        };
+        let role: String = row.try_get("role").map_err(backend)?;
+        let email: String = row.try_get("email").map_err(backend)?;
+        Ok(Some(User {
+            user_id: row.try_get("user_id").map_err(backend)?,
+            email: Email::parse(&email).map_err(|_| corrupt("e-mail", &email))?,
+            password_hash: row.try_get("password_hash").map_err(backend)?,
+            role: Role::parse(&role).ok_or_else(|| corrupt("role", &role))?,
+            created_at: row.try_get("created_at").map_err(backend)?,
+        }))
+    }
+
+    async fn admin_exists(&self) -> StoreResult<bool> {
+        Ok(sqlx::query("SELECT 1 FROM app_user WHERE role = 'admin' LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .is_some())
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn get_or_init_secret(&self, name: &str, candidate: &str) -> StoreResult<String> {
+        sqlx::query("INSERT INTO secret (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(candidate)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        sqlx::query("SELECT value FROM secret WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?
+            .try_get("value")
+            .map_err(backend)
+    }
+
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+}

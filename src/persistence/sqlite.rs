@@ -1,0 +1,32 @@
+//! Embedded backend: one SQLite file under the data directory, in WAL mode.
+//!
+//! `synchronous = NORMAL` with WAL makes every committed transaction survive a crash
+//! or SIGKILL of the process (the WAL is in the OS page cache); only a power loss can
+//! drop the last commits. `JUCR__DATABASE__SQLITE_SYNCHRONOUS=full` closes that gap.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+type Db = sqlx::Sqlite;
+const BACKEND: &str = "sqlite";
+
+include!("sql_store.rs");
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+impl SqlStore {
+    /// Opens (creating if needed) the database file at `path`.
+    pub async fn open(path: &Path, full_sync: bool, max_connections: u32) -> Result<Self, sqlx::Error> {
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(if full_sync { SqliteSynchronous::Full } else { SqliteSynchronous::Normal })
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(max_connections).connect_with(options).await?;
+        Ok(SqlStore::new(pool))
+    }
+}

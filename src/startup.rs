@@ -1,0 +1,187 @@
+//! Builds the application (storage, actors, HTTP server) and runs it until a signal.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Actor;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use chrono::Utc;
+use secrecy::SecretString;
+use tokio::task::JoinHandle;
+use tracing_actix_web::TracingLogger;
+use uuid::Uuid;
+
+use crate::actors::Services;
+use crate::actors::batch_writer::BatchWriter;
+use crate::actors::registry::{ChargerDirectory, LocalDirectory, OpenSession, StationRegistry};
+use crate::api::{self, ApiState};
+use crate::config::Settings;
+use crate::domain::ports::{Store, StoreError};
+use crate::domain::{Email, Role, User};
+use crate::metrics::Metrics;
+use crate::persistence;
+use crate::security::{self, TokenKeys};
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    services: Arc<Services>,
+    directory: Arc<dyn ChargerDirectory>,
+    writer_task: JoinHandle<()>,
+}
+
+impl Application {
+    /// Opens storage, restores active sessions, starts the actors and binds the server.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let settings = Arc::new(settings);
+        if settings.database.migrate_on_start {
+            persistence::migrate(&settings).await?;
+        }
+        let store = persistence::open(&settings).await?;
+        let metrics = Arc::new(Metrics::new());
+        let p = &settings.persistence;
+        let (writer, writer_task) = BatchWriter::spawn(store.clone(), p.flush_interval(), p.max_batch, metrics.clone());
+        // Registries start before HttpServer::new: its closure runs once per worker.
+        let registry = StationRegistry::new(store.clone(), writer.clone(), metrics.clone()).start();
+        let active = store.active_sessions().await.context("loading active sessions")?;
+        let restored = active.len();
+        for session in active {
+            registry.send(OpenSession(session)).await.context("restoring a session")?;
+        }
+        tracing::info!(restored, backend = store.backend(), profile = settings.profile.as_str(), "storage ready");
+
+        ensure_admin(&*store).await?;
+        let keys = TokenKeys::new(&jwt_secret(&settings, &*store).await?, settings.auth.token_ttl_secs);
+
+        let services = Arc::new(Services { settings: settings.clone(), store, writer, registry: registry.clone(), metrics });
+        let directory: Arc<dyn ChargerDirectory> = Arc::new(LocalDirectory::new(registry));
+        let state = web::Data::new(ApiState { services: services.clone(), directory: directory.clone(), keys });
+
+        let address = settings.bind_address()?;
+        let listener = TcpListener::bind(address).with_context(|| format!("binding {address}"))?;
+        let port = listener.local_addr()?.port();
+        let mut server = HttpServer::new(move || {
+            App::new().wrap(TracingLogger::default()).app_data(state.clone()).configure(api::configure)
+        })
+        .disable_signals()
+        .shutdown_timeout(settings.http.shutdown_grace_secs);
+        if settings.http.workers > 0 {
+            server = server.workers(settings.http.workers);
+        }
+        let server = server.listen(listener)?.run();
+        Ok(Application { port, server, services, directory, writer_task })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully: stop accepting,
+    /// close every charger socket with a close frame, flush pending writes, and exit
+    /// within `http.shutdown_grace_secs`.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Application { server, services, directory, writer_task, .. } = self;
+        let handle = server.handle();
+        let mut serving = actix_web::rt::spawn(server);
+        let signal = tokio::select! {
+            result = &mut serving => {
+                result.context("server task panicked")?.context("server failed")?;
+                return Ok(());
+            }
+            signal = shutdown_signal() => signal?,
+        };
+        tracing::info!(signal, "shutting down");
+        let grace = services.settings.http.shutdown_grace();
+        if tokio::time::timeout(grace, shutdown(&handle, &services, &*directory)).await.is_err() {
+            tracing::warn!(grace_secs = grace.as_secs(), "grace period over; exiting with work left");
+        }
+        drop(services);
+        writer_task.abort();
+        Ok(())
+    }
+}
+
+async fn shutdown(handle: &ServerHandle, services: &Services, directory: &dyn ChargerDirectory) {
+    handle.pause().await;
+    let told = directory.close_all().await;
+    tracing::info!(chargers = told, "closing charger connections");
+    while services.metrics.connected_chargers.get() > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    services.writer.flush().await;
+    tracing::info!("pending writes flushed");
+    handle.stop(true).await;
+}
+
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+/// The API's token key: configured, or generated once and kept in the database so
+/// that tokens survive restarts and every replica accepts them.
+async fn jwt_secret(settings: &Settings, store: &dyn Store) -> anyhow::Result<SecretString> {
+    if let Some(secret) = &settings.auth.jwt_secret {
+        return Ok(secret.clone());
+    }
+    let secret = store.get_or_init_secret("jwt_hs256", &security::random_secret(64)).await?;
+    Ok(SecretString::from(secret))
+}
+
+/// Makes sure an admin exists: from `JUCR_ADMIN_EMAIL`/`JUCR_ADMIN_PASSWORD` when set,
+/// otherwise (when there is none yet) with a random password logged once.
+async fn ensure_admin(store: &dyn Store) -> anyhow::Result<()> {
+    let email = std::env::var("JUCR_ADMIN_EMAIL").ok().filter(|s| !s.is_empty());
+    let password = std::env::var("JUCR_ADMIN_PASSWORD").ok().filter(|s| !s.is_empty());
+    let (email, password, generated) = match (email, password) {
+        (Some(email), Some(password)) => {
+            let email = Email::parse(&email).map_err(anyhow::Error::msg).context("JUCR_ADMIN_EMAIL")?;
+            if store.user_by_email(&email).await?.is_some() {
+                return Ok(());
+            }
+            (email, password, false)
+        }
+        (None, None) => {
+            if store.admin_exists().await? {
+                return Ok(());
+            }
+            let email = Email::parse("admin@jucr.local").expect("a literal, valid address; qed");
+            (email, security::random_secret(24), true)
+        }
+        _ => anyhow::bail!("set both JUCR_ADMIN_EMAIL and JUCR_ADMIN_PASSWORD, or neither"),
+    };
+    let user = new_user(email.clone(), password.clone(), Role::Admin).await?;
+    match store.create_user(&user).await {
+        // Another replica created it first.
+        Err(StoreError::Conflict(_)) => return Ok(()),
+        other => other?,
+    }
+    if generated {
+        tracing::warn!(
+            email = email.as_str(),
+            password = password.as_str(),
+            "no admin existed: created one with this generated password, shown only this once; \
+             set JUCR_ADMIN_EMAIL/JUCR_ADMIN_PASSWORD to choose your own"
+        );
+    } else {
+        tracing::info!(email = email.as_str(), "admin created from JUCR_ADMIN_EMAIL");
+    }
+    Ok(())
+}
+
+/// A user with a freshly hashed password (hashing runs on the blocking pool).
+pub async fn new_user(email: Email, password: String, role: Role) -> anyhow::Result<User> {
+    if password.chars().count() < 8 {
+        anyhow::bail!("passwords need at least 8 characters");
+    }
+    let password_hash = tokio::task::spawn_blocking(move || security::hash_password(&password)).await?;
+    Ok(User { user_id: Uuid::new_v4(), email, password_hash, role, created_at: Utc::now() })
+}
