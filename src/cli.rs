@@ -4,13 +4,21 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::config::Settings;
-use crate::domain::{ChargerId, ChargerRegistration, Email, RegistrationStatus, Role, SecurityProfile};
+use crate::domain::{
+    ChargerId, ChargerRegistration, Email, RegistrationStatus, Role, SecurityProfile,
+};
 use crate::startup::{Application, new_user};
 use crate::{persistence, security, telemetry};
 
 #[derive(Parser)]
-#[command(name = "jucr", version, about = "EV-charging central system (OCPP 1.6-J) and driver platform")]
-#[command(after_help = "Configuration: config/default.toml, config/<JUCR_PROFILE>.toml, then JUCR__SECTION__KEY variables.")]
+#[command(
+    name = "jucr",
+    version,
+    about = "EV-charging central system (OCPP 1.6-J) and driver platform"
+)]
+#[command(
+    after_help = "Configuration: config/default.toml, config/<JUCR_PROFILE>.toml, then JUCR__SECTION__KEY variables."
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -78,17 +86,33 @@ pub async fn run() -> anyhow::Result<()> {
             println!("migrations applied ({})", settings.profile.as_str());
             Ok(())
         }
-        Command::User(UserCommand::Create { email, password, role }) => {
+        Command::User(UserCommand::Create {
+            email,
+            password,
+            role,
+        }) => {
             persistence::migrate(&settings).await?;
             let store = persistence::open(&settings).await?;
             let email = Email::parse(&email).map_err(anyhow::Error::msg)?;
             let role = Role::parse(&role).context("role must be admin, operator or driver")?;
             let user = new_user(email, password, role).await?;
-            store.create_user(&user).await.with_context(|| format!("creating {}", user.email.as_str()))?;
-            println!("created {} {} ({})", role, user.email.as_str(), user.user_id);
+            store
+                .create_user(&user)
+                .await
+                .with_context(|| format!("creating {}", user.email.as_str()))?;
+            println!(
+                "created {} {} ({})",
+                role,
+                user.email.as_str(),
+                user.user_id
+            );
             Ok(())
         }
-        Command::Charger(ChargerCommand::Add { id, password, description }) => {
+        Command::Charger(ChargerCommand::Add {
+            id,
+            password,
+            description,
+        }) => {
             persistence::migrate(&settings).await?;
             let store = persistence::open(&settings).await?;
             let id = ChargerId::parse(id)?;
@@ -99,18 +123,30 @@ pub async fn run() -> anyhow::Result<()> {
             }
             let current = store.charger(&id).await?.map(|c| c.registration);
             let password_hash = match password {
-                Some(p) => Some(tokio::task::spawn_blocking(move || security::hash_password(&p)).await?),
+                Some(p) => {
+                    Some(tokio::task::spawn_blocking(move || security::hash_password(&p)).await?)
+                }
                 None => current.as_ref().and_then(|c| c.password_hash.clone()),
             };
             let registration = ChargerRegistration {
                 charger_id: id.clone(),
-                security_profile: if password_hash.is_some() { SecurityProfile::BASIC } else { SecurityProfile::NONE },
+                security_profile: if password_hash.is_some() {
+                    SecurityProfile::BASIC
+                } else {
+                    SecurityProfile::NONE
+                },
                 password_hash,
-                registration_status: current.as_ref().map_or(RegistrationStatus::Accepted, |c| c.registration_status),
+                registration_status: current
+                    .as_ref()
+                    .map_or(RegistrationStatus::Accepted, |c| c.registration_status),
                 description: description.or_else(|| current.and_then(|c| c.description)),
             };
             let created = store.save_registration(&registration).await?;
-            println!("{} charger {id} (security profile {})", if created { "registered" } else { "updated" }, registration.security_profile.number());
+            println!(
+                "{} charger {id} (security profile {})",
+                if created { "registered" } else { "updated" },
+                registration.security_profile.number()
+            );
             Ok(())
         }
     }

@@ -115,7 +115,10 @@ impl OcppSettings {
     pub fn preference(&self) -> anyhow::Result<Vec<OcppVersion>> {
         self.subprotocols
             .iter()
-            .map(|s| OcppVersion::from_subprotocol(s).with_context(|| format!("unknown OCPP subprotocol {s:?}")))
+            .map(|s| {
+                OcppVersion::from_subprotocol(s)
+                    .with_context(|| format!("unknown OCPP subprotocol {s:?}"))
+            })
             .collect()
     }
 }
@@ -167,7 +170,9 @@ impl Settings {
     /// Loads the settings of the profile named by `JUCR_PROFILE`.
     pub fn load() -> anyhow::Result<Self> {
         let profile = Profile::from_env()?;
-        let dir = std::env::var_os("JUCR_CONFIG_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("config"));
+        let dir = std::env::var_os("JUCR_CONFIG_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("config"));
         Self::load_from(profile, &dir, Environment::with_prefix("JUCR"))
     }
 
@@ -176,7 +181,11 @@ impl Settings {
             Profile::Embedded => EMBEDDED_TOML,
             Profile::Cloud => CLOUD_TOML,
         };
-        let on_disk = |name: &str| File::from(dir.join(name)).format(FileFormat::Toml).required(false);
+        let on_disk = |name: &str| {
+            File::from(dir.join(name))
+                .format(FileFormat::Toml)
+                .required(false)
+        };
         let mut settings: Settings = Config::builder()
             .add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml))
             .add_source(on_disk("default.toml"))
@@ -219,7 +228,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(vars: &[(&str, &str)]) -> Environment {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Environment::with_prefix("JUCR").source(Some(map))
     }
 
@@ -247,7 +259,11 @@ mod tests {
 
     #[test]
     fn unknown_settings_are_refused() {
-        let err = Settings::load_from(Profile::Embedded, Path::new("/nonexistent"), env(&[("JUCR__HTTP__PROT", "1")]));
+        let err = Settings::load_from(
+            Profile::Embedded,
+            Path::new("/nonexistent"),
+            env(&[("JUCR__HTTP__PROT", "1")]),
+        );
         assert!(err.is_err());
     }
 }

@@ -1,7 +1,8 @@
 //! Prometheus metrics, served at `/metrics`.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -12,6 +13,8 @@ pub struct Metrics {
     pub active_sessions: IntGauge,
     /// OCPP messages by direction (`in` = charger→CSMS call, `out` = CSMS→charger call), action and result.
     pub messages: IntCounterVec,
+    /// CSMS→charger calls waiting behind an outstanding one (one at a time per charger).
+    pub queued_calls: IntGauge,
     /// Round-trip time of CSMS→charger calls, by action.
     pub call_duration: HistogramVec,
     /// Connections refused for failed charger authentication.
@@ -26,50 +29,80 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new_custom(Some("jucr".into()), None).expect("static prefix is valid; qed");
-        let connected_chargers = IntGauge::new("ocpp_connected_chargers", "Chargers connected to this replica")
-            .expect("static metric definition; qed");
+        let registry =
+            Registry::new_custom(Some("jucr".into()), None).expect("static prefix is valid; qed");
+        let connected_chargers = IntGauge::new(
+            "ocpp_connected_chargers",
+            "Chargers connected to this replica",
+        )
+        .expect("static metric definition; qed");
         let active_sessions =
-            IntGauge::new("active_sessions", "Charging sessions live on this replica").expect("static metric; qed");
+            IntGauge::new("active_sessions", "Charging sessions live on this replica")
+                .expect("static metric; qed");
         let messages = IntCounterVec::new(
-            Opts::new("ocpp_messages_total", "OCPP calls by direction, action and result"),
+            Opts::new(
+                "ocpp_messages_total",
+                "OCPP calls by direction, action and result",
+            ),
             &["direction", "action", "result"],
         )
         .expect("static metric definition; qed");
+        let queued_calls = IntGauge::new(
+            "ocpp_queued_calls",
+            "CSMS-to-charger calls waiting for an outstanding one",
+        )
+        .expect("static metric definition; qed");
         let call_duration = HistogramVec::new(
-            HistogramOpts::new("ocpp_call_duration_seconds", "Latency of CSMS-to-charger calls")
-                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            HistogramOpts::new(
+                "ocpp_call_duration_seconds",
+                "Latency of CSMS-to-charger calls",
+            )
+            .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
             &["action"],
         )
         .expect("static metric definition; qed");
-        let auth_failures = IntCounter::new("ocpp_auth_failures_total", "Charger connections refused for bad credentials")
-            .expect("static metric definition; qed");
+        let auth_failures = IntCounter::new(
+            "ocpp_auth_failures_total",
+            "Charger connections refused for bad credentials",
+        )
+        .expect("static metric definition; qed");
         let flush_duration = Histogram::with_opts(
-            HistogramOpts::new("persistence_flush_duration_seconds", "Time to write one batch")
-                .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+            HistogramOpts::new(
+                "persistence_flush_duration_seconds",
+                "Time to write one batch",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
         )
         .expect("static metric definition; qed");
         let flush_failures =
-            IntCounter::new("persistence_flush_failures_total", "Failed batch writes").expect("static metric; qed");
-        let pending_writes =
-            IntGauge::new("persistence_pending_writes", "Updates waiting for the next batch").expect("static metric; qed");
+            IntCounter::new("persistence_flush_failures_total", "Failed batch writes")
+                .expect("static metric; qed");
+        let pending_writes = IntGauge::new(
+            "persistence_pending_writes",
+            "Updates waiting for the next batch",
+        )
+        .expect("static metric; qed");
         for metric in [
             Box::new(connected_chargers.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(active_sessions.clone()),
             Box::new(messages.clone()),
+            Box::new(queued_calls.clone()),
             Box::new(call_duration.clone()),
             Box::new(auth_failures.clone()),
             Box::new(flush_duration.clone()),
             Box::new(flush_failures.clone()),
             Box::new(pending_writes.clone()),
         ] {
-            registry.register(metric).expect("each metric is registered once; qed");
+            registry
+                .register(metric)
+                .expect("each metric is registered once; qed");
         }
         Metrics {
             registry,
             connected_chargers,
             active_sessions,
             messages,
+            queued_calls,
             call_duration,
             auth_failures,
             flush_duration,
@@ -80,7 +113,9 @@ impl Metrics {
 
     /// Counts one OCPP message.
     pub fn message(&self, direction: &str, action: &str, result: &str) {
-        self.messages.with_label_values(&[direction, action, result]).inc();
+        self.messages
+            .with_label_values(&[direction, action, result])
+            .inc();
     }
 
     /// The Prometheus text exposition.

@@ -1,7 +1,9 @@
 //! Password hashing (argon2id) and API tokens (HS256 JWT).
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
 use argon2::Argon2;
+use argon2::password_hash::{
+    PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
+};
 use chrono::Utc;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::distr::{Alphanumeric, SampleString};
@@ -22,7 +24,11 @@ pub fn hash_password(password: &str) -> String {
 
 /// Checks a password against a PHC string. A malformed hash never verifies.
 pub fn verify_password(password: &str, phc: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+    PasswordHash::new(phc).is_ok_and(|hash| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .is_ok()
+    })
 }
 
 /// A random alphanumeric secret of `len` characters (generated passwords, JWT keys).
@@ -50,16 +56,31 @@ pub struct TokenKeys {
 impl TokenKeys {
     pub fn new(secret: &SecretString, ttl_secs: u64) -> Self {
         let bytes = secret.expose_secret().as_bytes();
-        TokenKeys { encoding: EncodingKey::from_secret(bytes), decoding: DecodingKey::from_secret(bytes), ttl_secs }
+        TokenKeys {
+            encoding: EncodingKey::from_secret(bytes),
+            decoding: DecodingKey::from_secret(bytes),
+            ttl_secs,
+        }
     }
 
     pub fn ttl_secs(&self) -> u64 {
         self.ttl_secs
     }
 
-    pub fn issue(&self, user_id: Uuid, email: &str, role: Role) -> Result<String, jsonwebtoken::errors::Error> {
+    pub fn issue(
+        &self,
+        user_id: Uuid,
+        email: &str,
+        role: Role,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
         let now = Utc::now().timestamp();
-        let claims = Claims { sub: user_id, email: email.to_owned(), role, iat: now, exp: now + self.ttl_secs as i64 };
+        let claims = Claims {
+            sub: user_id,
+            email: email.to_owned(),
+            role,
+            iat: now,
+            exp: now + self.ttl_secs as i64,
+        };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
     }
 

@@ -43,28 +43,60 @@ impl Application {
         let store = persistence::open(&settings).await?;
         let metrics = Arc::new(Metrics::new());
         let p = &settings.persistence;
-        let (writer, writer_task) = BatchWriter::spawn(store.clone(), p.flush_interval(), p.max_batch, metrics.clone());
+        let (writer, writer_task) = BatchWriter::spawn(
+            store.clone(),
+            p.flush_interval(),
+            p.max_batch,
+            metrics.clone(),
+        );
         // Registries start before HttpServer::new: its closure runs once per worker.
         let registry = StationRegistry::new(store.clone(), writer.clone(), metrics.clone()).start();
-        let active = store.active_sessions().await.context("loading active sessions")?;
+        let active = store
+            .active_sessions()
+            .await
+            .context("loading active sessions")?;
         let restored = active.len();
         for session in active {
-            registry.send(OpenSession(session)).await.context("restoring a session")?;
+            registry
+                .send(OpenSession(session))
+                .await
+                .context("restoring a session")?;
         }
-        tracing::info!(restored, backend = store.backend(), profile = settings.profile.as_str(), "storage ready");
+        tracing::info!(
+            restored,
+            backend = store.backend(),
+            profile = settings.profile.as_str(),
+            "storage ready"
+        );
 
         ensure_admin(&*store).await?;
-        let keys = TokenKeys::new(&jwt_secret(&settings, &*store).await?, settings.auth.token_ttl_secs);
+        let keys = TokenKeys::new(
+            &jwt_secret(&settings, &*store).await?,
+            settings.auth.token_ttl_secs,
+        );
 
-        let services = Arc::new(Services { settings: settings.clone(), store, writer, registry: registry.clone(), metrics });
+        let services = Arc::new(Services {
+            settings: settings.clone(),
+            store,
+            writer,
+            registry: registry.clone(),
+            metrics,
+        });
         let directory: Arc<dyn ChargerDirectory> = Arc::new(LocalDirectory::new(registry));
-        let state = web::Data::new(ApiState { services: services.clone(), directory: directory.clone(), keys });
+        let state = web::Data::new(ApiState {
+            services: services.clone(),
+            directory: directory.clone(),
+            keys,
+        });
 
         let address = settings.bind_address()?;
         let listener = TcpListener::bind(address).with_context(|| format!("binding {address}"))?;
         let port = listener.local_addr()?.port();
         let mut server = HttpServer::new(move || {
-            App::new().wrap(TracingLogger::default()).app_data(state.clone()).configure(api::configure)
+            App::new()
+                .wrap(TracingLogger::default())
+                .app_data(state.clone())
+                .configure(api::configure)
         })
         .disable_signals()
         .shutdown_timeout(settings.http.shutdown_grace_secs);
@@ -72,7 +104,13 @@ impl Application {
             server = server.workers(settings.http.workers);
         }
         let server = server.listen(listener)?.run();
-        Ok(Application { port, server, services, directory, writer_task })
+        Ok(Application {
+            port,
+            server,
+            services,
+            directory,
+            writer_task,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -83,7 +121,13 @@ impl Application {
     /// close every charger socket with a close frame, flush pending writes, and exit
     /// within `http.shutdown_grace_secs`.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Application { server, services, directory, writer_task, .. } = self;
+        let Application {
+            server,
+            services,
+            directory,
+            writer_task,
+            ..
+        } = self;
         let handle = server.handle();
         let mut serving = actix_web::rt::spawn(server);
         let signal = tokio::select! {
@@ -95,8 +139,14 @@ impl Application {
         };
         tracing::info!(signal, "shutting down");
         let grace = services.settings.http.shutdown_grace();
-        if tokio::time::timeout(grace, shutdown(&handle, &services, &*directory)).await.is_err() {
-            tracing::warn!(grace_secs = grace.as_secs(), "grace period over; exiting with work left");
+        if tokio::time::timeout(grace, shutdown(&handle, &services, &*directory))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "grace period over; exiting with work left"
+            );
         }
         drop(services);
         writer_task.abort();
@@ -132,18 +182,26 @@ async fn jwt_secret(settings: &Settings, store: &dyn Store) -> anyhow::Result<Se
     if let Some(secret) = &settings.auth.jwt_secret {
         return Ok(secret.clone());
     }
-    let secret = store.get_or_init_secret("jwt_hs256", &security::random_secret(64)).await?;
+    let secret = store
+        .get_or_init_secret("jwt_hs256", &security::random_secret(64))
+        .await?;
     Ok(SecretString::from(secret))
 }
 
 /// Makes sure an admin exists: from `JUCR_ADMIN_EMAIL`/`JUCR_ADMIN_PASSWORD` when set,
 /// otherwise (when there is none yet) with a random password logged once.
 async fn ensure_admin(store: &dyn Store) -> anyhow::Result<()> {
-    let email = std::env::var("JUCR_ADMIN_EMAIL").ok().filter(|s| !s.is_empty());
-    let password = std::env::var("JUCR_ADMIN_PASSWORD").ok().filter(|s| !s.is_empty());
+    let email = std::env::var("JUCR_ADMIN_EMAIL")
+        .ok()
+        .filter(|s| !s.is_empty());
+    let password = std::env::var("JUCR_ADMIN_PASSWORD")
+        .ok()
+        .filter(|s| !s.is_empty());
     let (email, password, generated) = match (email, password) {
         (Some(email), Some(password)) => {
-            let email = Email::parse(&email).map_err(anyhow::Error::msg).context("JUCR_ADMIN_EMAIL")?;
+            let email = Email::parse(&email)
+                .map_err(anyhow::Error::msg)
+                .context("JUCR_ADMIN_EMAIL")?;
             if store.user_by_email(&email).await?.is_some() {
                 return Ok(());
             }
@@ -172,7 +230,10 @@ async fn ensure_admin(store: &dyn Store) -> anyhow::Result<()> {
              set JUCR_ADMIN_EMAIL/JUCR_ADMIN_PASSWORD to choose your own"
         );
     } else {
-        tracing::info!(email = email.as_str(), "admin created from JUCR_ADMIN_EMAIL");
+        tracing::info!(
+            email = email.as_str(),
+            "admin created from JUCR_ADMIN_EMAIL"
+        );
     }
     Ok(())
 }
@@ -182,6 +243,13 @@ pub async fn new_user(email: Email, password: String, role: Role) -> anyhow::Res
     if password.chars().count() < 8 {
         anyhow::bail!("passwords need at least 8 characters");
     }
-    let password_hash = tokio::task::spawn_blocking(move || security::hash_password(&password)).await?;
-    Ok(User { user_id: Uuid::new_v4(), email, password_hash, role, created_at: Utc::now() })
+    let password_hash =
+        tokio::task::spawn_blocking(move || security::hash_password(&password)).await?;
+    Ok(User {
+        user_id: Uuid::new_v4(),
+        email,
+        password_hash,
+        role,
+        created_at: Utc::now(),
+    })
 }

@@ -48,7 +48,11 @@ impl Pending {
         WriteBatch {
             samples: self.samples.clone(),
             progress: self.progress.values().cloned().collect(),
-            connectors: self.connectors.iter().map(|((id, _), c)| (id.clone(), c.clone())).collect(),
+            connectors: self
+                .connectors
+                .iter()
+                .map(|((id, _), c)| (id.clone(), c.clone()))
+                .collect(),
             last_seen: self.seen.iter().map(|(id, at)| (id.clone(), *at)).collect(),
         }
     }
@@ -56,7 +60,12 @@ impl Pending {
 
 impl BatchWriter {
     /// Starts the writer task on the current tokio runtime.
-    pub fn spawn(store: Arc<dyn Store>, window: Duration, max_batch: usize, metrics: Arc<Metrics>) -> (Self, JoinHandle<()>) {
+    pub fn spawn(
+        store: Arc<dyn Store>,
+        window: Duration,
+        max_batch: usize,
+        metrics: Arc<Metrics>,
+    ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(run(store, window, max_batch.max(1), metrics, rx));
         (BatchWriter { tx }, task)
@@ -139,7 +148,9 @@ async fn write(store: &dyn Store, pending: &mut Pending, metrics: &Metrics) {
     let started = Instant::now();
     match store.write_batch(&batch).await {
         Ok(()) => {
-            metrics.flush_duration.observe(started.elapsed().as_secs_f64());
+            metrics
+                .flush_duration
+                .observe(started.elapsed().as_secs_f64());
             *pending = Pending::default();
             metrics.pending_writes.set(0);
         }

@@ -20,13 +20,15 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::Services;
-use super::registry::{ChargerUpdate, Connected, Disconnected, FindSession, OpenSession, SessionHandle, TokenBusy};
+use super::registry::{
+    ChargerUpdate, Connected, Disconnected, FindSession, OpenSession, SessionHandle, TokenBusy,
+};
 use super::session::{EndError, EndSession, RecordSamples};
 use crate::domain::ports::StoreError;
 use crate::domain::{
-    CallEffect, ChargerId, ChargerRequest, ChargerResponse, ConnectorId, ConnectorState, ConnectorStatus,
-    DataTransferStatus, IdToken, NewSession, NotificationKind, RegistrationStatus, SessionError,
-    TransactionId, TransactionStart, TransactionStop, authorize,
+    CallEffect, ChargerId, ChargerRequest, ChargerResponse, ConnectorId, ConnectorState,
+    ConnectorStatus, DataTransferStatus, IdToken, NewSession, NotificationKind, RegistrationStatus,
+    SessionError, TransactionId, TransactionStart, TransactionStop, authorize,
 };
 use crate::ocpp::error::RpcErrorKind;
 use crate::ocpp::frame::{self, Call, CallError, CallResult, Frame};
@@ -44,7 +46,10 @@ const REMOTE_START_WINDOW: Duration = Duration::from_secs(600);
 pub enum Outbound {
     Text(String),
     /// Close the socket with this WebSocket close code and reason.
-    Close { code: u16, reason: &'static str },
+    Close {
+        code: u16,
+        reason: &'static str,
+    },
 }
 
 /// Why a CSMS→charger call produced no usable answer.
@@ -57,7 +62,11 @@ pub enum CallFailure {
     #[error("charger did not answer in time")]
     Timeout,
     #[error("charger answered with CALLERROR {code}: {description}")]
-    CallError { code: String, description: String, details: Value },
+    CallError {
+        code: String,
+        description: String,
+        details: Value,
+    },
     #[error("charger's answer does not match the schema: {0}")]
     InvalidResponse(String),
 }
@@ -116,7 +125,10 @@ impl ChargerActor {
             services,
             out,
             registration,
-            connectors: connectors.into_iter().map(|c| (c.connector_id, c)).collect(),
+            connectors: connectors
+                .into_iter()
+                .map(|c| (c.connector_id, c))
+                .collect(),
             sessions: HashMap::new(),
             pending: None,
             queue: VecDeque::new(),
@@ -162,7 +174,10 @@ impl ChargerActor {
         match checked {
             Ok(payload) => {
                 self.services.metrics.message("in", action, "ok");
-                self.send_frame(Frame::CallResult(CallResult { message_id: message_id.to_owned(), payload }));
+                self.send_frame(Frame::CallResult(CallResult {
+                    message_id: message_id.to_owned(),
+                    payload,
+                }));
             }
             Err(v) => self.send_error(message_id, action, v.kind, v.description),
         }
@@ -170,7 +185,12 @@ impl ChargerActor {
 
     fn internal_error(&self, message_id: &str, action: &str, error: &dyn std::error::Error) {
         self.span.in_scope(|| tracing::error!(ocpp.action = action, error.message = %error, error.cause_chain = ?error, "request failed"));
-        self.send_error(message_id, action, RpcErrorKind::InternalError, "the central system could not process the request".into());
+        self.send_error(
+            message_id,
+            action,
+            RpcErrorKind::InternalError,
+            "the central system could not process the request".into(),
+        );
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
@@ -194,19 +214,38 @@ impl ChargerActor {
     }
 
     fn on_call(&mut self, call: Call, ctx: &mut Context<Self>) {
-        let Call { message_id, action, payload } = call;
+        let Call {
+            message_id,
+            action,
+            payload,
+        } = call;
         let set = schemas(self.version);
         let Some(spec) = set.action(&action) else {
-            return self.send_error(&message_id, &action, RpcErrorKind::NotImplemented, format!("unknown action {action:?}"));
+            return self.send_error(
+                &message_id,
+                &action,
+                RpcErrorKind::NotImplemented,
+                format!("unknown action {action:?}"),
+            );
         };
         if !spec.from_charger {
-            return self.send_error(&message_id, spec.name, RpcErrorKind::NotSupported, format!("{action} is sent by the central system, not by a charge point"));
+            return self.send_error(
+                &message_id,
+                spec.name,
+                RpcErrorKind::NotSupported,
+                format!("{action} is sent by the central system, not by a charge point"),
+            );
         }
         if let Err(v) = set.check(spec.name, PayloadKind::Request, &payload) {
             return self.send_error(&message_id, spec.name, v.kind, v.description);
         }
         if self.registration == RegistrationStatus::Rejected && spec.name != "BootNotification" {
-            return self.send_error(&message_id, spec.name, RpcErrorKind::SecurityError, "charge point is not accepted; send BootNotification".into());
+            return self.send_error(
+                &message_id,
+                spec.name,
+                RpcErrorKind::SecurityError,
+                "charge point is not accepted; send BootNotification".into(),
+            );
         }
         let request = match self.version {
             OcppVersion::V16 => v16::decode_request(spec.name, payload),
@@ -220,7 +259,13 @@ impl ChargerActor {
 
     /// Handles a valid charger request. Requests that need storage wait in the actor's
     /// context (`ctx.wait`), so a charger's calls are answered in the order they came.
-    fn on_request(&mut self, id: String, action: &'static str, request: ChargerRequest, ctx: &mut Context<Self>) {
+    fn on_request(
+        &mut self,
+        id: String,
+        action: &'static str,
+        request: ChargerRequest,
+        ctx: &mut Context<Self>,
+    ) {
         let now = Utc::now();
         let services = self.services.clone();
         match request {
@@ -231,10 +276,15 @@ impl ChargerActor {
                     heartbeat: Some(now),
                     connector: None,
                 });
-                self.reply(&id, action, Ok(ChargerResponse::Heartbeat { current_time: now }));
+                self.reply(
+                    &id,
+                    action,
+                    Ok(ChargerResponse::Heartbeat { current_time: now }),
+                );
             }
             ChargerRequest::StatusNotification(report) => {
-                let state = ConnectorState::after(self.connectors.get(&report.connector_id), &report, now);
+                let state =
+                    ConnectorState::after(self.connectors.get(&report.connector_id), &report, now);
                 self.record_connector(state);
                 self.reply(&id, action, Ok(ChargerResponse::Ack));
             }
@@ -242,39 +292,81 @@ impl ChargerActor {
                 let charger = self.id.clone();
                 let version = self.version;
                 let work = async move {
-                    services.store.record_boot(&charger, &boot, version.as_str(), now).await?;
-                    Ok::<_, StoreError>(services.store.charger(&charger).await?.map(|c| c.registration.registration_status))
+                    services
+                        .store
+                        .record_boot(&charger, &boot, version.as_str(), now)
+                        .await?;
+                    Ok::<_, StoreError>(
+                        services
+                            .store
+                            .charger(&charger)
+                            .await?
+                            .map(|c| c.registration.registration_status),
+                    )
                 };
-                ctx.wait(work.instrument(self.span.clone()).into_actor(self).map(move |result, act, _| match result {
-                    Ok(status) => {
-                        act.registration = status.unwrap_or(act.registration);
-                        let ocpp = &act.services.settings.ocpp;
-                        let interval_secs = match act.registration {
-                            RegistrationStatus::Accepted => ocpp.heartbeat_interval_secs,
-                            _ => ocpp.boot_retry_interval_secs,
-                        };
-                        act.span.in_scope(|| tracing::info!(status = act.registration.as_str(), "boot notification"));
-                        act.reply(&id, action, Ok(ChargerResponse::BootNotification { status: act.registration, current_time: now, interval_secs }));
-                    }
-                    Err(e) => act.internal_error(&id, action, &e),
-                }));
+                ctx.wait(work.instrument(self.span.clone()).into_actor(self).map(
+                    move |result, act, _| match result {
+                        Ok(status) => {
+                            act.registration = status.unwrap_or(act.registration);
+                            let ocpp = &act.services.settings.ocpp;
+                            let interval_secs = match act.registration {
+                                RegistrationStatus::Accepted => ocpp.heartbeat_interval_secs,
+                                _ => ocpp.boot_retry_interval_secs,
+                            };
+                            act.span.in_scope(|| {
+                                tracing::info!(
+                                    status = act.registration.as_str(),
+                                    "boot notification"
+                                )
+                            });
+                            act.reply(
+                                &id,
+                                action,
+                                Ok(ChargerResponse::BootNotification {
+                                    status: act.registration,
+                                    current_time: now,
+                                    interval_secs,
+                                }),
+                            );
+                        }
+                        Err(e) => act.internal_error(&id, action, &e),
+                    },
+                ));
             }
             ChargerRequest::Authorize(token) => {
                 let work = async move {
                     let record = services.store.id_token(&token).await?;
-                    let busy = services.registry.send(TokenBusy(token)).await.unwrap_or(false);
+                    let busy = services
+                        .registry
+                        .send(TokenBusy(token))
+                        .await
+                        .unwrap_or(false);
                     Ok::<_, StoreError>(authorize(record.as_ref(), now, busy))
                 };
-                ctx.wait(work.into_actor(self).map(move |result, act, _| match result {
-                    Ok(info) => act.reply(&id, action, Ok(ChargerResponse::Authorize(info))),
-                    Err(e) => act.internal_error(&id, action, &e),
-                }));
+                ctx.wait(
+                    work.into_actor(self)
+                        .map(move |result, act, _| match result {
+                            Ok(info) => {
+                                act.reply(&id, action, Ok(ChargerResponse::Authorize(info)))
+                            }
+                            Err(e) => act.internal_error(&id, action, &e),
+                        }),
+                );
             }
-            ChargerRequest::StartTransaction(start) => self.start_transaction(id, action, start, ctx),
-            ChargerRequest::MeterValues { connector_id, transaction_id, samples } => {
+            ChargerRequest::StartTransaction(start) => {
+                self.start_transaction(id, action, start, ctx)
+            }
+            ChargerRequest::MeterValues {
+                connector_id,
+                transaction_id,
+                samples,
+            } => {
                 self.reply(&id, action, Ok(ChargerResponse::Ack));
                 let transaction = transaction_id.or_else(|| {
-                    self.sessions.values().find(|h| h.connector_id == connector_id).map(|h| h.transaction_id.clone())
+                    self.sessions
+                        .values()
+                        .find(|h| h.connector_id == connector_id)
+                        .map(|h| h.transaction_id.clone())
                 });
                 match transaction {
                     Some(tx) if !samples.is_empty() => {
@@ -285,20 +377,33 @@ impl ChargerActor {
                 }
             }
             ChargerRequest::StopTransaction(stop) => self.stop_transaction(id, action, stop, ctx),
-            ChargerRequest::DataTransfer { vendor_id, message_id, .. } => {
+            ChargerRequest::DataTransfer {
+                vendor_id,
+                message_id,
+                ..
+            } => {
                 if self.services.settings.testing.fault_injection
                     && vendor_id == FAULT_INJECTION_VENDOR
                     && message_id.as_deref() == Some("panic")
                 {
                     panic!("fault injection: charger actor {} told to panic", self.id);
                 }
-                let response = ChargerResponse::DataTransfer { status: DataTransferStatus::UnknownVendorId, data: None };
+                let response = ChargerResponse::DataTransfer {
+                    status: DataTransferStatus::UnknownVendorId,
+                    data: None,
+                };
                 self.reply(&id, action, Ok(response));
             }
             ChargerRequest::SignCertificate => {
                 // No certificate authority is configured: the CSR is refused, not lost silently.
-                self.span.in_scope(|| tracing::warn!("SignCertificate refused: no certificate authority configured"));
-                self.reply(&id, action, Ok(ChargerResponse::SignCertificate { accepted: false }));
+                self.span.in_scope(|| {
+                    tracing::warn!("SignCertificate refused: no certificate authority configured")
+                });
+                self.reply(
+                    &id,
+                    action,
+                    Ok(ChargerResponse::SignCertificate { accepted: false }),
+                );
             }
             ChargerRequest::Notification { kind, status } => {
                 let kind = match kind {
@@ -308,7 +413,13 @@ impl ChargerActor {
                     NotificationKind::LogStatus => "log upload",
                     NotificationKind::SecurityEvent => "security event",
                 };
-                self.span.in_scope(|| tracing::info!(kind, status = status.as_deref().unwrap_or(""), "charger notification"));
+                self.span.in_scope(|| {
+                    tracing::info!(
+                        kind,
+                        status = status.as_deref().unwrap_or(""),
+                        "charger notification"
+                    )
+                });
                 self.reply(&id, action, Ok(ChargerResponse::Ack));
             }
         }
@@ -316,7 +427,9 @@ impl ChargerActor {
 
     fn record_connector(&mut self, state: ConnectorState) {
         self.connectors.insert(state.connector_id, state.clone());
-        self.services.writer.connector(self.id.clone(), state.clone());
+        self.services
+            .writer
+            .connector(self.id.clone(), state.clone());
         self.services.registry.do_send(ChargerUpdate {
             charger_id: self.id.clone(),
             conn_id: self.conn_id,
@@ -325,7 +438,13 @@ impl ChargerActor {
         });
     }
 
-    fn start_transaction(&mut self, id: String, action: &'static str, start: TransactionStart, ctx: &mut Context<Self>) {
+    fn start_transaction(
+        &mut self,
+        id: String,
+        action: &'static str,
+        start: TransactionStart,
+        ctx: &mut Context<Self>,
+    ) {
         let now = Utc::now();
         let services = self.services.clone();
         let remote_start = self.take_remote_start(&start.id_token, start.connector_id);
@@ -341,7 +460,11 @@ impl ChargerActor {
         };
         let work = async move {
             let record = services.store.id_token(&start.id_token).await?;
-            let busy = services.registry.send(TokenBusy(start.id_token.clone())).await.unwrap_or(false);
+            let busy = services
+                .registry
+                .send(TokenBusy(start.id_token.clone()))
+                .await
+                .unwrap_or(false);
             let info = authorize(record.as_ref(), now, busy);
             // The charger has started already: the transaction is recorded whatever the
             // token's status; a refused token tells the charger to stop it (1.6 §5.18).
@@ -361,21 +484,37 @@ impl ChargerActor {
         }));
     }
 
-    fn stop_transaction(&mut self, id: String, action: &'static str, stop: TransactionStop, ctx: &mut Context<Self>) {
+    fn stop_transaction(
+        &mut self,
+        id: String,
+        action: &'static str,
+        stop: TransactionStop,
+        ctx: &mut Context<Self>,
+    ) {
         let now = Utc::now();
         let services = self.services.clone();
         let charger = self.id.clone();
-        let cached = self.sessions.remove(&stop.transaction_id).filter(|h| h.addr.connected());
+        let cached = self
+            .sessions
+            .remove(&stop.transaction_id)
+            .filter(|h| h.addr.connected());
         let work = async move {
             let info = match &stop.id_token {
-                Some(token) => Some(authorize(services.store.id_token(token).await?.as_ref(), now, false)),
+                Some(token) => Some(authorize(
+                    services.store.id_token(token).await?.as_ref(),
+                    now,
+                    false,
+                )),
                 None => None,
             };
             let handle = match cached {
                 Some(handle) => Some(handle),
                 None => services
                     .registry
-                    .send(FindSession { charger_id: charger.clone(), transaction_id: stop.transaction_id.clone() })
+                    .send(FindSession {
+                        charger_id: charger.clone(),
+                        transaction_id: stop.transaction_id.clone(),
+                    })
                     .await
                     .ok()
                     .flatten(),
@@ -385,31 +524,58 @@ impl ChargerActor {
                 Some(handle) => match handle.addr.send(EndSession(stop)).await {
                     Ok(Ok(_)) | Ok(Err(EndError::Session(SessionError::AlreadyStopped(_)))) => {}
                     Ok(Err(EndError::Store(e))) => return Err(e),
-                    Err(_) => return Err(StoreError::Backend("session actor died while ending".into())),
+                    Err(_) => {
+                        return Err(StoreError::Backend(
+                            "session actor died while ending".into(),
+                        ));
+                    }
                 },
                 // Not active: a repeat of a stop we have stored, or a transaction we never saw.
                 None => {
-                    if services.store.session_by_transaction(&charger, &tx).await?.is_none() {
+                    if services
+                        .store
+                        .session_by_transaction(&charger, &tx)
+                        .await?
+                        .is_none()
+                    {
                         tracing::warn!(transaction_id = %tx, "StopTransaction for an unknown transaction");
                     }
                 }
             }
             Ok::<_, StoreError>(info)
         };
-        ctx.wait(work.instrument(self.span.clone()).into_actor(self).map(move |result, act, _| match result {
-            Ok(info) => act.reply(&id, action, Ok(ChargerResponse::StopTransaction { id_token_info: info })),
-            Err(e) => act.internal_error(&id, action, &e),
-        }));
+        ctx.wait(
+            work.instrument(self.span.clone())
+                .into_actor(self)
+                .map(move |result, act, _| match result {
+                    Ok(info) => act.reply(
+                        &id,
+                        action,
+                        Ok(ChargerResponse::StopTransaction {
+                            id_token_info: info,
+                        }),
+                    ),
+                    Err(e) => act.internal_error(&id, action, &e),
+                }),
+        );
     }
 
     /// Runs `f` with the live session of `tx`, asking the registry (which may rebuild it
     /// from storage) when this connection does not know it yet. Waits in the context so
     /// later frames of this charger see the session.
-    fn with_session(&mut self, tx: TransactionId, ctx: &mut Context<Self>, f: impl FnOnce(&SessionHandle) + 'static) {
+    fn with_session(
+        &mut self,
+        tx: TransactionId,
+        ctx: &mut Context<Self>,
+        f: impl FnOnce(&SessionHandle) + 'static,
+    ) {
         if let Some(handle) = self.sessions.get(&tx).filter(|h| h.addr.connected()) {
             return f(handle);
         }
-        let find = self.services.registry.send(FindSession { charger_id: self.id.clone(), transaction_id: tx.clone() });
+        let find = self.services.registry.send(FindSession {
+            charger_id: self.id.clone(),
+            transaction_id: tx.clone(),
+        });
         ctx.wait(find.into_actor(self).map(move |found, act, _| match found.ok().flatten() {
             Some(handle) => {
                 f(&handle);
@@ -420,9 +586,14 @@ impl ChargerActor {
     }
 
     fn take_remote_start(&mut self, token: &IdToken, connector: ConnectorId) -> bool {
-        self.remote_starts.retain(|r| r.accepted_at.elapsed() < REMOTE_START_WINDOW);
+        self.remote_starts
+            .retain(|r| r.accepted_at.elapsed() < REMOTE_START_WINDOW);
         let key = token.key();
-        match self.remote_starts.iter().position(|r| r.token_key == key && r.connector_id.is_none_or(|c| c == connector)) {
+        match self
+            .remote_starts
+            .iter()
+            .position(|r| r.token_key == key && r.connector_id.is_none_or(|c| c == connector))
+        {
             Some(i) => {
                 self.remote_starts.remove(i);
                 true
@@ -438,17 +609,25 @@ impl ChargerActor {
             return;
         }
         while let Some(call) = self.queue.pop_front() {
+            self.services.metrics.queued_calls.dec();
             if call.reply.is_closed() {
                 continue;
             }
             let message_id = Uuid::new_v4().to_string();
-            let frame = Frame::Call(Call { message_id: message_id.clone(), action: call.action.clone(), payload: call.payload.clone() });
+            let frame = Frame::Call(Call {
+                message_id: message_id.clone(),
+                action: call.action.clone(),
+                payload: call.payload.clone(),
+            });
             if self.out.send(Outbound::Text(frame.to_text())).is_err() {
                 let _ = call.reply.send(Err(CallFailure::Disconnected));
                 continue;
             }
             let timeout_id = message_id.clone();
-            let timer = ctx.run_later(self.services.settings.ocpp.call_timeout(), move |act, ctx| act.on_timeout(&timeout_id, ctx));
+            let timer = ctx.run_later(
+                self.services.settings.ocpp.call_timeout(),
+                move |act, ctx| act.on_timeout(&timeout_id, ctx),
+            );
             self.pending = Some(PendingCall {
                 message_id,
                 action: call.action,
@@ -461,15 +640,35 @@ impl ChargerActor {
         }
     }
 
-    fn on_answer(&mut self, message_id: &str, answer: Result<Value, CallFailure>, ctx: &mut Context<Self>) {
-        if self.pending.as_ref().is_none_or(|p| p.message_id != message_id) {
-            self.span.in_scope(|| tracing::warn!(ocpp.message_id = message_id, "answer to no outstanding call; dropped"));
+    fn on_answer(
+        &mut self,
+        message_id: &str,
+        answer: Result<Value, CallFailure>,
+        ctx: &mut Context<Self>,
+    ) {
+        if self
+            .pending
+            .as_ref()
+            .is_none_or(|p| p.message_id != message_id)
+        {
+            self.span.in_scope(|| {
+                tracing::warn!(
+                    ocpp.message_id = message_id,
+                    "answer to no outstanding call; dropped"
+                )
+            });
             return;
         }
-        let call = self.pending.take().expect("checked to be Some with this id just above; qed");
+        let call = self
+            .pending
+            .take()
+            .expect("checked to be Some with this id just above; qed");
         ctx.cancel_future(call.timer);
         let metrics = self.services.metrics.clone();
-        metrics.call_duration.with_label_values(&[call.action.as_str()]).observe(call.sent_at.elapsed().as_secs_f64());
+        metrics
+            .call_duration
+            .with_label_values(&[call.action.as_str()])
+            .observe(call.sent_at.elapsed().as_secs_f64());
         let result = answer.and_then(|payload| {
             schemas(self.version)
                 .check(&call.action, PayloadKind::Response, &payload)
@@ -490,12 +689,21 @@ impl ChargerActor {
     }
 
     fn on_timeout(&mut self, message_id: &str, ctx: &mut Context<Self>) {
-        if self.pending.as_ref().is_none_or(|p| p.message_id != message_id) {
+        if self
+            .pending
+            .as_ref()
+            .is_none_or(|p| p.message_id != message_id)
+        {
             return;
         }
-        let call = self.pending.take().expect("checked to be Some with this id just above; qed");
+        let call = self
+            .pending
+            .take()
+            .expect("checked to be Some with this id just above; qed");
         self.span.in_scope(|| tracing::warn!(ocpp.action = %call.action, ocpp.message_id = message_id, "call timed out"));
-        self.services.metrics.message("out", &call.action, "timeout");
+        self.services
+            .metrics
+            .message("out", &call.action, "timeout");
         let _ = call.reply.send(Err(CallFailure::Timeout));
         self.send_next(ctx);
     }
@@ -506,7 +714,10 @@ impl ChargerActor {
             OcppVersion::V201 => None,
         };
         match effect {
-            Some(CallEffect::Availability { connector_id, availability }) => {
+            Some(CallEffect::Availability {
+                connector_id,
+                availability,
+            }) => {
                 let now = Utc::now();
                 let targets: Vec<ConnectorId> = if connector_id == ConnectorId::WHOLE_CHARGER {
                     self.connectors.keys().copied().collect()
@@ -515,12 +726,20 @@ impl ChargerActor {
                 };
                 for connector in targets {
                     let state = match self.connectors.get(&connector) {
-                        Some(previous) => ConnectorState { availability, updated_at: now, ..previous.clone() },
+                        Some(previous) => ConnectorState {
+                            availability,
+                            updated_at: now,
+                            ..previous.clone()
+                        },
                         None => ConnectorState {
                             connector_id: connector,
                             status: match availability {
-                                crate::domain::Availability::Operative => ConnectorStatus::Available,
-                                crate::domain::Availability::Inoperative => ConnectorStatus::Unavailable,
+                                crate::domain::Availability::Operative => {
+                                    ConnectorStatus::Available
+                                }
+                                crate::domain::Availability::Inoperative => {
+                                    ConnectorStatus::Unavailable
+                                }
                             },
                             error_code: None,
                             info: None,
@@ -531,8 +750,15 @@ impl ChargerActor {
                     self.record_connector(state);
                 }
             }
-            Some(CallEffect::RemoteStartAccepted { id_token, connector_id }) => {
-                self.remote_starts.push(RemoteStart { token_key: id_token.key(), connector_id, accepted_at: Instant::now() });
+            Some(CallEffect::RemoteStartAccepted {
+                id_token,
+                connector_id,
+            }) => {
+                self.remote_starts.push(RemoteStart {
+                    token_key: id_token.key(),
+                    connector_id,
+                    accepted_at: Instant::now(),
+                });
             }
             None => {}
         }
@@ -543,6 +769,7 @@ impl ChargerActor {
             let _ = call.reply.send(Err(CallFailure::Disconnected));
         }
         for call in self.queue.drain(..) {
+            self.services.metrics.queued_calls.dec();
             let _ = call.reply.send(Err(CallFailure::Disconnected));
         }
     }
@@ -561,11 +788,13 @@ impl Actor for ChargerActor {
             connectors: self.connectors.values().cloned().collect(),
         };
         // Wait for the registry before reading frames: it hands over this charger's live sessions.
-        ctx.wait(self.services.registry.send(connected).into_actor(self).map(|sessions, act, _| {
-            for handle in sessions.unwrap_or_default() {
-                act.sessions.insert(handle.transaction_id.clone(), handle);
-            }
-        }));
+        ctx.wait(self.services.registry.send(connected).into_actor(self).map(
+            |sessions, act, _| {
+                for handle in sessions.unwrap_or_default() {
+                    act.sessions.insert(handle.transaction_id.clone(), handle);
+                }
+            },
+        ));
     }
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
@@ -575,8 +804,12 @@ impl Actor for ChargerActor {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.services.writer.seen(self.id.clone(), Utc::now());
-        self.services.registry.do_send(Disconnected { charger_id: self.id.clone(), conn_id: self.conn_id });
-        self.span.in_scope(|| tracing::info!("charger disconnected"));
+        self.services.registry.do_send(Disconnected {
+            charger_id: self.id.clone(),
+            conn_id: self.conn_id,
+        });
+        self.span
+            .in_scope(|| tracing::info!("charger disconnected"));
     }
 }
 
@@ -616,8 +849,12 @@ impl Handler<Superseded> for ChargerActor {
     type Result = ();
 
     fn handle(&mut self, _: Superseded, ctx: &mut Self::Context) {
-        self.span.in_scope(|| tracing::info!("superseded by a new connection"));
-        let _ = self.out.send(Outbound::Close { code: 1008, reason: "replaced by a newer connection" });
+        self.span
+            .in_scope(|| tracing::info!("superseded by a new connection"));
+        let _ = self.out.send(Outbound::Close {
+            code: 1008,
+            reason: "replaced by a newer connection",
+        });
         ctx.stop();
     }
 }
@@ -631,7 +868,10 @@ impl Handler<Shutdown> for ChargerActor {
     type Result = ();
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
-        let _ = self.out.send(Outbound::Close { code: 1001, reason: "server shutting down" });
+        let _ = self.out.send(Outbound::Close {
+            code: 1001,
+            reason: "server shutting down",
+        });
         ctx.stop();
     }
 }
@@ -650,7 +890,12 @@ impl Handler<SendCall> for ChargerActor {
     type Result = ();
 
     fn handle(&mut self, call: SendCall, ctx: &mut Self::Context) {
-        self.queue.push_back(QueuedCall { action: call.action, payload: call.payload, reply: call.reply });
+        self.queue.push_back(QueuedCall {
+            action: call.action,
+            payload: call.payload,
+            reply: call.reply,
+        });
+        self.services.metrics.queued_calls.inc();
         self.send_next(ctx);
     }
 }

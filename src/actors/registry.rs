@@ -19,7 +19,9 @@ use super::batch_writer::BatchWriter;
 use super::charger::{CallFailure, ChargerActor, SendCall, Shutdown, Superseded};
 use super::session::{SessionActor, Snapshot};
 use crate::domain::ports::Store;
-use crate::domain::{ChargerId, ConnectorId, ConnectorState, IdToken, Session, SessionId, TransactionId};
+use crate::domain::{
+    ChargerId, ConnectorId, ConnectorState, IdToken, Session, SessionId, TransactionId,
+};
 use crate::metrics::Metrics;
 use crate::ocpp::OcppVersion;
 
@@ -87,10 +89,17 @@ impl StationRegistry {
             session_id: session.session_id,
             transaction_id: session.transaction_id.clone(),
             connector_id: session.connector_id,
-            addr: SessionActor::new(session.clone(), self.store.clone(), self.writer.clone(), ctx.address(), self.metrics.clone())
-                .start(),
+            addr: SessionActor::new(
+                session.clone(),
+                self.store.clone(),
+                self.writer.clone(),
+                ctx.address(),
+                self.metrics.clone(),
+            )
+            .start(),
         };
-        self.tokens.insert(session.id_token.key(), session.session_id);
+        self.tokens
+            .insert(session.id_token.key(), session.session_id);
         self.by_id.insert(session.session_id, key.clone());
         self.sessions.insert(key, handle.clone());
         handle
@@ -123,7 +132,11 @@ impl Handler<Connected> for StationRegistry {
             version: msg.version,
             connected_at: Utc::now(),
             last_heartbeat: None,
-            connectors: msg.connectors.into_iter().map(|c| (c.connector_id, c)).collect(),
+            connectors: msg
+                .connectors
+                .into_iter()
+                .map(|c| (c.connector_id, c))
+                .collect(),
         };
         match self.chargers.insert(msg.charger_id.clone(), connection) {
             Some(previous) if previous.conn_id != msg.conn_id => previous.addr.do_send(Superseded),
@@ -153,7 +166,11 @@ impl Handler<Disconnected> for StationRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: Disconnected, _: &mut Self::Context) {
-        if self.chargers.get(&msg.charger_id).is_some_and(|c| c.conn_id == msg.conn_id) {
+        if self
+            .chargers
+            .get(&msg.charger_id)
+            .is_some_and(|c| c.conn_id == msg.conn_id)
+        {
             self.chargers.remove(&msg.charger_id);
             self.metrics.connected_chargers.dec();
         }
@@ -174,7 +191,11 @@ impl Handler<ChargerUpdate> for StationRegistry {
     type Result = ();
 
     fn handle(&mut self, msg: ChargerUpdate, _: &mut Self::Context) {
-        let Some(c) = self.chargers.get_mut(&msg.charger_id).filter(|c| c.conn_id == msg.conn_id) else {
+        let Some(c) = self
+            .chargers
+            .get_mut(&msg.charger_id)
+            .filter(|c| c.conn_id == msg.conn_id)
+        else {
             return;
         };
         if let Some(at) = msg.heartbeat {
@@ -195,7 +216,10 @@ impl Handler<FindCharger> for StationRegistry {
     type Result = Option<Addr<ChargerActor>>;
 
     fn handle(&mut self, msg: FindCharger, _: &mut Self::Context) -> Self::Result {
-        self.chargers.get(&msg.0).map(|c| c.addr.clone()).filter(Addr::connected)
+        self.chargers
+            .get(&msg.0)
+            .map(|c| c.addr.clone())
+            .filter(Addr::connected)
     }
 }
 
@@ -216,7 +240,12 @@ impl Handler<LiveChargers> for StationRegistry {
             connectors: c.connectors.values().cloned().collect(),
         };
         MessageResult(match msg.0 {
-            Some(id) => self.chargers.get_key_value(&id).map(view).into_iter().collect(),
+            Some(id) => self
+                .chargers
+                .get_key_value(&id)
+                .map(view)
+                .into_iter()
+                .collect(),
             None => self.chargers.iter().map(view).collect(),
         })
     }
@@ -280,7 +309,8 @@ impl Handler<SessionClosed> for StationRegistry {
 
     fn handle(&mut self, msg: SessionClosed, _: &mut Self::Context) {
         let s = msg.session;
-        self.sessions.remove(&(s.charger_id.clone(), s.transaction_id.clone()));
+        self.sessions
+            .remove(&(s.charger_id.clone(), s.transaction_id.clone()));
         self.by_id.remove(&s.session_id);
         if self.tokens.get(&s.id_token.key()) == Some(&s.session_id) {
             self.tokens.remove(&s.id_token.key());
@@ -297,7 +327,9 @@ impl Handler<TokenBusy> for StationRegistry {
     type Result = bool;
 
     fn handle(&mut self, msg: TokenBusy, _: &mut Self::Context) -> bool {
-        self.tokens.get(&msg.0.key()).is_some_and(|id| self.by_id.contains_key(id))
+        self.tokens
+            .get(&msg.0.key())
+            .is_some_and(|id| self.by_id.contains_key(id))
     }
 }
 
@@ -311,7 +343,10 @@ impl Handler<SessionById> for StationRegistry {
 
     fn handle(&mut self, msg: SessionById, _: &mut Self::Context) -> Self::Result {
         let key = self.by_id.get(&msg.0)?;
-        self.sessions.get(key).map(|h| h.addr.clone()).filter(Addr::connected)
+        self.sessions
+            .get(key)
+            .map(|h| h.addr.clone())
+            .filter(Addr::connected)
     }
 }
 
@@ -338,7 +373,12 @@ pub trait ChargerDirectory: Send + Sync {
     /// Live views of connected chargers (all when `id` is `None`).
     async fn live(&self, id: Option<&ChargerId>) -> Vec<LiveCharger>;
     /// Sends a CSMS→charger call and waits for the charger's answer.
-    async fn call(&self, id: &ChargerId, action: &str, payload: Value) -> Result<Value, CallFailure>;
+    async fn call(
+        &self,
+        id: &ChargerId,
+        action: &str,
+        payload: Value,
+    ) -> Result<Value, CallFailure>;
     /// The live state of an active session, if it is live here.
     async fn live_session(&self, id: SessionId) -> Option<Session>;
     /// Tells every connected charger to close (shutdown); returns how many.
@@ -358,15 +398,35 @@ impl LocalDirectory {
 #[async_trait]
 impl ChargerDirectory for LocalDirectory {
     async fn live(&self, id: Option<&ChargerId>) -> Vec<LiveCharger> {
-        self.registry.send(LiveChargers(id.cloned())).await.unwrap_or_default()
+        self.registry
+            .send(LiveChargers(id.cloned()))
+            .await
+            .unwrap_or_default()
     }
 
-    async fn call(&self, id: &ChargerId, action: &str, payload: Value) -> Result<Value, CallFailure> {
-        let Some(addr) = self.registry.send(FindCharger(id.clone())).await.ok().flatten() else {
+    async fn call(
+        &self,
+        id: &ChargerId,
+        action: &str,
+        payload: Value,
+    ) -> Result<Value, CallFailure> {
+        let Some(addr) = self
+            .registry
+            .send(FindCharger(id.clone()))
+            .await
+            .ok()
+            .flatten()
+        else {
             return Err(CallFailure::NotConnected);
         };
         let (reply, answer) = oneshot::channel();
-        addr.send(SendCall { action: action.to_owned(), payload, reply }).await.map_err(|_| CallFailure::Disconnected)?;
+        addr.send(SendCall {
+            action: action.to_owned(),
+            payload,
+            reply,
+        })
+        .await
+        .map_err(|_| CallFailure::Disconnected)?;
         answer.await.unwrap_or(Err(CallFailure::Disconnected))
     }
 

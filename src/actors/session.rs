@@ -32,7 +32,14 @@ impl SessionActor {
         metrics: Arc<Metrics>,
     ) -> Self {
         let span = tracing::info_span!("session", charger_id = %session.charger_id, session_id = %session.session_id);
-        SessionActor { session, store, writer, registry, metrics, span }
+        SessionActor {
+            session,
+            store,
+            writer,
+            registry,
+            metrics,
+            span,
+        }
     }
 }
 
@@ -41,7 +48,8 @@ impl Actor for SessionActor {
 
     fn started(&mut self, _: &mut Self::Context) {
         self.metrics.active_sessions.inc();
-        self.span.in_scope(|| tracing::debug!("session actor started"));
+        self.span
+            .in_scope(|| tracing::debug!("session actor started"));
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -60,7 +68,15 @@ impl Handler<RecordSamples> for SessionActor {
     fn handle(&mut self, RecordSamples(samples): RecordSamples, _: &mut Self::Context) {
         let changed = self.session.apply_samples(&samples);
         let id = self.session.session_id;
-        self.writer.samples(samples.into_iter().map(|sample| SessionSample { session_id: id, sample }).collect());
+        self.writer.samples(
+            samples
+                .into_iter()
+                .map(|sample| SessionSample {
+                    session_id: id,
+                    sample,
+                })
+                .collect(),
+        );
         if changed {
             self.writer.progress(SessionProgress {
                 session_id: id,
@@ -104,8 +120,11 @@ impl Handler<EndSession> for SessionActor {
         Box::pin(write.into_actor(self).map(move |result, act, ctx| {
             result?;
             act.session = ended.clone();
-            act.span.in_scope(|| tracing::info!(energy_wh = ended.energy_wh, "session ended"));
-            act.registry.do_send(SessionClosed { session: ended.clone() });
+            act.span
+                .in_scope(|| tracing::info!(energy_wh = ended.energy_wh, "session ended"));
+            act.registry.do_send(SessionClosed {
+                session: ended.clone(),
+            });
             ctx.stop();
             Ok(ended)
         }))

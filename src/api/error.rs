@@ -16,7 +16,10 @@ pub enum ApiError {
     BadRequest(String),
     /// An OCPP payload its schema rejects.
     #[error("{message}")]
-    InvalidPayload { message: String, ocpp_error_code: &'static str },
+    InvalidPayload {
+        message: String,
+        ocpp_error_code: &'static str,
+    },
     #[error("authentication required")]
     Unauthorized,
     #[error("invalid e-mail or password")]
@@ -30,7 +33,11 @@ pub enum ApiError {
     #[error("{0}")]
     ChargerOffline(String),
     #[error("charger answered with {code}: {description}")]
-    OcppCallError { code: String, description: String, details: Value },
+    OcppCallError {
+        code: String,
+        description: String,
+        details: Value,
+    },
     #[error("charger's answer breaks its schema: {0}")]
     OcppInvalidResponse(String),
     #[error("charger did not answer within the call timeout")]
@@ -78,10 +85,22 @@ impl From<StoreError> for ApiError {
 impl From<CallFailure> for ApiError {
     fn from(e: CallFailure) -> Self {
         match e {
-            CallFailure::NotConnected => ApiError::ChargerOffline("charger is not connected".into()),
-            CallFailure::Disconnected => ApiError::ChargerOffline("charger disconnected before answering".into()),
+            CallFailure::NotConnected => {
+                ApiError::ChargerOffline("charger is not connected".into())
+            }
+            CallFailure::Disconnected => {
+                ApiError::ChargerOffline("charger disconnected before answering".into())
+            }
             CallFailure::Timeout => ApiError::OcppTimeout,
-            CallFailure::CallError { code, description, details } => ApiError::OcppCallError { code, description, details },
+            CallFailure::CallError {
+                code,
+                description,
+                details,
+            } => ApiError::OcppCallError {
+                code,
+                description,
+                details,
+            },
             CallFailure::InvalidResponse(m) => ApiError::OcppInvalidResponse(m),
         }
     }
@@ -99,10 +118,16 @@ impl ResponseError for ApiError {
         }
         let mut error = json!({ "code": code, "message": self.to_string() });
         match self {
-            ApiError::OcppCallError { code, description, details } => {
+            ApiError::OcppCallError {
+                code,
+                description,
+                details,
+            } => {
                 error["details"] = json!({ "ocpp_error_code": code, "ocpp_error_description": description, "ocpp_error_details": details });
             }
-            ApiError::InvalidPayload { ocpp_error_code, .. } => {
+            ApiError::InvalidPayload {
+                ocpp_error_code, ..
+            } => {
                 error["details"] = json!({ "ocpp_error_code": ocpp_error_code });
             }
             _ => {}

@@ -15,9 +15,12 @@ pub async fn readyz(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError
         tracing::warn!(error.cause_chain = ?e, error.message = %e, "readiness check failed");
         ApiError::Unavailable
     })?;
-    Ok(HttpResponse::Ok().json(json!({ "status": "ready", "storage": state.services.store.backend() })))
+    Ok(HttpResponse::Ok()
+        .json(json!({ "status": "ready", "storage": state.services.store.backend() })))
 }
 
 pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.services.metrics.render())
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.services.metrics.render())
 }

@@ -24,11 +24,18 @@ pub struct ApiState {
 
 /// Registers every route and the extractor error handlers.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::JsonConfig::default().limit(1 << 20).error_handler(|e, _| {
-        ApiError::BadRequest(format!("invalid JSON body: {e}")).into()
-    }))
-    .app_data(web::PathConfig::default().error_handler(|e, _| ApiError::BadRequest(e.to_string()).into()))
-    .app_data(web::QueryConfig::default().error_handler(|e, _| ApiError::BadRequest(e.to_string()).into()))
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(1 << 20)
+            .error_handler(|e, _| ApiError::BadRequest(format!("invalid JSON body: {e}")).into()),
+    )
+    .app_data(
+        web::PathConfig::default().error_handler(|e, _| ApiError::BadRequest(e.to_string()).into()),
+    )
+    .app_data(
+        web::QueryConfig::default()
+            .error_handler(|e, _| ApiError::BadRequest(e.to_string()).into()),
+    )
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
     .route("/metrics", web::get().to(health::metrics))
@@ -39,11 +46,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/chargers", web::get().to(rest::chargers::list))
             .route("/chargers/{id}", web::get().to(rest::chargers::get))
             .route("/chargers/{id}", web::put().to(rest::chargers::put))
-            .route("/chargers/{id}/ocpp/{action}", web::post().to(rest::chargers::call))
+            .route(
+                "/chargers/{id}/ocpp/{action}",
+                web::post().to(rest::chargers::call),
+            )
             .route("/id-tokens", web::get().to(rest::id_tokens::list))
             .route("/id-tokens/{id_token}", web::get().to(rest::id_tokens::get))
             .route("/id-tokens/{id_token}", web::put().to(rest::id_tokens::put))
-            .route("/id-tokens/{id_token}", web::delete().to(rest::id_tokens::delete))
+            .route(
+                "/id-tokens/{id_token}",
+                web::delete().to(rest::id_tokens::delete),
+            )
             .route("/sessions", web::get().to(rest::sessions::list))
             .route("/sessions/{id}", web::get().to(rest::sessions::get)),
     )
@@ -51,5 +64,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound(format!("no route for {} {}", req.method(), req.path())))
+    Err(ApiError::NotFound(format!(
+        "no route for {} {}",
+        req.method(),
+        req.path()
+    )))
 }

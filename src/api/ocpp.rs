@@ -27,7 +27,9 @@ use super::error::ApiError;
 use crate::actors::Services;
 use crate::actors::charger::{ChargerActor, ConnectionClosed, Inbound, Outbound};
 use crate::actors::registry::Disconnected;
-use crate::domain::{ChargerId, ChargerRegistration, RegistrationStatus, SecurityProfile, UnknownChargerPolicy};
+use crate::domain::{
+    ChargerId, ChargerRegistration, RegistrationStatus, SecurityProfile, UnknownChargerPolicy,
+};
 use crate::ocpp::{self, OcppVersion};
 use crate::security;
 
@@ -38,7 +40,8 @@ pub async fn connect(
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
     let services = state.services.clone();
-    let id = ChargerId::parse(path.into_inner()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let id =
+        ChargerId::parse(path.into_inner()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let registration = authenticate(&req, &id, &services).await?;
 
     let offered: Vec<&str> = req
@@ -48,28 +51,47 @@ pub async fn connect(
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .collect();
-    let preference = services.settings.ocpp.preference().map_err(ApiError::internal)?;
+    let preference = services
+        .settings
+        .ocpp
+        .preference()
+        .map_err(ApiError::internal)?;
     let version = ocpp::negotiate(&offered, &preference);
 
-    let (mut response, session, stream) = actix_ws::handle(&req, body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let (mut response, session, stream) =
+        actix_ws::handle(&req, body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let max = services.settings.ocpp.max_frame_bytes;
-    let stream = stream.max_frame_size(max).aggregate_continuations().max_continuation_size(max);
+    let stream = stream
+        .max_frame_size(max)
+        .aggregate_continuations()
+        .max_continuation_size(max);
 
     let Some(version) = version else {
         tracing::warn!(charger_id = %id, offered = ?offered, "no supported OCPP subprotocol offered; closing");
         actix_web::rt::spawn(async move {
-            let reason = CloseReason { code: CloseCode::Protocol, description: Some("no supported OCPP subprotocol offered".into()) };
+            let reason = CloseReason {
+                code: CloseCode::Protocol,
+                description: Some("no supported OCPP subprotocol offered".into()),
+            };
             let _ = session.close(Some(reason)).await;
         });
         return Ok(response);
     };
-    response
-        .headers_mut()
-        .insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(version.subprotocol()));
+    response.headers_mut().insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(version.subprotocol()),
+    );
 
     let connectors = services.store.connectors(&id).await?;
     let (out_tx, out_rx) = mpsc::unbounded_channel();
-    let actor = ChargerActor::new(id.clone(), version, services.clone(), out_tx, registration.registration_status, connectors);
+    let actor = ChargerActor::new(
+        id.clone(),
+        version,
+        services.clone(),
+        out_tx,
+        registration.registration_status,
+        connectors,
+    );
     let conn_id = actor.conn_id();
     let addr = actor.start();
     actix_web::rt::spawn(socket_task(SocketTask {
@@ -87,12 +109,18 @@ pub async fn connect(
 
 /// Checks the charger's identity before the upgrade; registers it first when the
 /// policy accepts unknown chargers.
-async fn authenticate(req: &HttpRequest, id: &ChargerId, services: &Arc<Services>) -> Result<ChargerRegistration, ApiError> {
+async fn authenticate(
+    req: &HttpRequest,
+    id: &ChargerId,
+    services: &Arc<Services>,
+) -> Result<ChargerRegistration, ApiError> {
     let Some(record) = services.store.charger(id).await? else {
         return match services.settings.ocpp.unknown_chargers {
             UnknownChargerPolicy::Reject => {
                 tracing::warn!(charger_id = %id, "unknown charger refused");
-                Err(ApiError::NotFound(format!("charger {id} is not registered")))
+                Err(ApiError::NotFound(format!(
+                    "charger {id} is not registered"
+                )))
             }
             UnknownChargerPolicy::Accept => {
                 let registration = ChargerRegistration {
@@ -126,7 +154,9 @@ async fn authenticate(req: &HttpRequest, id: &ChargerId, services: &Arc<Services
     if user != id.as_str() {
         return Err(refuse("user name is not the charger id"));
     }
-    let ok = web::block(move || security::verify_password(&password, &hash)).await.map_err(ApiError::internal)?;
+    let ok = web::block(move || security::verify_password(&password, &hash))
+        .await
+        .map_err(ApiError::internal)?;
     if !ok {
         return Err(refuse("wrong password"));
     }
@@ -135,8 +165,12 @@ async fn authenticate(req: &HttpRequest, id: &ChargerId, services: &Arc<Services
 
 fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let encoded = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic "))?;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (user, password) = text.split_once(':')?;
     Some((user.to_owned(), password.to_owned()))
@@ -154,14 +188,26 @@ struct SocketTask {
 }
 
 fn close(code: CloseCode, description: &str) -> Option<CloseReason> {
-    Some(CloseReason { code, description: Some(description.to_owned()) })
+    Some(CloseReason {
+        code,
+        description: Some(description.to_owned()),
+    })
 }
 
 /// Owns one charger's WebSocket: frames in go to the actor, frames the actor emits go
 /// out, pings keep it honest. Ends the connection when the charger closes, stops
 /// answering pings, or the actor stops or dies (then with 1011).
 async fn socket_task(task: SocketTask) {
-    let SocketTask { id, conn_id, addr, mut session, mut stream, mut out, services, version } = task;
+    let SocketTask {
+        id,
+        conn_id,
+        addr,
+        mut session,
+        mut stream,
+        mut out,
+        services,
+        version,
+    } = task;
     let interval = services.settings.ocpp.ping_interval();
     let send_timeout = interval.max(Duration::from_secs(1));
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -237,7 +283,10 @@ async fn socket_task(task: SocketTask) {
     };
 
     addr.do_send(ConnectionClosed);
-    services.registry.do_send(Disconnected { charger_id: id.clone(), conn_id });
+    services.registry.do_send(Disconnected {
+        charger_id: id.clone(),
+        conn_id,
+    });
     services.writer.seen(id, Utc::now());
     let _ = tokio::time::timeout(send_timeout, session.close(reason)).await;
 }

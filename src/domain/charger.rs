@@ -23,7 +23,9 @@ impl RegistrationStatus {
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        [Self::Accepted, Self::Pending, Self::Rejected].into_iter().find(|s| s.as_str() == raw)
+        [Self::Accepted, Self::Pending, Self::Rejected]
+            .into_iter()
+            .find(|s| s.as_str() == raw)
     }
 }
 
@@ -40,7 +42,9 @@ impl SecurityProfile {
     pub fn parse(raw: i64) -> Result<Self, String> {
         match raw {
             0 | 1 => Ok(SecurityProfile(raw as u8)),
-            2 | 3 => Err(format!("security profile {raw} needs TLS, which this server does not serve yet")),
+            2 | 3 => Err(format!(
+                "security profile {raw} needs TLS, which this server does not serve yet"
+            )),
             _ => Err(format!("security profile must be 0, 1, 2 or 3, not {raw}")),
         }
     }
@@ -202,7 +206,11 @@ pub struct StatusReport {
 
 impl ConnectorState {
     /// The state after `report`, keeping the operator's availability setting.
-    pub fn after(previous: Option<&ConnectorState>, report: &StatusReport, now: DateTime<Utc>) -> ConnectorState {
+    pub fn after(
+        previous: Option<&ConnectorState>,
+        report: &StatusReport,
+        now: DateTime<Utc>,
+    ) -> ConnectorState {
         ConnectorState {
             connector_id: report.connector_id,
             status: report.status,

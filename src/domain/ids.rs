@@ -21,9 +21,15 @@ impl ChargerId {
     pub fn parse(raw: impl Into<String>) -> Result<Self, InvalidId> {
         let raw = raw.into();
         if raw.is_empty() || raw.len() > Self::MAX_LEN {
-            return Err(InvalidId(format!("charger id must be 1 to {} characters", Self::MAX_LEN)));
+            return Err(InvalidId(format!(
+                "charger id must be 1 to {} characters",
+                Self::MAX_LEN
+            )));
         }
-        if let Some(c) = raw.chars().find(|c| !(c.is_ascii_alphanumeric() || "-_.*~:@+".contains(*c))) {
+        if let Some(c) = raw
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "-_.*~:@+".contains(*c)))
+        {
             return Err(InvalidId(format!(
                 "charger id may hold letters, digits and - _ . * ~ : @ + only, not {c:?}"
             )));
@@ -68,10 +74,15 @@ impl IdToken {
     pub fn parse(raw: impl Into<String>) -> Result<Self, InvalidId> {
         let raw = raw.into();
         if raw.is_empty() || raw.len() > Self::MAX_LEN {
-            return Err(InvalidId(format!("id token must be 1 to {} characters", Self::MAX_LEN)));
+            return Err(InvalidId(format!(
+                "id token must be 1 to {} characters",
+                Self::MAX_LEN
+            )));
         }
         if raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(InvalidId("id token may not hold whitespace or control characters".into()));
+            return Err(InvalidId(
+                "id token may not hold whitespace or control characters".into(),
+            ));
         }
         Ok(IdToken(raw))
     }
@@ -113,7 +124,9 @@ impl ConnectorId {
     pub const WHOLE_CHARGER: ConnectorId = ConnectorId(0);
 
     pub fn parse(raw: i64) -> Result<Self, InvalidId> {
-        u32::try_from(raw).map(ConnectorId).map_err(|_| InvalidId(format!("connector id {raw} is out of range")))
+        u32::try_from(raw)
+            .map(ConnectorId)
+            .map_err(|_| InvalidId(format!("connector id {raw} is out of range")))
     }
 }
 

@@ -53,7 +53,10 @@ pub struct WriteBatch {
 
 impl WriteBatch {
     pub fn is_empty(&self) -> bool {
-        self.samples.is_empty() && self.progress.is_empty() && self.connectors.is_empty() && self.last_seen.is_empty()
+        self.samples.is_empty()
+            && self.progress.is_empty()
+            && self.connectors.is_empty()
+            && self.last_seen.is_empty()
     }
 
     pub fn len(&self) -> usize {
@@ -67,7 +70,13 @@ pub trait ChargerStore: Send + Sync {
     async fn chargers(&self) -> StoreResult<Vec<ChargerRecord>>;
     /// Creates or replaces the registration columns; returns whether the charger is new.
     async fn save_registration(&self, registration: &ChargerRegistration) -> StoreResult<bool>;
-    async fn record_boot(&self, id: &ChargerId, boot: &BootInfo, ocpp_version: &str, at: DateTime<Utc>) -> StoreResult<()>;
+    async fn record_boot(
+        &self,
+        id: &ChargerId,
+        boot: &BootInfo,
+        ocpp_version: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
     async fn connectors(&self, id: &ChargerId) -> StoreResult<Vec<ConnectorState>>;
     /// Every stored connector of every charger (one query for the charger list).
     async fn all_connectors(&self) -> StoreResult<Vec<(ChargerId, ConnectorState)>>;
@@ -89,11 +98,19 @@ pub trait SessionStore: Send + Sync {
     /// the charger did not bring one). Durable when it returns.
     async fn start_session(&self, new: &NewSession) -> StoreResult<Session>;
     async fn session(&self, id: SessionId) -> StoreResult<Option<Session>>;
-    async fn session_by_transaction(&self, charger: &ChargerId, tx: &TransactionId) -> StoreResult<Option<Session>>;
+    async fn session_by_transaction(
+        &self,
+        charger: &ChargerId,
+        tx: &TransactionId,
+    ) -> StoreResult<Option<Session>>;
     async fn sessions(&self, filter: &SessionFilter) -> StoreResult<Vec<Session>>;
     async fn active_sessions(&self) -> StoreResult<Vec<Session>>;
     /// Stores a session's end with its final samples. Durable when it returns.
-    async fn stop_session(&self, session: &Session, final_samples: &[MeterSample]) -> StoreResult<()>;
+    async fn stop_session(
+        &self,
+        session: &Session,
+        final_samples: &[MeterSample],
+    ) -> StoreResult<()>;
     async fn samples(&self, id: SessionId) -> StoreResult<Vec<MeterSample>>;
     /// Writes a batch of hot-path updates in one transaction. Progress of sessions
     /// that have ended meanwhile is ignored.

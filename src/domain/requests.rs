@@ -26,14 +26,25 @@ pub enum ChargerRequest {
     StatusNotification(StatusReport),
     Authorize(IdToken),
     StartTransaction(TransactionStart),
-    MeterValues { connector_id: ConnectorId, transaction_id: Option<TransactionId>, samples: Vec<MeterSample> },
+    MeterValues {
+        connector_id: ConnectorId,
+        transaction_id: Option<TransactionId>,
+        samples: Vec<MeterSample>,
+    },
     StopTransaction(TransactionStop),
-    DataTransfer { vendor_id: String, message_id: Option<String>, data: Option<String> },
+    DataTransfer {
+        vendor_id: String,
+        message_id: Option<String>,
+        data: Option<String>,
+    },
     /// A request for a signed certificate (security extension).
     SignCertificate,
     /// A notification that needs no more than an acknowledgement and a log line
     /// (diagnostics, firmware, log and security-event status).
-    Notification { kind: NotificationKind, status: Option<String> },
+    Notification {
+        kind: NotificationKind,
+        status: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,13 +67,29 @@ pub enum DataTransferStatus {
 /// The central system's answer to a [`ChargerRequest`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChargerResponse {
-    BootNotification { status: RegistrationStatus, current_time: DateTime<Utc>, interval_secs: u32 },
-    Heartbeat { current_time: DateTime<Utc> },
+    BootNotification {
+        status: RegistrationStatus,
+        current_time: DateTime<Utc>,
+        interval_secs: u32,
+    },
+    Heartbeat {
+        current_time: DateTime<Utc>,
+    },
     Authorize(IdTokenInfo),
-    StartTransaction { transaction_id: TransactionId, id_token_info: IdTokenInfo },
-    StopTransaction { id_token_info: Option<IdTokenInfo> },
-    DataTransfer { status: DataTransferStatus, data: Option<String> },
-    SignCertificate { accepted: bool },
+    StartTransaction {
+        transaction_id: TransactionId,
+        id_token_info: IdTokenInfo,
+    },
+    StopTransaction {
+        id_token_info: Option<IdTokenInfo>,
+    },
+    DataTransfer {
+        status: DataTransferStatus,
+        data: Option<String>,
+    },
+    SignCertificate {
+        accepted: bool,
+    },
     /// An empty acknowledgement (StatusNotification, MeterValues, notifications).
     Ack,
 }
@@ -71,7 +98,13 @@ pub enum ChargerResponse {
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallEffect {
     /// ChangeAvailability accepted (or scheduled): the connector (0 = all) is now so.
-    Availability { connector_id: ConnectorId, availability: crate::domain::Availability },
+    Availability {
+        connector_id: ConnectorId,
+        availability: crate::domain::Availability,
+    },
     /// RemoteStartTransaction accepted: the StartTransaction that follows is this token's remote start.
-    RemoteStartAccepted { id_token: IdToken, connector_id: Option<ConnectorId> },
+    RemoteStartAccepted {
+        id_token: IdToken,
+        connector_id: Option<ConnectorId>,
+    },
 }

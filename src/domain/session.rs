@@ -8,6 +8,7 @@ use super::ids::{ChargerId, ConnectorId, IdToken, SessionId, TransactionId};
 /// What a sampled value measures, for the measurands a session tracks; anything else
 /// is kept under its OCPP name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
 pub enum Measurand {
     /// `Energy.Active.Import.Register`: the meter's running total, normalised to Wh.
     EnergyImportRegister,
@@ -40,6 +41,18 @@ impl Measurand {
     }
 }
 
+impl From<String> for Measurand {
+    fn from(raw: String) -> Self {
+        Measurand::parse(&raw)
+    }
+}
+
+impl From<Measurand> for String {
+    fn from(m: Measurand) -> Self {
+        m.as_str().to_owned()
+    }
+}
+
 /// One sampled value, in canonical units (Wh, W, %, or the unit the charger sent).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MeterSample {
@@ -62,7 +75,11 @@ impl MeterSample {
         phase: Option<String>,
         context: Option<String>,
     ) -> Option<MeterSample> {
-        let value: f64 = raw_value.trim().parse().ok().filter(|v: &f64| v.is_finite())?;
+        let value: f64 = raw_value
+            .trim()
+            .parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite())?;
         let (value, unit) = match (&measurand, unit) {
             (_, Some("kWh")) => (value * 1000.0, Some("Wh")),
             (_, Some("kW")) => (value * 1000.0, Some("W")),
@@ -71,7 +88,14 @@ impl MeterSample {
             (Measurand::StateOfCharge, None) => (value, Some("Percent")),
             (_, other) => (value, other),
         };
-        Some(MeterSample { timestamp, measurand, value, unit: unit.map(str::to_owned), phase, context })
+        Some(MeterSample {
+            timestamp,
+            measurand,
+            value,
+            unit: unit.map(str::to_owned),
+            phase,
+            context,
+        })
     }
 
     /// Whether this sample is a reading of the whole meter (no phase given).
@@ -165,7 +189,10 @@ impl Session {
     pub fn apply_samples(&mut self, samples: &[MeterSample]) -> bool {
         let mut changed = false;
         for sample in samples.iter().filter(|s| s.is_total()) {
-            if self.last_meter_at.is_some_and(|last| sample.timestamp < last) {
+            if self
+                .last_meter_at
+                .is_some_and(|last| sample.timestamp < last)
+            {
                 continue;
             }
             match sample.measurand {
@@ -240,7 +267,12 @@ mod tests {
         }
     }
 
-    fn sample(at: DateTime<Utc>, measurand: Measurand, value: &str, unit: Option<&str>) -> MeterSample {
+    fn sample(
+        at: DateTime<Utc>,
+        measurand: Measurand,
+        value: &str,
+        unit: Option<&str>,
+    ) -> MeterSample {
         MeterSample::normalised(at, measurand, value, unit, None, None).unwrap()
     }
 
@@ -253,7 +285,10 @@ mod tests {
             sample(t, Measurand::PowerImport, "11", Some("kW")),
             sample(t, Measurand::StateOfCharge, "42", None),
         ]));
-        assert_eq!((s.energy_wh, s.power_w, s.soc_percent), (500, Some(11000.0), Some(42.0)));
+        assert_eq!(
+            (s.energy_wh, s.power_w, s.soc_percent),
+            (500, Some(11000.0), Some(42.0))
+        );
     }
 
     #[test]
@@ -261,7 +296,12 @@ mod tests {
         let mut s = session();
         let t = Utc::now();
         s.apply_samples(&[sample(t, Measurand::EnergyImportRegister, "3000", None)]);
-        s.apply_samples(&[sample(t - Duration::seconds(60), Measurand::EnergyImportRegister, "2000", None)]);
+        s.apply_samples(&[sample(
+            t - Duration::seconds(60),
+            Measurand::EnergyImportRegister,
+            "2000",
+            None,
+        )]);
         assert_eq!(s.energy_wh, 2000);
     }
 
@@ -278,12 +318,21 @@ mod tests {
         };
         s.stop(&stop).unwrap();
         assert_eq!((s.energy_wh, s.status), (4000, SessionStatus::Completed));
-        assert_eq!(s.stop(&stop), Err(SessionError::AlreadyStopped(SessionId(1))));
+        assert_eq!(
+            s.stop(&stop),
+            Err(SessionError::AlreadyStopped(SessionId(1)))
+        );
     }
 
     #[test]
     fn signed_or_garbage_values_are_not_samples() {
-        assert!(MeterSample::normalised(Utc::now(), Measurand::PowerImport, "abc", None, None, None).is_none());
-        assert!(MeterSample::normalised(Utc::now(), Measurand::PowerImport, "NaN", None, None, None).is_none());
+        assert!(
+            MeterSample::normalised(Utc::now(), Measurand::PowerImport, "abc", None, None, None)
+                .is_none()
+        );
+        assert!(
+            MeterSample::normalised(Utc::now(), Measurand::PowerImport, "NaN", None, None, None)
+                .is_none()
+        );
     }
 }

@@ -140,7 +140,11 @@ pub struct IdTokenInfo {
 
 impl IdTokenInfo {
     pub fn with_status(status: AuthorizationStatus) -> Self {
-        IdTokenInfo { status, expiry_date: None, group_id: None }
+        IdTokenInfo {
+            status,
+            expiry_date: None,
+            group_id: None,
+        }
     }
 }
 
@@ -150,16 +154,26 @@ impl IdTokenInfo {
 /// - a registered `Accepted` token past its expiry date is `Expired`;
 /// - an `Accepted` token already charging elsewhere is `ConcurrentTx`;
 /// - any other registered status is answered as stored.
-pub fn authorize(record: Option<&IdTokenRecord>, now: DateTime<Utc>, has_active_session: bool) -> IdTokenInfo {
+pub fn authorize(
+    record: Option<&IdTokenRecord>,
+    now: DateTime<Utc>,
+    has_active_session: bool,
+) -> IdTokenInfo {
     let Some(record) = record else {
         return IdTokenInfo::with_status(AuthorizationStatus::Invalid);
     };
     let status = match record.status {
-        AuthorizationStatus::Accepted if record.expiry_date.is_some_and(|e| e <= now) => AuthorizationStatus::Expired,
+        AuthorizationStatus::Accepted if record.expiry_date.is_some_and(|e| e <= now) => {
+            AuthorizationStatus::Expired
+        }
         AuthorizationStatus::Accepted if has_active_session => AuthorizationStatus::ConcurrentTx,
         other => other,
     };
-    IdTokenInfo { status, expiry_date: record.expiry_date, group_id: record.group_id.clone() }
+    IdTokenInfo {
+        status,
+        expiry_date: record.expiry_date,
+        group_id: record.group_id.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -180,15 +194,24 @@ mod tests {
 
     #[test]
     fn unknown_tokens_are_invalid() {
-        assert_eq!(authorize(None, Utc::now(), false).status, AuthorizationStatus::Invalid);
+        assert_eq!(
+            authorize(None, Utc::now(), false).status,
+            AuthorizationStatus::Invalid
+        );
     }
 
     #[test]
     fn accepted_tokens_past_their_expiry_are_expired() {
         let now = Utc::now();
-        let past = record(AuthorizationStatus::Accepted, Some(now - Duration::seconds(1)));
+        let past = record(
+            AuthorizationStatus::Accepted,
+            Some(now - Duration::seconds(1)),
+        );
         let future = record(AuthorizationStatus::Accepted, Some(now + Duration::days(1)));
-        assert_eq!(authorize(Some(&past), now, false).status, AuthorizationStatus::Expired);
+        assert_eq!(
+            authorize(Some(&past), now, false).status,
+            AuthorizationStatus::Expired
+        );
         let info = authorize(Some(&future), now, false);
         assert_eq!(info.status, AuthorizationStatus::Accepted);
         assert_eq!(info.group_id.unwrap().as_str(), "FLEET");
@@ -198,14 +221,26 @@ mod tests {
     fn a_token_already_charging_is_concurrent_and_blocked_stays_blocked() {
         let now = Utc::now();
         let ok = record(AuthorizationStatus::Accepted, None);
-        assert_eq!(authorize(Some(&ok), now, true).status, AuthorizationStatus::ConcurrentTx);
+        assert_eq!(
+            authorize(Some(&ok), now, true).status,
+            AuthorizationStatus::ConcurrentTx
+        );
         let blocked = record(AuthorizationStatus::Blocked, None);
-        assert_eq!(authorize(Some(&blocked), now, true).status, AuthorizationStatus::Blocked);
+        assert_eq!(
+            authorize(Some(&blocked), now, true).status,
+            AuthorizationStatus::Blocked
+        );
     }
 
     #[test]
     fn the_2_0_1_statuses_fold_into_1_6s_five() {
-        let folded: std::collections::BTreeSet<_> = AuthorizationStatus::ALL.iter().map(|s| s.to_v16()).collect();
-        assert_eq!(folded.into_iter().collect::<Vec<_>>(), ["Accepted", "Blocked", "ConcurrentTx", "Expired", "Invalid"]);
+        let folded: std::collections::BTreeSet<_> = AuthorizationStatus::ALL
+            .iter()
+            .map(|s| s.to_v16())
+            .collect();
+        assert_eq!(
+            folded.into_iter().collect::<Vec<_>>(),
+            ["Accepted", "Blocked", "ConcurrentTx", "Expired", "Invalid"]
+        );
     }
 }

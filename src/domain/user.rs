@@ -54,10 +54,17 @@ impl Email {
         let raw = raw.trim().to_lowercase();
         let valid = raw.len() <= 254
             && raw.split_once('@').is_some_and(|(local, domain)| {
-                !local.is_empty() && !domain.is_empty() && !domain.starts_with('.') && !domain.ends_with('.')
+                !local.is_empty()
+                    && !domain.is_empty()
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
             })
             && !raw.chars().any(|c| c.is_whitespace() || c.is_control());
-        if valid { Ok(Email(raw)) } else { Err(format!("{raw:?} is not an e-mail address")) }
+        if valid {
+            Ok(Email(raw))
+        } else {
+            Err(format!("{raw:?} is not an e-mail address"))
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -94,7 +101,10 @@ mod tests {
 
     #[test]
     fn emails_are_lower_cased_and_checked() {
-        assert_eq!(Email::parse(" Ada@Example.org ").unwrap().as_str(), "ada@example.org");
+        assert_eq!(
+            Email::parse(" Ada@Example.org ").unwrap().as_str(),
+            "ada@example.org"
+        );
         assert!(Email::parse("nobody").is_err());
         assert!(Email::parse("@x.org").is_err());
         assert!(Email::parse("a@").is_err());

@@ -72,11 +72,27 @@ mod tests {
     fn each_kind_maps_to_the_code_of_its_version_table() {
         let table = [
             (FormatViolation, "FormationViolation", "FormatViolation"),
-            (OccurrenceConstraintViolation, "OccurenceConstraintViolation", "OccurrenceConstraintViolation"),
-            (PropertyConstraintViolation, "PropertyConstraintViolation", "PropertyConstraintViolation"),
-            (TypeConstraintViolation, "TypeConstraintViolation", "TypeConstraintViolation"),
+            (
+                OccurrenceConstraintViolation,
+                "OccurenceConstraintViolation",
+                "OccurrenceConstraintViolation",
+            ),
+            (
+                PropertyConstraintViolation,
+                "PropertyConstraintViolation",
+                "PropertyConstraintViolation",
+            ),
+            (
+                TypeConstraintViolation,
+                "TypeConstraintViolation",
+                "TypeConstraintViolation",
+            ),
             (RpcFrameworkError, "ProtocolError", "RpcFrameworkError"),
-            (MessageTypeNotSupported, "ProtocolError", "MessageTypeNotSupported"),
+            (
+                MessageTypeNotSupported,
+                "ProtocolError",
+                "MessageTypeNotSupported",
+            ),
             (NotJson, "FormationViolation", "RpcFrameworkError"),
             (NotImplemented, "NotImplemented", "NotImplemented"),
             (NotSupported, "NotSupported", "NotSupported"),

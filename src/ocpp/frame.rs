@@ -77,7 +77,11 @@ impl FrameError {
 /// Reads one text frame.
 pub fn parse(text: &str) -> Result<Frame, FrameError> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
-        FrameError::new(None, RpcErrorKind::NotJson, format!("frame is not valid JSON: {e}"))
+        FrameError::new(
+            None,
+            RpcErrorKind::NotJson,
+            format!("frame is not valid JSON: {e}"),
+        )
     })?;
     let Value::Array(mut items) = value else {
         return Err(FrameError::new(
@@ -87,7 +91,9 @@ pub fn parse(text: &str) -> Result<Frame, FrameError> {
         ));
     };
     let message_id = match items.get(1) {
-        Some(Value::String(id)) if !id.is_empty() && id.len() <= MAX_MESSAGE_ID_LEN => Some(id.clone()),
+        Some(Value::String(id)) if !id.is_empty() && id.len() <= MAX_MESSAGE_ID_LEN => {
+            Some(id.clone())
+        }
         _ => None,
     };
     let type_id = items.first().and_then(Value::as_u64);
@@ -112,26 +118,48 @@ pub fn parse(text: &str) -> Result<Frame, FrameError> {
                 ));
             }
             let payload = items.pop().expect("length checked to be 4 above; qed");
-            let Value::String(action) = items.pop().expect("length checked to be 4 above; qed") else {
-                return Err(FrameError::new(id, RpcErrorKind::RpcFrameworkError, "action is not a string"));
+            let Value::String(action) = items.pop().expect("length checked to be 4 above; qed")
+            else {
+                return Err(FrameError::new(
+                    id,
+                    RpcErrorKind::RpcFrameworkError,
+                    "action is not a string",
+                ));
             };
             if !payload.is_object() {
-                return Err(FrameError::new(id, RpcErrorKind::FormatViolation, "payload is not a JSON object"));
+                return Err(FrameError::new(
+                    id,
+                    RpcErrorKind::FormatViolation,
+                    "payload is not a JSON object",
+                ));
             }
-            Ok(Frame::Call(Call { message_id, action, payload }))
+            Ok(Frame::Call(Call {
+                message_id,
+                action,
+                payload,
+            }))
         }
         Some(3) => {
             if items.len() != 3 || !items[2].is_object() {
                 return Err(FrameError {
                     answerable: false,
-                    ..FrameError::new(id, RpcErrorKind::FormatViolation, "CALLRESULT must be [3, id, {payload}]")
+                    ..FrameError::new(
+                        id,
+                        RpcErrorKind::FormatViolation,
+                        "CALLRESULT must be [3, id, {payload}]",
+                    )
                 });
             }
             let payload = items.pop().expect("length checked to be 3 above; qed");
-            Ok(Frame::CallResult(CallResult { message_id, payload }))
+            Ok(Frame::CallResult(CallResult {
+                message_id,
+                payload,
+            }))
         }
         Some(4) => {
-            let (Some(Value::String(code)), Some(Value::String(description))) = (items.get(2), items.get(3)) else {
+            let (Some(Value::String(code)), Some(Value::String(description))) =
+                (items.get(2), items.get(3))
+            else {
                 return Err(FrameError {
                     answerable: false,
                     ..FrameError::new(
@@ -145,7 +173,10 @@ pub fn parse(text: &str) -> Result<Frame, FrameError> {
                 message_id,
                 error_code: code.clone(),
                 description: description.clone(),
-                details: items.get(4).cloned().unwrap_or_else(|| Value::Object(Map::new())),
+                details: items
+                    .get(4)
+                    .cloned()
+                    .unwrap_or_else(|| Value::Object(Map::new())),
             }))
         }
         _ => Err(FrameError::new(
@@ -166,9 +197,11 @@ impl Frame {
                 Value::String(c.action.clone()),
                 c.payload.clone(),
             ]),
-            Frame::CallResult(r) => {
-                Value::Array(vec![Value::from(3), Value::String(r.message_id.clone()), r.payload.clone()])
-            }
+            Frame::CallResult(r) => Value::Array(vec![
+                Value::from(3),
+                Value::String(r.message_id.clone()),
+                r.payload.clone(),
+            ]),
             Frame::CallError(e) => Value::Array(vec![
                 Value::from(4),
                 Value::String(e.message_id.clone()),
@@ -188,16 +221,26 @@ mod tests {
 
     #[test]
     fn a_call_round_trips() {
-        let frame = parse(r#"[2,"19223201","BootNotification",{"chargePointVendor":"V","chargePointModel":"M"}]"#)
-            .expect("valid call");
-        let Frame::Call(call) = &frame else { panic!("expected a call, got {frame:?}") };
+        let frame = parse(
+            r#"[2,"19223201","BootNotification",{"chargePointVendor":"V","chargePointModel":"M"}]"#,
+        )
+        .expect("valid call");
+        let Frame::Call(call) = &frame else {
+            panic!("expected a call, got {frame:?}")
+        };
         assert_eq!(call.action, "BootNotification");
         assert_eq!(parse(&frame.to_text()).unwrap(), frame);
     }
 
     #[test]
     fn unreadable_frames_are_answered_with_id_minus_one() {
-        for text in ["not json", "{}", "[2]", "[2, 17, \"Heartbeat\", {}]", "[2, \"\", \"Heartbeat\", {}]"] {
+        for text in [
+            "not json",
+            "{}",
+            "[2]",
+            "[2, 17, \"Heartbeat\", {}]",
+            "[2, \"\", \"Heartbeat\", {}]",
+        ] {
             let err = parse(text).expect_err(text);
             assert_eq!(err.message_id, "-1", "{text}");
         }
@@ -207,7 +250,10 @@ mod tests {
     #[test]
     fn a_call_with_a_readable_id_is_answered_with_that_id() {
         let err = parse(r#"[2,"abc","Heartbeat"]"#).unwrap_err();
-        assert_eq!((err.message_id.as_str(), err.kind), ("abc", RpcErrorKind::RpcFrameworkError));
+        assert_eq!(
+            (err.message_id.as_str(), err.kind),
+            ("abc", RpcErrorKind::RpcFrameworkError)
+        );
         let err = parse(r#"[2,"abc","Heartbeat",[]]"#).unwrap_err();
         assert_eq!(err.kind, RpcErrorKind::FormatViolation);
         let err = parse(r#"[7,"abc","Heartbeat",{}]"#).unwrap_err();

@@ -66,7 +66,9 @@ pub enum Direction {
 pub fn negotiate(offered: &[&str], preference: &[OcppVersion]) -> Option<OcppVersion> {
     preference.iter().copied().find(|version| {
         SUPPORTED_VERSIONS.contains(version)
-            && offered.iter().any(|o| OcppVersion::from_subprotocol(o) == Some(*version))
+            && offered
+                .iter()
+                .any(|o| OcppVersion::from_subprotocol(o) == Some(*version))
     })
 }
 
@@ -77,8 +79,14 @@ mod tests {
     #[test]
     fn negotiation_follows_server_preference_among_supported_versions() {
         let pref = [OcppVersion::V201, OcppVersion::V16];
-        assert_eq!(negotiate(&["ocpp2.0.1", "ocpp1.6"], &pref), Some(OcppVersion::V16));
-        assert_eq!(negotiate(&["ocpp1.5", "ocpp1.6"], &pref), Some(OcppVersion::V16));
+        assert_eq!(
+            negotiate(&["ocpp2.0.1", "ocpp1.6"], &pref),
+            Some(OcppVersion::V16)
+        );
+        assert_eq!(
+            negotiate(&["ocpp1.5", "ocpp1.6"], &pref),
+            Some(OcppVersion::V16)
+        );
         assert_eq!(negotiate(&["ocpp1.5"], &pref), None);
         assert_eq!(negotiate(&[], &pref), None);
     }

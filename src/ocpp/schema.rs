@@ -140,7 +140,11 @@ impl SchemaSet {
                 (spec.name, (request, response))
             })
             .collect();
-        SchemaSet { version, specs, validators }
+        SchemaSet {
+            version,
+            specs,
+            validators,
+        }
     }
 
     pub fn version(&self) -> OcppVersion {
@@ -175,8 +179,15 @@ impl SchemaSet {
             None => Ok(()),
             Some(error) => {
                 let path = error.instance_path().to_string();
-                let at = if path.is_empty() { "payload".to_owned() } else { format!("payload at {path}") };
-                Err(Violation { kind: classify(error.kind()), description: format!("{at}: {error}") })
+                let at = if path.is_empty() {
+                    "payload".to_owned()
+                } else {
+                    format!("payload at {path}")
+                };
+                Err(Violation {
+                    kind: classify(error.kind()),
+                    description: format!("{at}: {error}"),
+                })
             }
         }
     }
@@ -186,7 +197,9 @@ fn classify(kind: &ValidationErrorKind) -> RpcErrorKind {
     use ValidationErrorKind as K;
     match kind {
         K::Type { .. } => RpcErrorKind::TypeConstraintViolation,
-        K::Required { .. } | K::MinItems { .. } | K::MaxItems { .. } => RpcErrorKind::OccurrenceConstraintViolation,
+        K::Required { .. } | K::MinItems { .. } | K::MaxItems { .. } => {
+            RpcErrorKind::OccurrenceConstraintViolation
+        }
         K::Enum { .. }
         | K::Constant { .. }
         | K::MaxLength { .. }
@@ -218,7 +231,9 @@ mod tests {
     use serde_json::json;
 
     fn check(action: &str, payload: Value) -> Result<(), RpcErrorKind> {
-        schemas(OcppVersion::V16).check(action, PayloadKind::Request, &payload).map_err(|v| v.kind)
+        schemas(OcppVersion::V16)
+            .check(action, PayloadKind::Request, &payload)
+            .map_err(|v| v.kind)
     }
 
     #[test]
@@ -233,25 +248,43 @@ mod tests {
 
         let mut wrong_type = ok.clone();
         wrong_type["connectorId"] = json!("one");
-        assert_eq!(check("StartTransaction", wrong_type), Err(RpcErrorKind::TypeConstraintViolation));
+        assert_eq!(
+            check("StartTransaction", wrong_type),
+            Err(RpcErrorKind::TypeConstraintViolation)
+        );
 
         let mut missing = ok.clone();
         missing.as_object_mut().unwrap().remove("idTag");
-        assert_eq!(check("StartTransaction", missing), Err(RpcErrorKind::OccurrenceConstraintViolation));
+        assert_eq!(
+            check("StartTransaction", missing),
+            Err(RpcErrorKind::OccurrenceConstraintViolation)
+        );
 
         let mut too_long = ok.clone();
         too_long["idTag"] = json!("X".repeat(21));
-        assert_eq!(check("StartTransaction", too_long), Err(RpcErrorKind::PropertyConstraintViolation));
+        assert_eq!(
+            check("StartTransaction", too_long),
+            Err(RpcErrorKind::PropertyConstraintViolation)
+        );
 
         let mut bad_date = ok.clone();
         bad_date["timestamp"] = json!("yesterday");
-        assert_eq!(check("StartTransaction", bad_date), Err(RpcErrorKind::PropertyConstraintViolation));
+        assert_eq!(
+            check("StartTransaction", bad_date),
+            Err(RpcErrorKind::PropertyConstraintViolation)
+        );
 
         let mut extra = ok;
         extra["colour"] = json!("red");
-        assert_eq!(check("StartTransaction", extra), Err(RpcErrorKind::FormatViolation));
+        assert_eq!(
+            check("StartTransaction", extra),
+            Err(RpcErrorKind::FormatViolation)
+        );
 
         let bad_enum = json!({"connectorId": 1, "errorCode": "Oops", "status": "Available"});
-        assert_eq!(check("StatusNotification", bad_enum), Err(RpcErrorKind::PropertyConstraintViolation));
+        assert_eq!(
+            check("StatusNotification", bad_enum),
+            Err(RpcErrorKind::PropertyConstraintViolation)
+        );
     }
 }

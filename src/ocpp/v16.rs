@@ -8,9 +8,9 @@ use serde_json::{Map, Value, json};
 use super::error::RpcErrorKind;
 use super::schema::Violation;
 use crate::domain::{
-    Availability, BootInfo, CallEffect, ChargerRequest, ChargerResponse, ConnectorId, ConnectorStatus, DataTransferStatus, IdToken,
-    IdTokenInfo, Measurand, MeterSample, NotificationKind, StatusReport, TransactionId, TransactionStart,
-    TransactionStop,
+    Availability, BootInfo, CallEffect, ChargerRequest, ChargerResponse, ConnectorId,
+    ConnectorStatus, DataTransferStatus, IdToken, IdTokenInfo, Measurand, MeterSample,
+    NotificationKind, StatusReport, TransactionId, TransactionStart, TransactionStop,
 };
 
 /// Formats a time as OCPP wants it: RFC 3339, UTC, millisecond precision.
@@ -19,19 +19,25 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
 }
 
 fn violation(kind: RpcErrorKind, description: impl Into<String>) -> Violation {
-    Violation { kind, description: description.into() }
+    Violation {
+        kind,
+        description: description.into(),
+    }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(payload: Value) -> Result<T, Violation> {
-    serde_json::from_value(payload).map_err(|e| violation(RpcErrorKind::FormatViolation, e.to_string()))
+    serde_json::from_value(payload)
+        .map_err(|e| violation(RpcErrorKind::FormatViolation, e.to_string()))
 }
 
 fn id_token(raw: String) -> Result<IdToken, Violation> {
-    IdToken::parse(raw).map_err(|e| violation(RpcErrorKind::PropertyConstraintViolation, e.to_string()))
+    IdToken::parse(raw)
+        .map_err(|e| violation(RpcErrorKind::PropertyConstraintViolation, e.to_string()))
 }
 
 fn connector(raw: i64) -> Result<ConnectorId, Violation> {
-    ConnectorId::parse(raw).map_err(|e| violation(RpcErrorKind::PropertyConstraintViolation, e.to_string()))
+    ConnectorId::parse(raw)
+        .map_err(|e| violation(RpcErrorKind::PropertyConstraintViolation, e.to_string()))
 }
 
 #[derive(Deserialize)]
@@ -135,8 +141,19 @@ fn samples(values: Vec<MeterValue>) -> Vec<MeterSample> {
                 if sv.value.is_empty() {
                     return None;
                 }
-                let measurand = Measurand::parse(sv.measurand.as_deref().unwrap_or(Measurand::ENERGY_IMPORT_REGISTER));
-                MeterSample::normalised(at, measurand, &sv.value, sv.unit.as_deref(), sv.phase, sv.context)
+                let measurand = Measurand::parse(
+                    sv.measurand
+                        .as_deref()
+                        .unwrap_or(Measurand::ENERGY_IMPORT_REGISTER),
+                );
+                MeterSample::normalised(
+                    at,
+                    measurand,
+                    &sv.value,
+                    sv.unit.as_deref(),
+                    sv.phase,
+                    sv.context,
+                )
             })
         })
         .collect()
@@ -161,8 +178,9 @@ pub fn decode_request(action: &str, payload: Value) -> Result<ChargerRequest, Vi
         "Heartbeat" => ChargerRequest::Heartbeat,
         "StatusNotification" => {
             let r: StatusNotificationReq = decode(payload)?;
-            let status = ConnectorStatus::parse(&r.status)
-                .ok_or_else(|| violation(RpcErrorKind::PropertyConstraintViolation, "unknown status"))?;
+            let status = ConnectorStatus::parse(&r.status).ok_or_else(|| {
+                violation(RpcErrorKind::PropertyConstraintViolation, "unknown status")
+            })?;
             ChargerRequest::StatusNotification(StatusReport {
                 connector_id: connector(r.connector_id)?,
                 status,
@@ -204,7 +222,11 @@ pub fn decode_request(action: &str, payload: Value) -> Result<ChargerRequest, Vi
         }
         "DataTransfer" => {
             let r: DataTransferReq = decode(payload)?;
-            ChargerRequest::DataTransfer { vendor_id: r.vendor_id, message_id: r.message_id, data: r.data }
+            ChargerRequest::DataTransfer {
+                vendor_id: r.vendor_id,
+                message_id: r.message_id,
+                data: r.data,
+            }
         }
         "SignCertificate" => ChargerRequest::SignCertificate,
         "DiagnosticsStatusNotification"
@@ -220,12 +242,20 @@ pub fn decode_request(action: &str, payload: Value) -> Result<ChargerRequest, Vi
                 _ => NotificationKind::SecurityEvent,
             };
             let status = match kind {
-                NotificationKind::SecurityEvent => payload.get("type").and_then(Value::as_str).map(str::to_owned),
+                NotificationKind::SecurityEvent => payload
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
                 _ => decode::<StatusReq>(payload)?.status,
             };
             ChargerRequest::Notification { kind, status }
         }
-        other => return Err(violation(RpcErrorKind::NotSupported, format!("{other} is not a charger request"))),
+        other => {
+            return Err(violation(
+                RpcErrorKind::NotSupported,
+                format!("{other} is not a charger request"),
+            ));
+        }
     })
 }
 
@@ -244,16 +274,28 @@ fn id_tag_info(info: &IdTokenInfo) -> Value {
 /// Translates the answer to a charger request into its 1.6 payload.
 pub fn encode_response(response: &ChargerResponse) -> Result<Value, Violation> {
     Ok(match response {
-        ChargerResponse::BootNotification { status, current_time, interval_secs } => json!({
+        ChargerResponse::BootNotification {
+            status,
+            current_time,
+            interval_secs,
+        } => json!({
             "status": status.as_str(),
             "currentTime": timestamp(*current_time),
             "interval": interval_secs,
         }),
-        ChargerResponse::Heartbeat { current_time } => json!({ "currentTime": timestamp(*current_time) }),
+        ChargerResponse::Heartbeat { current_time } => {
+            json!({ "currentTime": timestamp(*current_time) })
+        }
         ChargerResponse::Authorize(info) => json!({ "idTagInfo": id_tag_info(info) }),
-        ChargerResponse::StartTransaction { transaction_id, id_token_info } => {
+        ChargerResponse::StartTransaction {
+            transaction_id,
+            id_token_info,
+        } => {
             let id: i64 = transaction_id.0.parse().map_err(|_| {
-                violation(RpcErrorKind::InternalError, format!("transaction id {transaction_id} is not a 1.6 integer"))
+                violation(
+                    RpcErrorKind::InternalError,
+                    format!("transaction id {transaction_id} is not a 1.6 integer"),
+                )
             })?;
             json!({ "transactionId": id, "idTagInfo": id_tag_info(id_token_info) })
         }
@@ -287,12 +329,21 @@ pub fn call_effect(action: &str, request: &Value, response: &Value) -> Option<Ca
         ("ChangeAvailability", Some("Accepted" | "Scheduled")) => {
             let connector_id = ConnectorId::parse(request.get("connectorId")?.as_i64()?).ok()?;
             let availability = Availability::parse(request.get("type")?.as_str()?)?;
-            Some(CallEffect::Availability { connector_id, availability })
+            Some(CallEffect::Availability {
+                connector_id,
+                availability,
+            })
         }
         ("RemoteStartTransaction", Some("Accepted")) => {
             let id_token = IdToken::parse(request.get("idTag")?.as_str()?).ok()?;
-            let connector_id = request.get("connectorId").and_then(Value::as_i64).and_then(|c| ConnectorId::parse(c).ok());
-            Some(CallEffect::RemoteStartAccepted { id_token, connector_id })
+            let connector_id = request
+                .get("connectorId")
+                .and_then(Value::as_i64)
+                .and_then(|c| ConnectorId::parse(c).ok());
+            Some(CallEffect::RemoteStartAccepted {
+                id_token,
+                connector_id,
+            })
         }
         _ => None,
     }
@@ -315,13 +366,20 @@ mod tests {
                 {"value": "230", "measurand": "Voltage", "phase": "L1", "unit": "V"}
             ]}]
         });
-        let ChargerRequest::MeterValues { transaction_id, samples, .. } = decode_request("MeterValues", payload).unwrap()
+        let ChargerRequest::MeterValues {
+            transaction_id,
+            samples,
+            ..
+        } = decode_request("MeterValues", payload).unwrap()
         else {
             panic!("expected MeterValues")
         };
         assert_eq!(transaction_id, Some(TransactionId("7".into())));
         assert_eq!(samples.len(), 3);
-        assert_eq!((samples[0].measurand.clone(), samples[0].value), (Measurand::EnergyImportRegister, 1250.0));
+        assert_eq!(
+            (samples[0].measurand.clone(), samples[0].value),
+            (Measurand::EnergyImportRegister, 1250.0)
+        );
         assert_eq!(samples[1].value, 7400.0);
     }
 
@@ -337,20 +395,43 @@ mod tests {
             ("Authorize", ChargerResponse::Authorize(info.clone())),
             (
                 "StartTransaction",
-                ChargerResponse::StartTransaction { transaction_id: TransactionId("12".into()), id_token_info: info },
+                ChargerResponse::StartTransaction {
+                    transaction_id: TransactionId("12".into()),
+                    id_token_info: info,
+                },
             ),
-            ("StopTransaction", ChargerResponse::StopTransaction { id_token_info: None }),
-            ("Heartbeat", ChargerResponse::Heartbeat { current_time: Utc::now() }),
-            ("DataTransfer", ChargerResponse::DataTransfer { status: DataTransferStatus::UnknownVendorId, data: None }),
-            ("SignCertificate", ChargerResponse::SignCertificate { accepted: false }),
+            (
+                "StopTransaction",
+                ChargerResponse::StopTransaction {
+                    id_token_info: None,
+                },
+            ),
+            (
+                "Heartbeat",
+                ChargerResponse::Heartbeat {
+                    current_time: Utc::now(),
+                },
+            ),
+            (
+                "DataTransfer",
+                ChargerResponse::DataTransfer {
+                    status: DataTransferStatus::UnknownVendorId,
+                    data: None,
+                },
+            ),
+            (
+                "SignCertificate",
+                ChargerResponse::SignCertificate { accepted: false },
+            ),
         ];
         for (action, response) in cases {
             let payload = encode_response(&response).unwrap();
-            set.check(action, PayloadKind::Response, &payload).unwrap_or_else(|v| panic!("{action}: {v}"));
+            set.check(action, PayloadKind::Response, &payload)
+                .unwrap_or_else(|v| panic!("{action}: {v}"));
         }
-        let Value::Object(authorize) = encode_response(&ChargerResponse::Authorize(IdTokenInfo::with_status(
-            AuthorizationStatus::NotAtThisTime,
-        )))
+        let Value::Object(authorize) = encode_response(&ChargerResponse::Authorize(
+            IdTokenInfo::with_status(AuthorizationStatus::NotAtThisTime),
+        ))
         .unwrap() else {
             unreachable!()
         };

@@ -19,14 +19,25 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqli
 
 impl SqlStore {
     /// Opens (creating if needed) the database file at `path`.
-    pub async fn open(path: &Path, full_sync: bool, max_connections: u32) -> Result<Self, sqlx::Error> {
+    pub async fn open(
+        path: &Path,
+        full_sync: bool,
+        max_connections: u32,
+    ) -> Result<Self, sqlx::Error> {
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(if full_sync { SqliteSynchronous::Full } else { SqliteSynchronous::Normal })
+            .synchronous(if full_sync {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(max_connections).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections)
+            .connect_with(options)
+            .await?;
         Ok(SqlStore::new(pool))
     }
 }

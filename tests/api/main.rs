@@ -1,1 +1,12 @@
+//! One integration binary (faster to link than one per file).
 
+mod charge_point;
+mod contract;
+mod helpers;
+mod keepalive;
+mod malformed;
+mod ocpp_core;
+mod operator_calls;
+mod rest_api;
+mod restart;
+mod supervision;

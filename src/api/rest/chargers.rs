@@ -11,7 +11,8 @@ use crate::api::ApiState;
 use crate::api::auth::Operator;
 use crate::api::error::ApiError;
 use crate::domain::{
-    BootInfo, ChargerId, ChargerRecord, ChargerRegistration, ConnectorState, RegistrationStatus, SecurityProfile,
+    BootInfo, ChargerId, ChargerRecord, ChargerRegistration, ConnectorState, RegistrationStatus,
+    SecurityProfile,
 };
 use crate::ocpp::schema::{PayloadKind, schemas};
 use crate::ocpp::{Direction, OcppVersion};
@@ -35,7 +36,11 @@ pub struct ChargerView {
 }
 
 impl ChargerView {
-    fn new(record: ChargerRecord, live: Option<crate::actors::registry::LiveCharger>, stored: Vec<ConnectorState>) -> Self {
+    fn new(
+        record: ChargerRecord,
+        live: Option<crate::actors::registry::LiveCharger>,
+        stored: Vec<ConnectorState>,
+    ) -> Self {
         let r = record.registration;
         ChargerView {
             charger_id: r.charger_id,
@@ -43,7 +48,10 @@ impl ChargerView {
             registration_status: r.registration_status,
             security_profile: r.security_profile.number(),
             online: live.is_some(),
-            ocpp_version: live.as_ref().map(|l| l.ocpp_version.as_str().to_owned()).or(record.ocpp_version),
+            ocpp_version: live
+                .as_ref()
+                .map(|l| l.ocpp_version.as_str().to_owned())
+                .or(record.ocpp_version),
             connected_at: live.as_ref().map(|l| l.connected_at),
             last_heartbeat: live.as_ref().and_then(|l| l.last_heartbeat),
             last_seen_at: record.last_seen_at,
@@ -63,8 +71,13 @@ fn charger_id(raw: String) -> Result<ChargerId, ApiError> {
 pub async fn list(_: Operator, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     let store = &state.services.store;
     let records = store.chargers().await?;
-    let mut live: HashMap<ChargerId, _> =
-        state.directory.live(None).await.into_iter().map(|l| (l.charger_id.clone(), l)).collect();
+    let mut live: HashMap<ChargerId, _> = state
+        .directory
+        .live(None)
+        .await
+        .into_iter()
+        .map(|l| (l.charger_id.clone(), l))
+        .collect();
     let mut stored: HashMap<ChargerId, Vec<ConnectorState>> = HashMap::new();
     for (id, connector) in store.all_connectors().await? {
         stored.entry(id).or_default().push(connector);
@@ -81,16 +94,27 @@ pub async fn list(_: Operator, state: web::Data<ApiState>) -> Result<HttpRespons
 }
 
 /// `GET /api/v1/chargers/{id}`.
-pub async fn get(_: Operator, state: web::Data<ApiState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    _: Operator,
+    state: web::Data<ApiState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = charger_id(path.into_inner())?;
     Ok(HttpResponse::Ok().json(view(&state, &id).await?))
 }
 
 async fn view(state: &ApiState, id: &ChargerId) -> Result<ChargerView, ApiError> {
     let store = &state.services.store;
-    let record = store.charger(id).await?.ok_or_else(|| ApiError::NotFound(format!("charger {id} is not registered")))?;
+    let record = store
+        .charger(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("charger {id} is not registered")))?;
     let live = state.directory.live(Some(id)).await.into_iter().next();
-    let stored = if live.is_some() { Vec::new() } else { store.connectors(id).await? };
+    let stored = if live.is_some() {
+        Vec::new()
+    } else {
+        store.connectors(id).await?
+    };
     Ok(ChargerView::new(record, live, stored))
 }
 
@@ -121,22 +145,33 @@ pub async fn put(
     if let Some(p) = &body.password
         && !(16..=40).contains(&p.chars().count())
     {
-        return Err(ApiError::BadRequest("password must be 16 to 40 characters (OCPP BasicAuthPassword)".into()));
+        return Err(ApiError::BadRequest(
+            "password must be 16 to 40 characters (OCPP BasicAuthPassword)".into(),
+        ));
     }
     let registration_status = match &body.registration_status {
-        Some(raw) => RegistrationStatus::parse(raw)
-            .ok_or_else(|| ApiError::BadRequest("registration_status must be Accepted, Pending or Rejected".into()))?,
-        None => current.as_ref().map_or(RegistrationStatus::Accepted, |c| c.registration_status),
+        Some(raw) => RegistrationStatus::parse(raw).ok_or_else(|| {
+            ApiError::BadRequest("registration_status must be Accepted, Pending or Rejected".into())
+        })?,
+        None => current
+            .as_ref()
+            .map_or(RegistrationStatus::Accepted, |c| c.registration_status),
     };
     let setting_password = body.password.is_some();
     let password_hash = match body.password {
-        Some(password) => Some(web::block(move || security::hash_password(&password)).await.map_err(ApiError::internal)?),
+        Some(password) => Some(
+            web::block(move || security::hash_password(&password))
+                .await
+                .map_err(ApiError::internal)?,
+        ),
         None => current.as_ref().and_then(|c| c.password_hash.clone()),
     };
     let security_profile = match (body.security_profile, &current) {
         (Some(raw), _) => SecurityProfile::parse(raw).map_err(ApiError::BadRequest)?,
         // Giving a profile-0 charger a password moves it to profile 1.
-        (None, Some(c)) if !(setting_password && c.security_profile == SecurityProfile::NONE) => c.security_profile,
+        (None, Some(c)) if !(setting_password && c.security_profile == SecurityProfile::NONE) => {
+            c.security_profile
+        }
         (None, _) if password_hash.is_some() => SecurityProfile::BASIC,
         (None, _) => SecurityProfile::NONE,
     };
@@ -148,14 +183,24 @@ pub async fn put(
     }
     let registration = ChargerRegistration {
         charger_id: id.clone(),
-        password_hash: if security_profile.requires_password() { password_hash } else { None },
+        password_hash: if security_profile.requires_password() {
+            password_hash
+        } else {
+            None
+        },
         security_profile,
         registration_status,
-        description: body.description.or_else(|| current.and_then(|c| c.description)),
+        description: body
+            .description
+            .or_else(|| current.and_then(|c| c.description)),
     };
     let created = store.save_registration(&registration).await?;
     let view = view(&state, &id).await?;
-    Ok(if created { HttpResponse::Created().json(view) } else { HttpResponse::Ok().json(view) })
+    Ok(if created {
+        HttpResponse::Created().json(view)
+    } else {
+        HttpResponse::Ok().json(view)
+    })
 }
 
 /// `POST /api/v1/chargers/{id}/ocpp/{Action}`: sends any CSMS→charger call of the
@@ -178,24 +223,40 @@ pub async fn call(
     let version = live
         .as_ref()
         .map(|l| l.ocpp_version)
-        .or_else(|| record.ocpp_version.as_deref().and_then(|v| OcppVersion::from_subprotocol(&format!("ocpp{v}"))))
+        .or_else(|| {
+            record
+                .ocpp_version
+                .as_deref()
+                .and_then(|v| OcppVersion::from_subprotocol(&format!("ocpp{v}")))
+        })
         .unwrap_or(OcppVersion::V16);
     let set = schemas(version);
     let spec = set
         .action(&action)
         .filter(|spec| spec.sent_by(Direction::ToCharger))
-        .ok_or_else(|| ApiError::BadRequest(format!("{action} is not a central-system-to-charger action of OCPP {version}")))?;
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "{action} is not a central-system-to-charger action of OCPP {version}"
+            ))
+        })?;
     let payload: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Object(Default::default())
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("body is not JSON: {e}")))?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("body is not JSON: {e}")))?
     };
-    set.check(spec.name, PayloadKind::Request, &payload).map_err(|v| ApiError::InvalidPayload {
-        message: format!("{action} payload rejected by the OCPP {version} schema: {}", v.description),
-        ocpp_error_code: v.kind.code(version),
-    })?;
+    set.check(spec.name, PayloadKind::Request, &payload)
+        .map_err(|v| ApiError::InvalidPayload {
+            message: format!(
+                "{action} payload rejected by the OCPP {version} schema: {}",
+                v.description
+            ),
+            ocpp_error_code: v.kind.code(version),
+        })?;
     if live.is_none() {
-        return Err(ApiError::ChargerOffline(format!("charger {id} is not connected")));
+        return Err(ApiError::ChargerOffline(format!(
+            "charger {id} is not connected"
+        )));
     }
     let answer = state.directory.call(&id, spec.name, payload).await?;
     Ok(HttpResponse::Ok().json(answer))

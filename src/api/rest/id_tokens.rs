@@ -57,7 +57,10 @@ pub async fn put(
     let id_token = token(path.into_inner())?;
     let body = body.into_inner();
     let status = AuthorizationStatus::parse(&body.status).ok_or_else(|| {
-        let all: Vec<_> = AuthorizationStatus::ALL.iter().map(|s| s.as_str()).collect();
+        let all: Vec<_> = AuthorizationStatus::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
         ApiError::BadRequest(format!("status must be one of {}", all.join(", ")))
     })?;
     let token_type = match body.token_type.as_deref() {
@@ -72,16 +75,27 @@ pub async fn put(
         status,
         token_type,
         expiry_date: body.expiry_date,
-        group_id: body.group_id.map(|g| token(g).map_err(|e| ApiError::BadRequest(format!("group_id: {e}")))).transpose()?,
+        group_id: body
+            .group_id
+            .map(|g| token(g).map_err(|e| ApiError::BadRequest(format!("group_id: {e}"))))
+            .transpose()?,
         updated_at: Utc::now(),
     };
     let created = state.services.store.put_id_token(&record).await?;
     let view = IdTokenView::from(record);
-    Ok(if created { HttpResponse::Created().json(view) } else { HttpResponse::Ok().json(view) })
+    Ok(if created {
+        HttpResponse::Created().json(view)
+    } else {
+        HttpResponse::Ok().json(view)
+    })
 }
 
 /// `GET /api/v1/id-tokens/{idToken}`.
-pub async fn get(_: Operator, state: web::Data<ApiState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    _: Operator,
+    state: web::Data<ApiState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id_token = token(path.into_inner())?;
     let record = state
         .services
@@ -94,16 +108,29 @@ pub async fn get(_: Operator, state: web::Data<ApiState>, path: web::Path<String
 
 /// `GET /api/v1/id-tokens`.
 pub async fn list(_: Operator, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
-    let tokens: Vec<IdTokenView> = state.services.store.id_tokens().await?.into_iter().map(Into::into).collect();
+    let tokens: Vec<IdTokenView> = state
+        .services
+        .store
+        .id_tokens()
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
     Ok(HttpResponse::Ok().json(tokens))
 }
 
 /// `DELETE /api/v1/id-tokens/{idToken}`: 204, or 404 when there was no such token.
-pub async fn delete(_: Operator, state: web::Data<ApiState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn delete(
+    _: Operator,
+    state: web::Data<ApiState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id_token = token(path.into_inner())?;
     if state.services.store.delete_id_token(&id_token).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {
-        Err(ApiError::NotFound(format!("id token {id_token} is not registered")))
+        Err(ApiError::NotFound(format!(
+            "id token {id_token} is not registered"
+        )))
     }
 }

@@ -18,7 +18,11 @@ pub struct SessionQuery {
 }
 
 /// `GET /api/v1/sessions?charger_id=&status=&limit=`.
-pub async fn list(_: Operator, state: web::Data<ApiState>, query: web::Query<SessionQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    _: Operator,
+    state: web::Data<ApiState>,
+    query: web::Query<SessionQuery>,
+) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
     let filter = SessionFilter {
         charger_id: query
@@ -27,12 +31,19 @@ pub async fn list(_: Operator, state: web::Data<ApiState>, query: web::Query<Ses
             .transpose()?,
         status: query
             .status
-            .map(|s| SessionStatus::parse(&s).ok_or_else(|| ApiError::BadRequest("status must be active or completed".into())))
+            .map(|s| {
+                SessionStatus::parse(&s).ok_or_else(|| {
+                    ApiError::BadRequest("status must be active or completed".into())
+                })
+            })
             .transpose()?,
         limit: query.limit.unwrap_or(100).clamp(1, 1000),
     };
     let mut sessions = state.services.store.sessions(&filter).await?;
-    for session in sessions.iter_mut().filter(|s| s.status == SessionStatus::Active) {
+    for session in sessions
+        .iter_mut()
+        .filter(|s| s.status == SessionStatus::Active)
+    {
         if let Some(live) = state.directory.live_session(session.session_id).await {
             *session = live;
         }
@@ -48,15 +59,28 @@ struct SessionDetail {
 }
 
 /// `GET /api/v1/sessions/{id}`: the session with its meter values.
-pub async fn get(_: Operator, state: web::Data<ApiState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    _: Operator,
+    state: web::Data<ApiState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let raw = path.into_inner();
-    let id = SessionId(raw.parse().map_err(|_| ApiError::BadRequest(format!("session id {raw:?} is not a number")))?);
+    let id = SessionId(
+        raw.parse()
+            .map_err(|_| ApiError::BadRequest(format!("session id {raw:?} is not a number")))?,
+    );
     let store = &state.services.store;
-    let stored = store.session(id).await?.ok_or_else(|| ApiError::NotFound(format!("session {id} does not exist")))?;
+    let stored = store
+        .session(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("session {id} does not exist")))?;
     let session = match stored.status {
         SessionStatus::Active => state.directory.live_session(id).await.unwrap_or(stored),
         SessionStatus::Completed => stored,
     };
     let meter_values = store.samples(id).await?;
-    Ok(HttpResponse::Ok().json(SessionDetail { session, meter_values }))
+    Ok(HttpResponse::Ok().json(SessionDetail {
+        session,
+        meter_values,
+    }))
 }

@@ -1,0 +1,306 @@
+//! A scripted OCPP 1.6-J charge point speaking raw JSON frames over a real WebSocket.
+//! It shares no types with the server; every frame it receives is checked against the
+//! official schemas (compiled here, from the vendored files).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use base64::Engine;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn schema(name: &str) -> &'static jsonschema::Validator {
+    static CACHE: OnceLock<std::sync::Mutex<HashMap<String, &'static jsonschema::Validator>>> =
+        OnceLock::new();
+    let mut cache = CACHE.get_or_init(Default::default).lock().unwrap();
+    cache.entry(name.to_owned()).or_insert_with(|| {
+        let path = format!(
+            "{}/src/ocpp/schemas/v1.6/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let value: Value = serde_json::from_str(&text).unwrap();
+        Box::leak(Box::new(
+            jsonschema::options()
+                .should_validate_formats(true)
+                .build(&value)
+                .unwrap(),
+        ))
+    })
+}
+
+/// Asserts that `payload` is a valid `name` (e.g. "StartTransactionResponse").
+pub fn assert_valid(name: &str, payload: &Value) {
+    let errors: Vec<String> = schema(name)
+        .iter_errors(payload)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{name} payload {payload} breaks its schema: {errors:?}"
+    );
+}
+
+/// How a connection attempt ended.
+#[derive(Debug)]
+pub enum Refused {
+    Status(u16),
+    Other(#[allow(dead_code)] String),
+}
+
+pub struct ChargePoint {
+    pub id: String,
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+    /// Calls from the server that arrived while we waited for something else.
+    server_calls: VecDeque<(String, String, Value)>,
+    /// Answers to our calls that arrived while we waited for something else.
+    answers: HashMap<String, Value>,
+    pub subprotocol: Option<String>,
+}
+
+pub struct Connect<'a> {
+    pub url: String,
+    pub id: &'a str,
+    pub password: Option<&'a str>,
+    pub protocols: &'a str,
+}
+
+impl ChargePoint {
+    pub async fn connect(url: String, id: &str, password: Option<&str>) -> ChargePoint {
+        Self::try_connect(Connect {
+            url,
+            id,
+            password,
+            protocols: "ocpp1.6",
+        })
+        .await
+        .unwrap_or_else(|e| panic!("charger {id} could not connect: {e:?}"))
+    }
+
+    pub async fn try_connect(c: Connect<'_>) -> Result<ChargePoint, Refused> {
+        let mut request = c.url.as_str().into_client_request().expect("valid URL");
+        if !c.protocols.is_empty() {
+            request.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                HeaderValue::from_str(c.protocols).unwrap(),
+            );
+        }
+        if let Some(password) = c.password {
+            let encoded =
+                base64::engine::general_purpose::STANDARD.encode(format!("{}:{password}", c.id));
+            request.headers_mut().insert(
+                "Authorization",
+                HeaderValue::from_str(&format!("Basic {encoded}")).unwrap(),
+            );
+        }
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((ws, response)) => Ok(ChargePoint {
+                id: c.id.to_owned(),
+                ws,
+                next_id: 0,
+                server_calls: VecDeque::new(),
+                answers: HashMap::new(),
+                subprotocol: response
+                    .headers()
+                    .get("Sec-WebSocket-Protocol")
+                    .map(|v| v.to_str().unwrap().to_owned()),
+            }),
+            Err(WsError::Http(response)) => Err(Refused::Status(response.status().as_u16())),
+            Err(e) => Err(Refused::Other(e.to_string())),
+        }
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws
+            .send(Message::text(text.to_owned()))
+            .await
+            .expect("sending a frame");
+    }
+
+    /// The next frame from the server as JSON, or the close frame as `Err`.
+    pub async fn recv_frame(&mut self, timeout: Duration) -> Result<Value, Option<CloseFrame>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .expect("a frame from the server in time");
+            match next {
+                Some(Ok(Message::Text(text))) => {
+                    return Ok(serde_json::from_str(text.as_str())
+                        .unwrap_or_else(|e| panic!("server sent non-JSON {text}: {e}")));
+                }
+                Some(Ok(Message::Close(frame))) => return Err(frame),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Err(None),
+            }
+        }
+    }
+
+    /// Reads (and so answers pings) for `duration`, expecting no frame from the server.
+    pub async fn idle(&mut self, duration: Duration) {
+        let deadline = tokio::time::Instant::now() + duration;
+        while let Ok(next) = tokio::time::timeout_at(deadline, self.ws.next()).await {
+            match next {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("unexpected while idle: {other:?}"),
+            }
+        }
+    }
+
+    /// Sends a CALL and returns the whole answer frame (CALLRESULT or CALLERROR).
+    pub async fn call_raw(&mut self, action: &str, payload: Value) -> Value {
+        self.next_id += 1;
+        let id = format!("{}-{}", self.id, self.next_id);
+        self.send_text(&json!([2, id, action, payload]).to_string())
+            .await;
+        self.answer_to(&id).await
+    }
+
+    /// Waits for the answer to our call `id`, keeping server calls that arrive meanwhile.
+    pub async fn answer_to(&mut self, id: &str) -> Value {
+        if let Some(answer) = self.answers.remove(id) {
+            return answer;
+        }
+        loop {
+            let frame = self
+                .recv_frame(TIMEOUT)
+                .await
+                .unwrap_or_else(|c| panic!("closed while waiting for {id}: {c:?}"));
+            match frame[0].as_u64() {
+                Some(2) => self.server_calls.push_back((
+                    frame[1].as_str().unwrap().to_owned(),
+                    frame[2].as_str().unwrap().to_owned(),
+                    frame[3].clone(),
+                )),
+                Some(3 | 4) if frame[1] == id => return frame,
+                Some(3 | 4) => {
+                    self.answers
+                        .insert(frame[1].as_str().unwrap().to_owned(), frame);
+                }
+                _ => panic!("unexpected frame {frame}"),
+            }
+        }
+    }
+
+    /// Sends a CALL that must succeed; returns its schema-checked CALLRESULT payload.
+    pub async fn call(&mut self, action: &str, payload: Value) -> Value {
+        assert_valid(action, &payload);
+        let frame = self.call_raw(action, payload).await;
+        assert_eq!(frame[0], 3, "{action} was refused: {frame}");
+        assert_valid(&format!("{action}Response"), &frame[2]);
+        frame[2].clone()
+    }
+
+    /// The next CALL from the server (schema-checked): (message id, action, payload).
+    pub async fn next_server_call(&mut self) -> (String, String, Value) {
+        let call = match self.server_calls.pop_front() {
+            Some(call) => call,
+            None => loop {
+                let frame = self
+                    .recv_frame(TIMEOUT)
+                    .await
+                    .unwrap_or_else(|c| panic!("closed while waiting for a call: {c:?}"));
+                if frame[0] == 2 {
+                    break (
+                        frame[1].as_str().unwrap().to_owned(),
+                        frame[2].as_str().unwrap().to_owned(),
+                        frame[3].clone(),
+                    );
+                }
+                self.answers
+                    .insert(frame[1].as_str().unwrap().to_owned(), frame);
+            },
+        };
+        assert_valid(&call.1, &call.2);
+        call
+    }
+
+    pub async fn respond(&mut self, message_id: &str, payload: Value) {
+        self.send_text(&json!([3, message_id, payload]).to_string())
+            .await;
+    }
+
+    pub async fn boot(&mut self) -> Value {
+        self.call(
+            "BootNotification",
+            json!({"chargePointVendor": "JucrTest", "chargePointModel": "Scripted-1"}),
+        )
+        .await
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+
+    /// Waits until the server closes the connection; returns the close code, if any.
+    pub async fn closed_by_server(&mut self, timeout: Duration) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .expect("the server closes in time")
+            {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+}
+
+/// A WebSocket handshake over a bare TCP socket, for what a WebSocket client library
+/// refuses to show: returns the response head and the close code of the first frame.
+pub async fn raw_handshake(
+    port: u16,
+    path: &str,
+    extra_headers: &[(&str, String)],
+) -> (String, Option<u16>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let mut request = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    );
+    for (name, value) in extra_headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut received = Vec::new();
+    let mut buf = [0u8; 1024];
+    let head_end = loop {
+        let n = tokio::time::timeout(TIMEOUT, stream.read(&mut buf))
+            .await
+            .expect("response in time")
+            .expect("read");
+        assert!(n > 0, "connection closed before the response head");
+        received.extend_from_slice(&buf[..n]);
+        if let Some(i) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&received[..head_end]).into_owned();
+    let mut frame = received[head_end..].to_vec();
+    while frame.len() < 4 {
+        match tokio::time::timeout(TIMEOUT, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => frame.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    // An unmasked server close frame: 0x88, length, then the 2-byte code.
+    let code =
+        (frame.len() >= 4 && frame[0] == 0x88).then(|| u16::from_be_bytes([frame[2], frame[3]]));
+    (head, code)
+}

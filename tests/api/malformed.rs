@@ -1,0 +1,104 @@
+//! Bad frames get the CALLERROR OCPP-J 1.6 names, and the connection stays open.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::charge_point::{ChargePoint, TIMEOUT};
+use crate::helpers::{Backend, TestApp};
+
+#[tokio::test]
+async fn malformed_frames_get_the_right_call_error_and_the_socket_stays_open() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    app.register_charger("CP-BAD", "charger-password-0001")
+        .await;
+    let mut cp = ChargePoint::connect(
+        app.ws_url("CP-BAD"),
+        "CP-BAD",
+        Some("charger-password-0001"),
+    )
+    .await;
+
+    let start = |extra: serde_json::Value| {
+        let mut p = json!({"connectorId": 1, "idTag": "T", "meterStart": 0, "timestamp": "2026-01-01T00:00:00Z"});
+        for (k, v) in extra.as_object().unwrap() {
+            if v.is_null() {
+                p.as_object_mut().unwrap().remove(k);
+            } else {
+                p[k] = v.clone();
+            }
+        }
+        json!([2, "m1", "StartTransaction", p]).to_string()
+    };
+    // (frame, expected message id, expected 1.6 error code)
+    let cases = [
+        ("this is not json".to_owned(), "-1", "FormationViolation"),
+        ("{\"a\": 1}".to_owned(), "-1", "ProtocolError"),
+        ("[2, 42, \"Heartbeat\", {}]".to_owned(), "-1", "ProtocolError"),
+        (format!("[2, \"{}\", \"Heartbeat\", {{}}]", "x".repeat(37)), "-1", "ProtocolError"),
+        ("[2, \"m2\", \"Heartbeat\"]".to_owned(), "m2", "ProtocolError"),
+        ("[9, \"m3\", \"Heartbeat\", {}]".to_owned(), "m3", "ProtocolError"),
+        ("[2, \"m4\", \"Heartbeat\", [1]]".to_owned(), "m4", "FormationViolation"),
+        ("[2, \"m5\", \"FlyToTheMoon\", {}]".to_owned(), "m5", "NotImplemented"),
+        ("[2, \"m6\", \"Reset\", {\"type\": \"Hard\"}]".to_owned(), "m6", "NotSupported"),
+        (start(json!({"idTag": null})), "m1", "OccurenceConstraintViolation"),
+        (start(json!({"connectorId": "one"})), "m1", "TypeConstraintViolation"),
+        (start(json!({"idTag": "X".repeat(21)})), "m1", "PropertyConstraintViolation"),
+        (start(json!({"timestamp": "yesterday"})), "m1", "PropertyConstraintViolation"),
+        (start(json!({"colour": "red"})), "m1", "FormationViolation"),
+        (
+            json!([2, "m7", "StatusNotification", {"connectorId": 1, "errorCode": "Oops", "status": "Available"}]).to_string(),
+            "m7",
+            "PropertyConstraintViolation",
+        ),
+        (json!([2, "m8", "MeterValues", {"connectorId": 1, "meterValue": []}]).to_string(), "m8", "OccurenceConstraintViolation"),
+        (json!([2, "m9", "DataTransfer", {"vendorId": "acme"}]).to_string(), "m9", "CALLRESULT"),
+    ];
+    for (frame, id, code) in cases {
+        cp.send_text(&frame).await;
+        let answer = cp
+            .recv_frame(TIMEOUT)
+            .await
+            .unwrap_or_else(|c| panic!("closed after {frame}: {c:?}"));
+        if code == "CALLRESULT" {
+            assert_eq!(
+                answer,
+                json!([3, id, {"status": "UnknownVendorId"}]),
+                "{frame}"
+            );
+            continue;
+        }
+        assert_eq!(
+            answer.as_array().map(Vec::len),
+            Some(5),
+            "CALLERROR has 5 elements: {answer}"
+        );
+        assert_eq!(
+            (answer[0].clone(), answer[1].clone(), answer[2].clone()),
+            (json!(4), json!(id), json!(code)),
+            "{frame} → {answer}"
+        );
+        assert!(
+            answer[3].as_str().is_some_and(|d| !d.is_empty()),
+            "a description: {answer}"
+        );
+        assert!(answer[4].is_object());
+    }
+
+    // Answers to calls we never made, and broken answers, are dropped without reply.
+    cp.send_text(&json!([3, "never-sent", {}]).to_string())
+        .await;
+    cp.send_text(&json!([4, "never-sent", "GenericError", "x", {}]).to_string())
+        .await;
+    cp.send_text("[3, \"broken\"]").await;
+
+    // The connection is still up and still answers in order.
+    cp.call("Heartbeat", json!({})).await;
+    assert_eq!(app.charger("CP-BAD").await["online"], true);
+    let counted = app.metrics().await;
+    assert!(
+        counted.contains("result=\"NotImplemented\""),
+        "errors are counted by code"
+    );
+    let _ = Duration::ZERO;
+}

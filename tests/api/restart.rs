@@ -1,0 +1,151 @@
+//! Restarts keep sessions, tokens and unique transaction ids: after SIGTERM (graceful,
+//! everything flushed) and after SIGKILL (at most one flush window of meter values lost).
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::charge_point::ChargePoint;
+use crate::helpers::{Backend, TestApp, eventually, now};
+
+const PASSWORD: &str = "charger-password-0001";
+
+async fn meter(cp: &mut ChargePoint, tx: &Value, wh: u32) {
+    cp.call("MeterValues", json!({"connectorId": 1, "transactionId": tx, "meterValue": [{"timestamp": now(), "sampledValue": [{"value": wh.to_string()}]}]}))
+        .await;
+}
+
+async fn energy(app: &TestApp, tx: &Value) -> Value {
+    app.api("GET", &format!("/api/v1/sessions/{tx}"), None)
+        .await
+        .1["energy_wh"]
+        .clone()
+}
+
+async fn sessions_survive(backend: Backend, signal: i32) {
+    let mut app = TestApp::spawn(backend).await;
+    app.register_charger("CP-R", PASSWORD).await;
+    app.register_token("T1", json!({"status": "Accepted"}))
+        .await;
+    app.register_token("T2", json!({"status": "Accepted"}))
+        .await;
+    let mut cp = ChargePoint::connect(app.ws_url("CP-R"), "CP-R", Some(PASSWORD)).await;
+    let tx = cp
+        .call(
+            "StartTransaction",
+            json!({"connectorId": 1, "idTag": "T1", "meterStart": 0, "timestamp": now()}),
+        )
+        .await["transactionId"]
+        .clone();
+    meter(&mut cp, &tx, 1000).await;
+    if signal == libc::SIGKILL {
+        // What the flush window has written survives a SIGKILL: wait until it is stored.
+        let stored = eventually(Duration::from_secs(5), "meter values stored", || async {
+            let (_, s) = app
+                .api("GET", &format!("/api/v1/sessions/{tx}"), None)
+                .await;
+            (s["meter_values"].as_array().map_or(0, Vec::len) == 1).then_some(())
+        });
+        stored.await;
+    }
+
+    app.restart(signal).await;
+    if signal == libc::SIGTERM {
+        assert_eq!(
+            cp.closed_by_server(Duration::from_secs(5)).await,
+            Some(1001),
+            "a proper close frame on shutdown"
+        );
+    }
+    drop(cp);
+
+    // The session, its figures and the tokens survived.
+    let (_, session) = app
+        .api("GET", &format!("/api/v1/sessions/{tx}"), None)
+        .await;
+    assert_eq!(session["status"], "active", "{session}");
+    assert_eq!(session["energy_wh"], 1000);
+    let (status, _) = app.api("GET", "/api/v1/id-tokens/T2", None).await;
+    assert!(status.is_success());
+
+    // The charger reconnects: meter values reach the rebuilt SessionActor, new ids stay unique.
+    let mut cp = ChargePoint::connect(app.ws_url("CP-R"), "CP-R", Some(PASSWORD)).await;
+    meter(&mut cp, &tx, 2500).await;
+    eventually(
+        Duration::from_secs(5),
+        "live energy after restart",
+        || async { (energy(&app, &tx).await == 2500).then_some(()) },
+    )
+    .await;
+    let tx2 = cp
+        .call(
+            "StartTransaction",
+            json!({"connectorId": 2, "idTag": "T2", "meterStart": 0, "timestamp": now()}),
+        )
+        .await["transactionId"]
+        .clone();
+    assert!(
+        tx2.as_i64() > tx.as_i64(),
+        "transaction ids are never reused: {tx} then {tx2}"
+    );
+    cp.call(
+        "StopTransaction",
+        json!({"transactionId": tx, "meterStop": 3000, "timestamp": now()}),
+    )
+    .await;
+    assert_eq!(energy(&app, &tx).await, 3000);
+}
+
+#[tokio::test]
+async fn sigterm_restart_keeps_sessions_tokens_and_unique_ids_on_postgres() {
+    sessions_survive(Backend::Postgres, libc::SIGTERM).await;
+}
+
+#[tokio::test]
+async fn sigkill_restart_keeps_sessions_tokens_and_unique_ids_on_postgres() {
+    sessions_survive(Backend::Postgres, libc::SIGKILL).await;
+}
+
+#[tokio::test]
+async fn sigterm_restart_keeps_sessions_tokens_and_unique_ids_on_sqlite() {
+    sessions_survive(Backend::Sqlite, libc::SIGTERM).await;
+}
+
+#[tokio::test]
+async fn sigkill_restart_keeps_sessions_tokens_and_unique_ids_on_sqlite() {
+    sessions_survive(Backend::Sqlite, libc::SIGKILL).await;
+}
+
+#[tokio::test]
+async fn sigterm_flushes_meter_values_that_arrived_just_before() {
+    // A long flush window: only the shutdown flush can have written the last values.
+    let mut app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[("JUCR__PERSISTENCE__FLUSH_INTERVAL_MS", "60000")],
+    )
+    .await;
+    app.register_charger("CP-F", PASSWORD).await;
+    app.register_token("T1", json!({"status": "Accepted"}))
+        .await;
+    let mut cp = ChargePoint::connect(app.ws_url("CP-F"), "CP-F", Some(PASSWORD)).await;
+    let tx = cp
+        .call(
+            "StartTransaction",
+            json!({"connectorId": 1, "idTag": "T1", "meterStart": 0, "timestamp": now()}),
+        )
+        .await["transactionId"]
+        .clone();
+    meter(&mut cp, &tx, 777).await;
+    let took = app.stop(libc::SIGTERM).await;
+    assert!(
+        took < Duration::from_secs(10),
+        "exits within the grace period, took {took:?}"
+    );
+    drop(cp);
+    app.restart_stopped().await;
+    let (_, session) = app
+        .api("GET", &format!("/api/v1/sessions/{tx}"), None)
+        .await;
+    assert_eq!(session["energy_wh"], 777);
+    assert_eq!(session["meter_values"].as_array().map(Vec::len), Some(1));
+}
