@@ -262,6 +262,10 @@ async fn socket_task(task: SocketTask) {
                         span.in_scope(|| tracing::warn!(max = services.settings.ocpp.max_frame_bytes, "frame over the size limit"));
                         break close(CloseCode::Size, "message too big");
                     }
+                    Some(Err(ProtocolError::Io(e))) => {
+                        span.in_scope(|| tracing::info!(error = %e, "connection lost"));
+                        break None;
+                    }
                     Some(Err(e)) => {
                         span.in_scope(|| tracing::warn!(error = %e, "WebSocket protocol error"));
                         break close(CloseCode::Protocol, "protocol error");

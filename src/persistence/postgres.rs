@@ -7,6 +7,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 type Db = sqlx::Postgres;
 const BACKEND: &str = "postgres";
+const BEGIN_WRITE: &str = "BEGIN";
 
 include!("sql_store.rs");
 

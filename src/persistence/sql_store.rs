@@ -199,7 +199,7 @@ impl ChargerStore for SqlStore {
     }
 
     async fn save_registration(&self, r: &ChargerRegistration) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
         let existed = sqlx::query("SELECT 1 FROM charger WHERE charger_id = $1")
             .bind(r.charger_id.as_str())
             .fetch_optional(&mut *tx)
@@ -283,7 +283,7 @@ impl IdTokenStore for SqlStore {
     }
 
     async fn put_id_token(&self, r: &IdTokenRecord) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
         let existed = sqlx::query("SELECT 1 FROM id_token WHERE id_token_key = $1")
             .bind(r.id_token.key())
             .fetch_optional(&mut *tx)
@@ -334,7 +334,7 @@ impl IdTokenStore for SqlStore {
 #[async_trait]
 impl SessionStore for SqlStore {
     async fn start_session(&self, new: &NewSession) -> StoreResult<Session> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
         // A charger that did not get our answer sends the same start again: same
         // connector, token, meter reading and time. It gets the same session back.
         let repeat = sqlx::query(select_sessions!(
@@ -456,7 +456,7 @@ impl SessionStore for SqlStore {
     }
 
     async fn stop_session(&self, s: &Session, final_samples: &[MeterSample]) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
         insert_samples(&mut tx, final_samples.iter().map(|m| (s.session_id, m))).await?;
         sqlx::query(
             "UPDATE session SET status = $2, meter_stop_wh = $3, energy_wh = $4, power_w = $5, soc_percent = $6, \
@@ -492,7 +492,7 @@ impl SessionStore for SqlStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
         insert_samples(&mut tx, batch.samples.iter().map(|s| (s.session_id, &s.sample))).await?;
         for p in &batch.progress {
             sqlx::query(

@@ -12,6 +12,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 type Db = sqlx::Sqlite;
 const BACKEND: &str = "sqlite";
+/// Write transactions take the write lock up front: a deferred one that reads first
+/// would fail with SQLITE_BUSY (not wait) when it later needs to write.
+const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 
 include!("sql_store.rs");
 

@@ -102,3 +102,38 @@ async fn malformed_frames_get_the_right_call_error_and_the_socket_stays_open() {
     );
     let _ = Duration::ZERO;
 }
+
+#[tokio::test]
+async fn large_frames_up_to_the_limit_are_read_and_larger_ones_close_with_1009() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[("JUCR__OCPP__MAX_FRAME_BYTES", "1048576")],
+    )
+    .await;
+    app.register_charger("CP-BIG", "charger-password-0001")
+        .await;
+    let mut cp = ChargePoint::connect(
+        app.ws_url("CP-BIG"),
+        "CP-BIG",
+        Some("charger-password-0001"),
+    )
+    .await;
+
+    // NotifyReport and SendLocalList sized payloads: 900 KiB in one frame is fine.
+    let big = "x".repeat(900 * 1024);
+    let answer = cp
+        .call("DataTransfer", json!({"vendorId": "acme", "data": big}))
+        .await;
+    assert_eq!(answer["status"], "UnknownVendorId");
+
+    // Past the limit the connection closes with 1009 (message too big).
+    let too_big = "x".repeat(1100 * 1024);
+    cp.send_text(
+        &json!([2, "huge", "DataTransfer", {"vendorId": "acme", "data": too_big}]).to_string(),
+    )
+    .await;
+    assert_eq!(
+        cp.closed_by_server(Duration::from_secs(10)).await,
+        Some(1009)
+    );
+}

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit tests, the persistence contract on both
+# backends, and the integration tests that drive the real binary over real WebSockets
+# and HTTP against PostgreSQL and SQLite.
+#
+# It makes sure PostgreSQL answers on 127.0.0.1:5432 first, starting it (and on a bare
+# Debian machine, as root, installing it) when it does not. It fails, never skips,
+# when it cannot. JUCR_TEST_DATABASE_URL points the tests at another server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export JUCR_TEST_DATABASE_URL="${JUCR_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+say() { printf 'test: %s\n' "$*"; }
+fail() { printf 'test: FAILED: %s\n' "$*" >&2; exit 1; }
+
+pg_answers() {
+  command -v psql >/dev/null 2>&1 && psql "$JUCR_TEST_DATABASE_URL" -Atqc 'select 1' >/dev/null 2>&1
+}
+
+ensure_postgres() {
+  pg_answers && return 0
+  say "PostgreSQL does not answer at $JUCR_TEST_DATABASE_URL; starting it"
+  local installed_now=no
+  if ! ls -d /etc/postgresql/*/main >/dev/null 2>&1; then
+    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 || fail "PostgreSQL is not installed and cannot be installed here (needs root and apt-get)"
+    say "installing PostgreSQL from Debian's packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    installed_now=yes
+  fi
+  local version
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  if [ "$installed_now" = yes ]; then
+    # A fresh cluster asks for passwords on TCP; the tests connect as postgres over
+    # loopback without one, as on the development machines.
+    sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "/etc/postgresql/$version/main/pg_hba.conf"
+  fi
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null || pg_ctlcluster --skip-systemctl-redirect "$version" main reload || true
+  for _ in $(seq 1 60); do
+    pg_answers && return 0
+    sleep 0.5
+  done
+  fail "PostgreSQL did not come up at $JUCR_TEST_DATABASE_URL"
+}
+
+ensure_postgres
+say "PostgreSQL answers at $JUCR_TEST_DATABASE_URL"
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+say "cargo clippy --all-targets -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+say "cargo test"
+set +e
+cargo test --locked --no-fail-fast 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+
+# The persistence contract runs once per backend; say that both ran.
+sqlite=$(grep -cE '^test contract::sqlite::[a-z_]+ \.\.\. ok$' "$log" || true)
+postgres=$(grep -cE '^test contract::postgres::[a-z_]+ \.\.\. ok$' "$log" || true)
+say "persistence contract: sqlite $sqlite passed, postgres $postgres passed"
+[ "$status" = 0 ] || fail "cargo test exited with $status"
+[ "$sqlite" -gt 0 ] && [ "$postgres" -gt 0 ] || fail "the persistence contract did not run on both backends"
+[ "$sqlite" = "$postgres" ] || fail "the persistence contract ran unevenly on the two backends"
+say "all passed"
