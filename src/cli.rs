@@ -82,7 +82,7 @@ pub async fn run() -> anyhow::Result<()> {
             app.run_until_stopped().await
         }
         Command::Migrate => {
-            persistence::migrate(&settings).await?;
+            persistence::open(&settings, true).await?;
             println!("migrations applied ({})", settings.profile.as_str());
             Ok(())
         }
@@ -91,8 +91,7 @@ pub async fn run() -> anyhow::Result<()> {
             password,
             role,
         }) => {
-            persistence::migrate(&settings).await?;
-            let store = persistence::open(&settings).await?;
+            let store = persistence::open(&settings, true).await?;
             let email = Email::parse(&email).map_err(anyhow::Error::msg)?;
             let role = Role::parse(&role).context("role must be admin, operator or driver")?;
             let user = new_user(email, password, role).await?;
@@ -113,8 +112,7 @@ pub async fn run() -> anyhow::Result<()> {
             password,
             description,
         }) => {
-            persistence::migrate(&settings).await?;
-            let store = persistence::open(&settings).await?;
+            let store = persistence::open(&settings, true).await?;
             let id = ChargerId::parse(id)?;
             if let Some(p) = &password
                 && !(16..=40).contains(&p.chars().count())

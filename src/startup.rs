@@ -37,10 +37,7 @@ impl Application {
     /// Opens storage, restores active sessions, starts the actors and binds the server.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let settings = Arc::new(settings);
-        if settings.database.migrate_on_start {
-            persistence::migrate(&settings).await?;
-        }
-        let store = persistence::open(&settings).await?;
+        let store = persistence::open(&settings, settings.database.migrate_on_start).await?;
         let metrics = Arc::new(Metrics::new());
         let p = &settings.persistence;
         let (writer, writer_task) = BatchWriter::spawn(

@@ -221,11 +221,13 @@ impl ChargerActor {
         } = call;
         let set = schemas(self.version);
         let Some(spec) = set.action(&action) else {
+            // A fixed label: names chosen by the network must not grow the metric's label set.
+            let shown: String = action.chars().take(64).collect();
             return self.send_error(
                 &message_id,
-                &action,
+                "<unknown>",
                 RpcErrorKind::NotImplemented,
-                format!("unknown action {action:?}"),
+                format!("unknown action {shown:?}"),
             );
         };
         if !spec.from_charger {

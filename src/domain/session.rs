@@ -197,7 +197,9 @@ impl Session {
             }
             match sample.measurand {
                 Measurand::EnergyImportRegister => {
-                    let energy = ((sample.value.round() as i64) - self.meter_start_wh).max(0);
+                    let energy = (sample.value.round() as i64)
+                        .saturating_sub(self.meter_start_wh)
+                        .max(0);
                     changed |= energy != self.energy_wh;
                     self.energy_wh = energy;
                 }
@@ -224,7 +226,10 @@ impl Session {
         self.apply_samples(&stop.samples);
         self.status = SessionStatus::Completed;
         self.meter_stop_wh = Some(stop.meter_stop_wh);
-        self.energy_wh = (stop.meter_stop_wh - self.meter_start_wh).max(0);
+        self.energy_wh = stop
+            .meter_stop_wh
+            .saturating_sub(self.meter_start_wh)
+            .max(0);
         self.power_w = None;
         self.stopped_at = Some(stop.timestamp);
         self.stop_reason = stop.reason.clone();

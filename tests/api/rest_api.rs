@@ -369,3 +369,65 @@ async fn health_readiness_and_metrics_answer() {
         assert!(metrics.contains(name), "{name} in {metrics}");
     }
 }
+
+#[tokio::test]
+async fn the_command_line_migrates_registers_chargers_and_explains_itself() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let migrate = app.cli(&["migrate"]).await;
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+
+    let add = app
+        .cli(&[
+            "charger",
+            "add",
+            "CP-CLI",
+            "--password",
+            "cli-password-000001",
+            "--description",
+            "bay 7",
+        ])
+        .await;
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+    let charger = app.charger("CP-CLI").await;
+    assert_eq!(
+        (
+            charger["security_profile"].clone(),
+            charger["description"].clone()
+        ),
+        (json!(1), json!("bay 7"))
+    );
+    let mut cp =
+        ChargePoint::connect(app.ws_url("CP-CLI"), "CP-CLI", Some("cli-password-000001")).await;
+    cp.call("Heartbeat", json!({})).await;
+
+    let short = app
+        .cli(&["charger", "add", "CP-CLI2", "--password", "short"])
+        .await;
+    assert!(
+        !short.status.success(),
+        "OCPP passwords have at least 16 characters"
+    );
+
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["migrate", "--help"],
+        &["user", "create", "--help"],
+        &["charger", "add", "--help"],
+    ] {
+        let help = app.cli(args).await;
+        assert!(help.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&help.stdout).contains("Usage"),
+            "{args:?}"
+        );
+    }
+}

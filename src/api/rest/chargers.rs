@@ -15,7 +15,7 @@ use crate::domain::{
     SecurityProfile,
 };
 use crate::ocpp::schema::{PayloadKind, schemas};
-use crate::ocpp::{Direction, OcppVersion};
+use crate::ocpp::{Direction, OcppVersion, SUPPORTED_VERSIONS};
 use crate::security;
 
 #[derive(Serialize)]
@@ -230,6 +230,11 @@ pub async fn call(
                 .and_then(|v| OcppVersion::from_subprotocol(&format!("ocpp{v}")))
         })
         .unwrap_or(OcppVersion::V16);
+    if !SUPPORTED_VERSIONS.contains(&version) {
+        return Err(ApiError::BadRequest(format!(
+            "charger {id} speaks OCPP {version}, which this server does not serve yet"
+        )));
+    }
     let set = schemas(version);
     let spec = set
         .action(&action)
