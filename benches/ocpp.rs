@@ -41,7 +41,7 @@ fn hot_path(c: &mut Criterion) {
     };
     c.bench_function("outbound/encode_validate/HeartbeatResponse", |b| {
         b.iter(|| {
-            let payload = v16::encode_response(black_box(&response)).unwrap();
+            let payload = v16::encode_response("Heartbeat", black_box(&response)).unwrap();
             schemas(OcppVersion::V16)
                 .check("Heartbeat", PayloadKind::Response, &payload)
                 .unwrap();

@@ -41,7 +41,7 @@ CREATE TABLE session (
     charger_id     TEXT NOT NULL,
     connector_id   INTEGER NOT NULL,
     transaction_id TEXT,
-    id_token       TEXT NOT NULL,
+    id_token       TEXT,
     status         TEXT NOT NULL,
     meter_start_wh INTEGER NOT NULL,
     meter_stop_wh  INTEGER,
@@ -77,6 +77,13 @@ CREATE TABLE app_user (
     password_hash TEXT NOT NULL,
     role          TEXT NOT NULL,
     created_at    TEXT NOT NULL
+);
+
+-- A charger's device model (OCPP 2.0.1 NotifyReport), replaced whole by each complete report.
+CREATE TABLE device_model (
+    charger_id  TEXT PRIMARY KEY REFERENCES charger (charger_id) ON DELETE CASCADE,
+    variables   TEXT NOT NULL,
+    reported_at TEXT NOT NULL
 );
 
 CREATE TABLE secret (

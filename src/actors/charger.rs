@@ -23,17 +23,18 @@ use super::Services;
 use super::registry::{
     ChargerUpdate, Connected, Disconnected, FindSession, OpenSession, SessionHandle, TokenBusy,
 };
-use super::session::{EndError, EndSession, RecordSamples};
+use super::session::{EndError, EndSession, RecordSamples, SetToken};
 use crate::domain::ports::StoreError;
 use crate::domain::{
-    CallEffect, ChargerId, ChargerRequest, ChargerResponse, ConnectorId, ConnectorState,
-    ConnectorStatus, DataTransferStatus, IdToken, NewSession, NotificationKind, RegistrationStatus,
-    SessionError, TransactionId, TransactionStart, TransactionStop, authorize,
+    Availability, CallEffect, ChargerId, ChargerRequest, ChargerResponse, ConnectorId,
+    ConnectorState, ConnectorStatus, DataTransferStatus, IdToken, IdTokenInfo, Measurand,
+    NewSession, NotificationKind, RegistrationStatus, ReportedVariable, SessionError,
+    TransactionEvent, TransactionEventKind, TransactionId, TransactionIdOrigin, authorize,
 };
 use crate::ocpp::error::RpcErrorKind;
 use crate::ocpp::frame::{self, Call, CallError, CallResult, Frame};
 use crate::ocpp::schema::{PayloadKind, Violation, schemas};
-use crate::ocpp::{OcppVersion, v16};
+use crate::ocpp::{self, OcppVersion};
 
 /// Vendor id of the test-only fault-injection DataTransfer (`testing.fault_injection`).
 pub const FAULT_INJECTION_VENDOR: &str = "org.jucr.test";
@@ -69,6 +70,8 @@ pub enum CallFailure {
     },
     #[error("charger's answer does not match the schema: {0}")]
     InvalidResponse(String),
+    #[error("too many calls are waiting for this charger")]
+    Busy,
 }
 
 struct PendingCall {
@@ -84,6 +87,24 @@ struct QueuedCall {
     action: String,
     payload: Value,
     reply: oneshot::Sender<Result<Value, CallFailure>>,
+    /// The call's timeout runs from when it was queued, not from when it was sent.
+    deadline: Instant,
+}
+
+/// Operator calls that may wait for one charger; more are refused (503) rather than
+/// piling up behind a charger that answers slowly.
+const MAX_QUEUED_CALLS: usize = 100;
+
+/// Variables one device-model report may hold before it is dropped as runaway.
+const MAX_REPORT_VARIABLES: usize = 100_000;
+
+struct TransactionOutcome {
+    info: Option<IdTokenInfo>,
+    transaction_id: TransactionId,
+    /// The session still running, and whether this event started it.
+    live: Option<(SessionHandle, Option<()>)>,
+    /// The connector whose transaction this event ended.
+    ended_on: Option<ConnectorId>,
 }
 
 struct RemoteStart {
@@ -104,6 +125,10 @@ pub struct ChargerActor {
     pending: Option<PendingCall>,
     queue: VecDeque<QueuedCall>,
     remote_starts: Vec<RemoteStart>,
+    /// ChangeAvailability answered Scheduled: applied when the connector's transaction ends.
+    scheduled_availability: HashMap<ConnectorId, Availability>,
+    /// Device-model reports being assembled, by request id.
+    reports: HashMap<i64, Vec<ReportedVariable>>,
     span: tracing::Span,
 }
 
@@ -133,6 +158,8 @@ impl ChargerActor {
             pending: None,
             queue: VecDeque::new(),
             remote_starts: Vec::new(),
+            scheduled_availability: HashMap::new(),
+            reports: HashMap::new(),
             span,
         }
     }
@@ -161,10 +188,7 @@ impl ChargerActor {
     /// Answers a charger's call. Our own payload is checked against its schema first:
     /// a response that would not validate is a bug, answered as InternalError.
     fn reply(&self, message_id: &str, action: &str, response: Result<ChargerResponse, Violation>) {
-        let encoded = response.and_then(|r| match self.version {
-            OcppVersion::V16 => v16::encode_response(&r),
-            OcppVersion::V201 => unreachable!("2.0.1 is not negotiated before its adapter exists"),
-        });
+        let encoded = response.and_then(|r| ocpp::encode_response(self.version, action, &r));
         let checked = encoded.and_then(|payload| {
             schemas(self.version).check(action, PayloadKind::Response, &payload).map(|()| payload).map_err(|v| {
                 self.span.in_scope(|| tracing::error!(ocpp.action = action, violation = %v, "our response breaks its schema"));
@@ -249,10 +273,7 @@ impl ChargerActor {
                 "charge point is not accepted; send BootNotification".into(),
             );
         }
-        let request = match self.version {
-            OcppVersion::V16 => v16::decode_request(spec.name, payload),
-            OcppVersion::V201 => unreachable!("2.0.1 is not negotiated before its adapter exists"),
-        };
+        let request = ocpp::decode_request(self.version, spec.name, payload);
         match request {
             Ok(request) => self.on_request(message_id, spec.name, request, ctx),
             Err(v) => self.send_error(&message_id, spec.name, v.kind, v.description),
@@ -340,7 +361,10 @@ impl ChargerActor {
                     let record = services.store.id_token(&token).await?;
                     let busy = services
                         .registry
-                        .send(TokenBusy(token))
+                        .send(TokenBusy {
+                            token,
+                            except: None,
+                        })
                         .await
                         .unwrap_or(false);
                     Ok::<_, StoreError>(authorize(record.as_ref(), now, busy))
@@ -355,9 +379,13 @@ impl ChargerActor {
                         }),
                 );
             }
-            ChargerRequest::StartTransaction(start) => {
-                self.start_transaction(id, action, start, ctx)
-            }
+            ChargerRequest::Transaction(event) => self.on_transaction(id, action, event, ctx),
+            ChargerRequest::DeviceReport {
+                request_id,
+                more_to_come,
+                variables,
+                ..
+            } => self.on_device_report(id, action, request_id, more_to_come, variables, ctx),
             ChargerRequest::MeterValues {
                 connector_id,
                 transaction_id,
@@ -378,7 +406,6 @@ impl ChargerActor {
                     None => self.span.in_scope(|| tracing::debug!(%connector_id, "meter values outside a transaction are not kept")),
                 }
             }
-            ChargerRequest::StopTransaction(stop) => self.stop_transaction(id, action, stop, ctx),
             ChargerRequest::DataTransfer {
                 vendor_id,
                 message_id,
@@ -414,6 +441,7 @@ impl ChargerActor {
                     NotificationKind::SignedFirmwareStatus => "signed firmware",
                     NotificationKind::LogStatus => "log upload",
                     NotificationKind::SecurityEvent => "security event",
+                    NotificationKind::Other(action) => action,
                 };
                 self.span.in_scope(|| {
                     tracing::info!(
@@ -440,123 +468,254 @@ impl ChargerActor {
         });
     }
 
-    fn start_transaction(
+    /// Handles a transaction event, whatever the version: finds the live session (the
+    /// registry rebuilds it from storage when needed) or starts one, feeds it, ends it.
+    /// Repeated and late events (offline replay) never create a second session.
+    fn on_transaction(
         &mut self,
         id: String,
         action: &'static str,
-        start: TransactionStart,
-        ctx: &mut Context<Self>,
-    ) {
-        let now = Utc::now();
-        let services = self.services.clone();
-        let remote_start = self.take_remote_start(&start.id_token, start.connector_id);
-        let new = NewSession {
-            charger_id: self.id.clone(),
-            connector_id: start.connector_id,
-            transaction_id: None,
-            id_token: start.id_token.clone(),
-            meter_start_wh: start.meter_start_wh,
-            started_at: start.timestamp,
-            remote_start,
-            reservation_id: start.reservation_id,
-        };
-        let work = async move {
-            let record = services.store.id_token(&start.id_token).await?;
-            let busy = services
-                .registry
-                .send(TokenBusy(start.id_token.clone()))
-                .await
-                .unwrap_or(false);
-            let info = authorize(record.as_ref(), now, busy);
-            // The charger has started already: the transaction is recorded whatever the
-            // token's status; a refused token tells the charger to stop it (1.6 §5.18).
-            let session = services.store.start_session(&new).await?;
-            let handle = services.registry.send(OpenSession(session)).await.ok();
-            Ok::<_, StoreError>((info, handle))
-        };
-        ctx.wait(work.instrument(self.span.clone()).into_actor(self).map(move |result, act, _| match result {
-            Ok((info, Some(handle))) => {
-                act.span.in_scope(|| tracing::info!(session_id = %handle.session_id, status = info.status.as_str(), "transaction started"));
-                let transaction_id = handle.transaction_id.clone();
-                act.sessions.insert(transaction_id.clone(), handle);
-                act.reply(&id, action, Ok(ChargerResponse::StartTransaction { transaction_id, id_token_info: info }));
-            }
-            Ok((_, None)) => act.internal_error(&id, action, &std::io::Error::other("registry is gone")),
-            Err(e) => act.internal_error(&id, action, &e),
-        }));
-    }
-
-    fn stop_transaction(
-        &mut self,
-        id: String,
-        action: &'static str,
-        stop: TransactionStop,
+        event: TransactionEvent,
         ctx: &mut Context<Self>,
     ) {
         let now = Utc::now();
         let services = self.services.clone();
         let charger = self.id.clone();
-        let cached = self
-            .sessions
-            .remove(&stop.transaction_id)
-            .filter(|h| h.addr.connected());
+        let remote_start = match (&event.id_token, event.kind) {
+            (Some(token), TransactionEventKind::Started) => self.take_remote_start(
+                token,
+                event.connector_id.unwrap_or(ConnectorId::WHOLE_CHARGER),
+            ),
+            _ => false,
+        };
+        let cached = event
+            .transaction_id
+            .as_ref()
+            .and_then(|tx| self.sessions.get(tx))
+            .filter(|h| h.addr.connected())
+            .cloned();
         let work = async move {
-            let info = match &stop.id_token {
-                Some(token) => Some(authorize(
-                    services.store.id_token(token).await?.as_ref(),
-                    now,
-                    false,
-                )),
+            let kind = event.kind;
+            let info = match &event.id_token {
+                Some(token) => {
+                    let record = services.store.id_token(token).await?;
+                    let busy = match (kind, event.connector_id) {
+                        (TransactionEventKind::Started, connector) => services
+                            .registry
+                            .send(TokenBusy {
+                                token: token.clone(),
+                                except: connector.map(|c| (charger.clone(), c)),
+                            })
+                            .await
+                            .unwrap_or(false),
+                        _ => false,
+                    };
+                    Some(authorize(record.as_ref(), now, busy))
+                }
                 None => None,
             };
-            let handle = match cached {
-                Some(handle) => Some(handle),
-                None => services
+            let found = match (cached, &event.transaction_id) {
+                (Some(handle), _) => Some(handle),
+                (None, Some(tx)) => services
                     .registry
                     .send(FindSession {
                         charger_id: charger.clone(),
-                        transaction_id: stop.transaction_id.clone(),
+                        transaction_id: tx.clone(),
                     })
                     .await
                     .ok()
                     .flatten(),
+                (None, None) => None,
             };
-            let tx = stop.transaction_id.clone();
-            match handle {
-                Some(handle) => match handle.addr.send(EndSession(stop)).await {
-                    Ok(Ok(_)) | Ok(Err(EndError::Session(SessionError::AlreadyStopped(_)))) => {}
-                    Ok(Err(EndError::Store(e))) => return Err(e),
-                    Err(_) => {
-                        return Err(StoreError::Backend(
-                            "session actor died while ending".into(),
-                        ));
-                    }
-                },
-                // Not active: a repeat of a stop we have stored, or a transaction we never saw.
+            let handle = match found {
+                Some(handle) => handle,
                 None => {
-                    if services
-                        .store
-                        .session_by_transaction(&charger, &tx)
-                        .await?
-                        .is_none()
-                    {
-                        tracing::warn!(transaction_id = %tx, "StopTransaction for an unknown transaction");
+                    if let Some(tx) = &event.transaction_id {
+                        // Not live: an event after the end (a repeat, or a late replay)...
+                        if let Some(stored) =
+                            services.store.session_by_transaction(&charger, tx).await?
+                        {
+                            return Ok(TransactionOutcome {
+                                info,
+                                transaction_id: stored.transaction_id,
+                                live: None,
+                                ended_on: None,
+                            });
+                        }
+                        // ...or a transaction we never saw. Ids we allocate cannot be made up.
+                        if event.origin == TransactionIdOrigin::Central {
+                            tracing::warn!(transaction_id = %tx, "event for an unknown transaction");
+                            return Ok(TransactionOutcome {
+                                info,
+                                transaction_id: tx.clone(),
+                                live: None,
+                                ended_on: None,
+                            });
+                        }
                     }
+                    // A start, or the first event we see of a charger's transaction whose start was lost.
+                    let first_register = event.samples.iter().find(|s| {
+                        s.measurand == Measurand::EnergyImportRegister && s.phase.is_none()
+                    });
+                    let new = NewSession {
+                        charger_id: charger.clone(),
+                        connector_id: event.connector_id.unwrap_or(ConnectorId::WHOLE_CHARGER),
+                        transaction_id: event.transaction_id.clone(),
+                        id_token: event.id_token.clone(),
+                        meter_start_wh: match kind {
+                            TransactionEventKind::Started => event.meter_wh,
+                            _ => None,
+                        }
+                        .or(first_register.map(|s| s.value.round() as i64))
+                        .unwrap_or(0),
+                        started_at: event.timestamp,
+                        remote_start,
+                        reservation_id: event.reservation_id,
+                    };
+                    let session = services.store.start_session(&new).await?;
+                    services
+                        .registry
+                        .send(OpenSession(session))
+                        .await
+                        .map_err(|_| StoreError::Backend("registry is gone".into()))?
+                }
+            };
+            let transaction_id = handle.transaction_id.clone();
+            match kind {
+                TransactionEventKind::Started | TransactionEventKind::Updated => {
+                    if let Some(token) = event.id_token {
+                        handle.addr.do_send(SetToken(token));
+                    }
+                    if !event.samples.is_empty() {
+                        handle.addr.do_send(RecordSamples(event.samples));
+                    }
+                    let started = (kind == TransactionEventKind::Started).then_some(());
+                    Ok(TransactionOutcome {
+                        info,
+                        transaction_id,
+                        live: Some((handle, started)),
+                        ended_on: None,
+                    })
+                }
+                TransactionEventKind::Ended => {
+                    let connector = handle.connector_id;
+                    match handle.addr.send(EndSession(event)).await {
+                        Ok(Ok(_)) | Ok(Err(EndError::Session(SessionError::AlreadyStopped(_)))) => {
+                        }
+                        Ok(Err(EndError::Store(e))) => return Err(e),
+                        Err(_) => {
+                            return Err(StoreError::Backend(
+                                "session actor died while ending".into(),
+                            ));
+                        }
+                    }
+                    Ok(TransactionOutcome {
+                        info,
+                        transaction_id,
+                        live: None,
+                        ended_on: Some(connector),
+                    })
                 }
             }
-            Ok::<_, StoreError>(info)
+        };
+        ctx.wait(work.instrument(self.span.clone()).into_actor(self).map(move |result, act, _| match result {
+            Ok(outcome) => {
+                match outcome.live {
+                    Some((handle, started)) => {
+                        if started.is_some() {
+                            act.supersede_on(&handle, now);
+                        }
+                        act.sessions.insert(handle.transaction_id.clone(), handle);
+                    }
+                    None => {
+                        act.sessions.remove(&outcome.transaction_id);
+                    }
+                }
+                if let Some(connector) = outcome.ended_on {
+                    act.span.in_scope(|| tracing::info!(transaction_id = %outcome.transaction_id, "transaction ended"));
+                    if let Some(availability) = act.scheduled_availability.remove(&connector) {
+                        act.set_availability(connector, availability);
+                    }
+                }
+                let response = ChargerResponse::Transaction { transaction_id: outcome.transaction_id, id_token_info: outcome.info };
+                act.reply(&id, action, Ok(response));
+            }
+            Err(e) => act.internal_error(&id, action, &e),
+        }));
+    }
+
+    /// A new transaction on a connector ends whatever this charger still had open there
+    /// (its stop was lost): otherwise that session and its token would stay busy forever.
+    fn supersede_on(&mut self, new: &SessionHandle, now: chrono::DateTime<Utc>) {
+        let stale: Vec<SessionHandle> = self
+            .sessions
+            .values()
+            .filter(|h| {
+                h.connector_id == new.connector_id && h.transaction_id != new.transaction_id
+            })
+            .cloned()
+            .collect();
+        for old in stale {
+            self.span.in_scope(|| tracing::warn!(session_id = %old.session_id, "ending a session whose stop never came: a new one started on its connector"));
+            self.sessions.remove(&old.transaction_id);
+            old.addr.do_send(EndSession(TransactionEvent {
+                kind: TransactionEventKind::Ended,
+                origin: TransactionIdOrigin::Charger,
+                transaction_id: Some(old.transaction_id.clone()),
+                connector_id: Some(old.connector_id),
+                id_token: None,
+                timestamp: now,
+                meter_wh: None,
+                samples: Vec::new(),
+                stop_reason: Some("Superseded".into()),
+                reservation_id: None,
+                seq_no: None,
+                offline: false,
+            }));
+        }
+    }
+
+    /// Collects the parts of a device-model report; stores it whole once the last part came.
+    fn on_device_report(
+        &mut self,
+        id: String,
+        action: &'static str,
+        request_id: i64,
+        more_to_come: bool,
+        variables: Vec<ReportedVariable>,
+        ctx: &mut Context<Self>,
+    ) {
+        let parts = self.reports.entry(request_id).or_default();
+        parts.extend(variables);
+        if parts.len() > MAX_REPORT_VARIABLES {
+            self.span
+                .in_scope(|| tracing::warn!(request_id, "device-model report too large; dropped"));
+            self.reports.remove(&request_id);
+            return self.reply(&id, action, Ok(ChargerResponse::Ack));
+        }
+        if more_to_come {
+            return self.reply(&id, action, Ok(ChargerResponse::Ack));
+        }
+        let variables = self.reports.remove(&request_id).unwrap_or_default();
+        let (store, charger, count) = (
+            self.services.store.clone(),
+            self.id.clone(),
+            variables.len(),
+        );
+        let work = async move {
+            store
+                .save_device_model(&charger, &variables, Utc::now())
+                .await
         };
         ctx.wait(
-            work.instrument(self.span.clone())
-                .into_actor(self)
+            work.into_actor(self)
                 .map(move |result, act, _| match result {
-                    Ok(info) => act.reply(
-                        &id,
-                        action,
-                        Ok(ChargerResponse::StopTransaction {
-                            id_token_info: info,
-                        }),
-                    ),
+                    Ok(()) => {
+                        act.span.in_scope(|| {
+                            tracing::info!(request_id, variables = count, "device model stored")
+                        });
+                        act.reply(&id, action, Ok(ChargerResponse::Ack));
+                    }
                     Err(e) => act.internal_error(&id, action, &e),
                 }),
         );
@@ -615,6 +774,13 @@ impl ChargerActor {
             if call.reply.is_closed() {
                 continue;
             }
+            let Some(remaining) = call.deadline.checked_duration_since(Instant::now()) else {
+                self.services
+                    .metrics
+                    .message("out", &call.action, "timeout");
+                let _ = call.reply.send(Err(CallFailure::Timeout));
+                continue;
+            };
             let message_id = Uuid::new_v4().to_string();
             let frame = Frame::Call(Call {
                 message_id: message_id.clone(),
@@ -626,10 +792,7 @@ impl ChargerActor {
                 continue;
             }
             let timeout_id = message_id.clone();
-            let timer = ctx.run_later(
-                self.services.settings.ocpp.call_timeout(),
-                move |act, ctx| act.on_timeout(&timeout_id, ctx),
-            );
+            let timer = ctx.run_later(remaining, move |act, ctx| act.on_timeout(&timeout_id, ctx));
             self.pending = Some(PendingCall {
                 message_id,
                 action: call.action,
@@ -639,6 +802,21 @@ impl ChargerActor {
                 sent_at: Instant::now(),
             });
             return;
+        }
+    }
+
+    /// Answers queued calls whose deadline has passed while they waited.
+    fn expire_queued(&mut self) {
+        let now = Instant::now();
+        let (expired, waiting): (VecDeque<_>, VecDeque<_>) =
+            self.queue.drain(..).partition(|c| c.deadline <= now);
+        self.queue = waiting;
+        for call in expired {
+            self.services.metrics.queued_calls.dec();
+            self.services
+                .metrics
+                .message("out", &call.action, "timeout");
+            let _ = call.reply.send(Err(CallFailure::Timeout));
         }
     }
 
@@ -711,45 +889,25 @@ impl ChargerActor {
     }
 
     fn apply_effect(&mut self, action: &str, request: &Value, response: &Value) {
-        let effect = match self.version {
-            OcppVersion::V16 => v16::call_effect(action, request, response),
-            OcppVersion::V201 => None,
-        };
-        match effect {
+        match ocpp::call_effect(self.version, action, request, response) {
             Some(CallEffect::Availability {
                 connector_id,
                 availability,
+                scheduled,
             }) => {
-                let now = Utc::now();
                 let targets: Vec<ConnectorId> = if connector_id == ConnectorId::WHOLE_CHARGER {
                     self.connectors.keys().copied().collect()
                 } else {
                     vec![connector_id]
                 };
                 for connector in targets {
-                    let state = match self.connectors.get(&connector) {
-                        Some(previous) => ConnectorState {
-                            availability,
-                            updated_at: now,
-                            ..previous.clone()
-                        },
-                        None => ConnectorState {
-                            connector_id: connector,
-                            status: match availability {
-                                crate::domain::Availability::Operative => {
-                                    ConnectorStatus::Available
-                                }
-                                crate::domain::Availability::Inoperative => {
-                                    ConnectorStatus::Unavailable
-                                }
-                            },
-                            error_code: None,
-                            info: None,
-                            availability,
-                            updated_at: now,
-                        },
-                    };
-                    self.record_connector(state);
+                    // Scheduled: the charger changes once the transaction on it has ended.
+                    let busy = self.sessions.values().any(|h| h.connector_id == connector);
+                    if scheduled && busy {
+                        self.scheduled_availability.insert(connector, availability);
+                    } else {
+                        self.set_availability(connector, availability);
+                    }
                 }
             }
             Some(CallEffect::RemoteStartAccepted {
@@ -763,6 +921,31 @@ impl ChargerActor {
                 });
             }
             None => {}
+        }
+    }
+
+    fn set_availability(&mut self, connector: ConnectorId, availability: Availability) {
+        let now = Utc::now();
+        {
+            let state = match self.connectors.get(&connector) {
+                Some(previous) => ConnectorState {
+                    availability,
+                    updated_at: now,
+                    ..previous.clone()
+                },
+                None => ConnectorState {
+                    connector_id: connector,
+                    status: match availability {
+                        Availability::Operative => ConnectorStatus::Available,
+                        Availability::Inoperative => ConnectorStatus::Unavailable,
+                    },
+                    error_code: None,
+                    info: None,
+                    availability,
+                    updated_at: now,
+                },
+            };
+            self.record_connector(state);
         }
     }
 
@@ -790,13 +973,23 @@ impl Actor for ChargerActor {
             connectors: self.connectors.values().cloned().collect(),
         };
         // Wait for the registry before reading frames: it hands over this charger's live sessions.
-        ctx.wait(self.services.registry.send(connected).into_actor(self).map(
-            |sessions, act, _| {
-                for handle in sessions.unwrap_or_default() {
-                    act.sessions.insert(handle.transaction_id.clone(), handle);
-                }
-            },
-        ));
+        ctx.wait(
+            self.services
+                .registry
+                .send(connected)
+                .into_actor(self)
+                .map(|reply, act, _| {
+                    let Ok(reply) = reply else { return };
+                    for handle in reply.sessions {
+                        act.sessions.insert(handle.transaction_id.clone(), handle);
+                    }
+                    act.connectors = reply
+                        .connectors
+                        .into_iter()
+                        .map(|c| (c.connector_id, c))
+                        .collect();
+                }),
+        );
     }
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
@@ -892,12 +1085,19 @@ impl Handler<SendCall> for ChargerActor {
     type Result = ();
 
     fn handle(&mut self, call: SendCall, ctx: &mut Self::Context) {
+        if self.queue.len() >= MAX_QUEUED_CALLS {
+            let _ = call.reply.send(Err(CallFailure::Busy));
+            return;
+        }
+        let timeout = self.services.settings.ocpp.call_timeout();
         self.queue.push_back(QueuedCall {
             action: call.action,
             payload: call.payload,
             reply: call.reply,
+            deadline: Instant::now() + timeout,
         });
         self.services.metrics.queued_calls.inc();
+        ctx.run_later(timeout, |act, _| act.expire_queued());
         self.send_next(ctx);
     }
 }

@@ -98,8 +98,9 @@ impl StationRegistry {
             )
             .start(),
         };
-        self.tokens
-            .insert(session.id_token.key(), session.session_id);
+        if let Some(token) = &session.id_token {
+            self.tokens.insert(token.key(), session.session_id);
+        }
         self.by_id.insert(session.session_id, key.clone());
         self.sessions.insert(key, handle.clone());
         handle
@@ -111,9 +112,11 @@ impl Actor for StationRegistry {
 }
 
 /// A charger's connection is up. Sent by `ChargerActor::started`; a previous connection
-/// of the same charger is told to close (it has been superseded).
+/// of the same charger is told to close (it has been superseded). Answered with the
+/// charger's live sessions and its connectors as last known here (newest report wins
+/// over what storage had, which may be a flush window behind).
 #[derive(Message)]
-#[rtype(result = "Vec<SessionHandle>")]
+#[rtype(result = "ConnectedReply")]
 pub struct Connected {
     pub charger_id: ChargerId,
     pub conn_id: Uuid,
@@ -122,34 +125,57 @@ pub struct Connected {
     pub connectors: Vec<ConnectorState>,
 }
 
+pub struct ConnectedReply {
+    pub sessions: Vec<SessionHandle>,
+    pub connectors: Vec<ConnectorState>,
+}
+
 impl Handler<Connected> for StationRegistry {
     type Result = MessageResult<Connected>;
 
     fn handle(&mut self, msg: Connected, _: &mut Self::Context) -> Self::Result {
-        let connection = Connection {
-            conn_id: msg.conn_id,
-            addr: msg.addr,
-            version: msg.version,
-            connected_at: Utc::now(),
-            last_heartbeat: None,
-            connectors: msg
-                .connectors
-                .into_iter()
-                .map(|c| (c.connector_id, c))
-                .collect(),
-        };
-        match self.chargers.insert(msg.charger_id.clone(), connection) {
-            Some(previous) if previous.conn_id != msg.conn_id => previous.addr.do_send(Superseded),
-            Some(_) => {}
+        let mut connectors: BTreeMap<ConnectorId, ConnectorState> = msg
+            .connectors
+            .into_iter()
+            .map(|c| (c.connector_id, c))
+            .collect();
+        match self.chargers.remove(&msg.charger_id) {
+            Some(previous) => {
+                for (id, live) in previous.connectors {
+                    if connectors
+                        .get(&id)
+                        .is_none_or(|stored| stored.updated_at <= live.updated_at)
+                    {
+                        connectors.insert(id, live);
+                    }
+                }
+                if previous.conn_id != msg.conn_id {
+                    previous.addr.do_send(Superseded);
+                }
+            }
             None => self.metrics.connected_chargers.inc(),
         }
+        self.chargers.insert(
+            msg.charger_id.clone(),
+            Connection {
+                conn_id: msg.conn_id,
+                addr: msg.addr,
+                version: msg.version,
+                connected_at: Utc::now(),
+                last_heartbeat: None,
+                connectors: connectors.clone(),
+            },
+        );
         let sessions = self
             .sessions
             .iter()
             .filter(|((charger, _), h)| charger == &msg.charger_id && h.addr.connected())
             .map(|(_, h)| h.clone())
             .collect();
-        MessageResult(sessions)
+        MessageResult(ConnectedReply {
+            sessions,
+            connectors: connectors.into_values().collect(),
+        })
     }
 }
 
@@ -312,24 +338,56 @@ impl Handler<SessionClosed> for StationRegistry {
         self.sessions
             .remove(&(s.charger_id.clone(), s.transaction_id.clone()));
         self.by_id.remove(&s.session_id);
-        if self.tokens.get(&s.id_token.key()) == Some(&s.session_id) {
-            self.tokens.remove(&s.id_token.key());
+        if let Some(token) = &s.id_token
+            && self.tokens.get(&token.key()) == Some(&s.session_id)
+        {
+            self.tokens.remove(&token.key());
         }
     }
 }
 
-/// Whether a token is charging in an active session. Sent by `ChargerActor` (Authorize, StartTransaction).
+/// Whether a token is charging in a live session, other than one on `except` (a
+/// charger's own connector: a repeated start is not a concurrent one). Sent by
+/// `ChargerActor` (Authorize, transaction start).
 #[derive(Message)]
 #[rtype(result = "bool")]
-pub struct TokenBusy(pub IdToken);
+pub struct TokenBusy {
+    pub token: IdToken,
+    pub except: Option<(ChargerId, ConnectorId)>,
+}
 
 impl Handler<TokenBusy> for StationRegistry {
     type Result = bool;
 
     fn handle(&mut self, msg: TokenBusy, _: &mut Self::Context) -> bool {
-        self.tokens
-            .get(&msg.0.key())
-            .is_some_and(|id| self.by_id.contains_key(id))
+        let Some(key) = self
+            .tokens
+            .get(&msg.token.key())
+            .and_then(|id| self.by_id.get(id))
+        else {
+            return false;
+        };
+        let Some(handle) = self.sessions.get(key).filter(|h| h.addr.connected()) else {
+            return false;
+        };
+        msg.except
+            .is_none_or(|(charger, connector)| key.0 != charger || handle.connector_id != connector)
+    }
+}
+
+/// A session's token, learnt after its start. Sent by `SessionActor`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TokenInUse {
+    pub token: IdToken,
+    pub session_id: SessionId,
+}
+
+impl Handler<TokenInUse> for StationRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: TokenInUse, _: &mut Self::Context) {
+        self.tokens.insert(msg.token.key(), msg.session_id);
     }
 }
 

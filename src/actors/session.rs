@@ -9,9 +9,9 @@ use actix::prelude::*;
 use tracing::Instrument;
 
 use super::batch_writer::BatchWriter;
-use super::registry::{SessionClosed, StationRegistry};
+use super::registry::{SessionClosed, StationRegistry, TokenInUse};
 use crate::domain::ports::{SessionProgress, SessionSample, Store, StoreError};
-use crate::domain::{MeterSample, Session, SessionError, TransactionStop};
+use crate::domain::{IdToken, MeterSample, Session, SessionError, TransactionEvent};
 use crate::metrics::Metrics;
 
 pub struct SessionActor {
@@ -57,7 +57,20 @@ impl Actor for SessionActor {
     }
 }
 
-/// Meter samples for this session. Sent by `ChargerActor` (MeterValues).
+impl SessionActor {
+    fn write_progress(&self, id_token: Option<IdToken>) {
+        self.writer.progress(SessionProgress {
+            session_id: self.session.session_id,
+            energy_wh: self.session.energy_wh,
+            power_w: self.session.power_w,
+            soc_percent: self.session.soc_percent,
+            last_meter_at: self.session.last_meter_at,
+            id_token,
+        });
+    }
+}
+
+/// Meter samples for this session. Sent by `ChargerActor` (MeterValues, TransactionEvent).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct RecordSamples(pub Vec<MeterSample>);
@@ -78,14 +91,30 @@ impl Handler<RecordSamples> for SessionActor {
                 .collect(),
         );
         if changed {
-            self.writer.progress(SessionProgress {
-                session_id: id,
-                energy_wh: self.session.energy_wh,
-                power_w: self.session.power_w,
-                soc_percent: self.session.soc_percent,
-                last_meter_at: self.session.last_meter_at,
-            });
+            self.write_progress(self.session.id_token.clone());
         }
+    }
+}
+
+/// The driver's token, for a session the charger started before authorization.
+/// Sent by `ChargerActor` (2.0.1 TransactionEvent with an idToken).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetToken(pub IdToken);
+
+impl Handler<SetToken> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, SetToken(token): SetToken, _: &mut Self::Context) {
+        if self.session.id_token.as_ref() == Some(&token) {
+            return;
+        }
+        self.session.id_token = Some(token.clone());
+        self.registry.do_send(TokenInUse {
+            token: token.clone(),
+            session_id: self.session.session_id,
+        });
+        self.write_progress(Some(token));
     }
 }
 
@@ -97,18 +126,18 @@ pub enum EndError {
     Store(#[from] StoreError),
 }
 
-/// The transaction has ended. Sent by `ChargerActor` (StopTransaction); answered once
-/// the end is stored, after which the actor stops.
+/// The transaction has ended. Sent by `ChargerActor` (StopTransaction, TransactionEvent
+/// Ended); answered once the end is stored, after which the actor stops.
 #[derive(Message)]
 #[rtype(result = "Result<Session, EndError>")]
-pub struct EndSession(pub TransactionStop);
+pub struct EndSession(pub TransactionEvent);
 
 impl Handler<EndSession> for SessionActor {
     type Result = ResponseActFuture<Self, Result<Session, EndError>>;
 
     fn handle(&mut self, EndSession(stop): EndSession, _: &mut Self::Context) -> Self::Result {
         let mut ended = self.session.clone();
-        if let Err(e) = ended.stop(&stop) {
+        if let Err(e) = ended.end(&stop) {
             return Box::pin(fut::ready(Err(e.into())));
         }
         let store = self.store.clone();

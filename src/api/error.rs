@@ -42,6 +42,8 @@ pub enum ApiError {
     OcppInvalidResponse(String),
     #[error("charger did not answer within the call timeout")]
     OcppTimeout,
+    #[error("too many calls are waiting for this charger; retry later")]
+    ChargerBusy,
     #[error("storage is not reachable")]
     Unavailable,
     #[error("internal error")]
@@ -62,6 +64,7 @@ impl ApiError {
             ApiError::OcppCallError { .. } => (StatusCode::BAD_GATEWAY, "ocpp_call_error"),
             ApiError::OcppInvalidResponse(_) => (StatusCode::BAD_GATEWAY, "ocpp_invalid_response"),
             ApiError::OcppTimeout => (StatusCode::GATEWAY_TIMEOUT, "ocpp_timeout"),
+            ApiError::ChargerBusy => (StatusCode::SERVICE_UNAVAILABLE, "charger_busy"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -102,6 +105,7 @@ impl From<CallFailure> for ApiError {
                 details,
             },
             CallFailure::InvalidResponse(m) => ApiError::OcppInvalidResponse(m),
+            CallFailure::Busy => ApiError::ChargerBusy,
         }
     }
 }

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::charger::{BootInfo, ChargerRecord, ChargerRegistration, ConnectorState};
 use super::ids::{ChargerId, IdToken, SessionId, TransactionId};
+use super::requests::ReportedVariable;
 use super::session::{MeterSample, NewSession, Session, SessionFilter};
 use super::token::IdTokenRecord;
 use super::user::{Email, User};
@@ -40,6 +41,8 @@ pub struct SessionProgress {
     pub power_w: Option<f64>,
     pub soc_percent: Option<f64>,
     pub last_meter_at: Option<DateTime<Utc>>,
+    /// The token, once a charger that started without one has authorized.
+    pub id_token: Option<IdToken>,
 }
 
 /// Everything the hot path produces, written in one transaction per flush.
@@ -80,6 +83,18 @@ pub trait ChargerStore: Send + Sync {
     async fn connectors(&self, id: &ChargerId) -> StoreResult<Vec<ConnectorState>>;
     /// Every stored connector of every charger (one query for the charger list).
     async fn all_connectors(&self) -> StoreResult<Vec<(ChargerId, ConnectorState)>>;
+    /// Replaces a charger's stored device model with a complete report.
+    async fn save_device_model(
+        &self,
+        id: &ChargerId,
+        variables: &[ReportedVariable],
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// The last complete device-model report, and when it came.
+    async fn device_model(
+        &self,
+        id: &ChargerId,
+    ) -> StoreResult<Option<(Vec<ReportedVariable>, DateTime<Utc>)>>;
 }
 
 #[async_trait]
@@ -95,7 +110,9 @@ pub trait IdTokenStore: Send + Sync {
 #[async_trait]
 pub trait SessionStore: Send + Sync {
     /// Stores a new active session, allocating its id (and its transaction id when
-    /// the charger did not bring one). Durable when it returns.
+    /// the charger did not bring one). Durable when it returns. Idempotent: a start
+    /// whose transaction id (or, without one, whose connector, token, meter reading and
+    /// time) matches a stored session returns that session.
     async fn start_session(&self, new: &NewSession) -> StoreResult<Session>;
     async fn session(&self, id: SessionId) -> StoreResult<Option<Session>>;
     async fn session_by_transaction(

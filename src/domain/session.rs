@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::ids::{ChargerId, ConnectorId, IdToken, SessionId, TransactionId};
+use super::requests::TransactionEvent;
 
 /// What a sampled value measures, for the measurands a session tracks; anything else
 /// is kept under its OCPP name.
@@ -75,11 +76,22 @@ impl MeterSample {
         phase: Option<String>,
         context: Option<String>,
     ) -> Option<MeterSample> {
-        let value: f64 = raw_value
-            .trim()
-            .parse()
-            .ok()
-            .filter(|v: &f64| v.is_finite())?;
+        let value: f64 = raw_value.trim().parse().ok()?;
+        MeterSample::from_number(timestamp, measurand, value, unit, phase, context)
+    }
+
+    /// As [`MeterSample::normalised`], from a number.
+    pub fn from_number(
+        timestamp: DateTime<Utc>,
+        measurand: Measurand,
+        value: f64,
+        unit: Option<&str>,
+        phase: Option<String>,
+        context: Option<String>,
+    ) -> Option<MeterSample> {
+        if !value.is_finite() {
+            return None;
+        }
         let (value, unit) = match (&measurand, unit) {
             (_, Some("kWh")) => (value * 1000.0, Some("Wh")),
             (_, Some("kW")) => (value * 1000.0, Some("W")),
@@ -135,7 +147,8 @@ pub struct Session {
     pub charger_id: ChargerId,
     pub connector_id: ConnectorId,
     pub transaction_id: TransactionId,
-    pub id_token: IdToken,
+    /// The token charging; 2.0.1 chargers may start before the driver authorizes.
+    pub id_token: Option<IdToken>,
     pub status: SessionStatus,
     pub meter_start_wh: i64,
     pub meter_stop_wh: Option<i64>,
@@ -158,7 +171,7 @@ pub struct NewSession {
     pub connector_id: ConnectorId,
     /// The charger's transaction id (2.0.1); `None` lets the store use the session id (1.6).
     pub transaction_id: Option<TransactionId>,
-    pub id_token: IdToken,
+    pub id_token: Option<IdToken>,
     pub meter_start_wh: i64,
     pub started_at: DateTime<Utc>,
     pub remote_start: bool,
@@ -169,17 +182,6 @@ pub struct NewSession {
 pub enum SessionError {
     #[error("session {0} has already ended")]
     AlreadyStopped(SessionId),
-}
-
-/// How a transaction ended, version-neutral.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TransactionStop {
-    pub transaction_id: TransactionId,
-    pub id_token: Option<IdToken>,
-    pub meter_stop_wh: i64,
-    pub timestamp: DateTime<Utc>,
-    pub reason: Option<String>,
-    pub samples: Vec<MeterSample>,
 }
 
 impl Session {
@@ -218,21 +220,25 @@ impl Session {
         changed
     }
 
-    /// Ends the session with the charger's final reading.
-    pub fn stop(&mut self, stop: &TransactionStop) -> Result<(), SessionError> {
+    /// Ends the session: its final samples, then the final register reading when the
+    /// charger gave one (else the last one seen).
+    pub fn end(&mut self, end: &TransactionEvent) -> Result<(), SessionError> {
         if self.status == SessionStatus::Completed {
             return Err(SessionError::AlreadyStopped(self.session_id));
         }
-        self.apply_samples(&stop.samples);
+        self.apply_samples(&end.samples);
+        let meter_stop = end
+            .meter_wh
+            .unwrap_or(self.meter_start_wh.saturating_add(self.energy_wh));
         self.status = SessionStatus::Completed;
-        self.meter_stop_wh = Some(stop.meter_stop_wh);
-        self.energy_wh = stop
-            .meter_stop_wh
-            .saturating_sub(self.meter_start_wh)
-            .max(0);
+        self.meter_stop_wh = Some(meter_stop);
+        self.energy_wh = meter_stop.saturating_sub(self.meter_start_wh).max(0);
         self.power_w = None;
-        self.stopped_at = Some(stop.timestamp);
-        self.stop_reason = stop.reason.clone();
+        self.stopped_at = Some(end.timestamp);
+        self.stop_reason = end.stop_reason.clone();
+        if self.id_token.is_none() {
+            self.id_token = end.id_token.clone();
+        }
         Ok(())
     }
 }
@@ -248,6 +254,7 @@ pub struct SessionFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{TransactionEventKind, TransactionIdOrigin};
     use chrono::Duration;
 
     fn session() -> Session {
@@ -256,7 +263,7 @@ mod tests {
             charger_id: ChargerId::parse("CP1").unwrap(),
             connector_id: ConnectorId(1),
             transaction_id: TransactionId("1".into()),
-            id_token: IdToken::parse("TAG").unwrap(),
+            id_token: Some(IdToken::parse("TAG").unwrap()),
             status: SessionStatus::Active,
             meter_start_wh: 1000,
             meter_stop_wh: None,
@@ -313,20 +320,43 @@ mod tests {
     #[test]
     fn stopping_twice_is_refused_and_the_final_reading_wins() {
         let mut s = session();
-        let stop = TransactionStop {
-            transaction_id: TransactionId("1".into()),
-            id_token: None,
-            meter_stop_wh: 5000,
-            timestamp: Utc::now(),
-            reason: Some("Local".into()),
-            samples: vec![],
-        };
-        s.stop(&stop).unwrap();
+        let stop = ended(Some(5000), vec![]);
+        s.end(&stop).unwrap();
         assert_eq!((s.energy_wh, s.status), (4000, SessionStatus::Completed));
         assert_eq!(
-            s.stop(&stop),
+            s.end(&stop),
             Err(SessionError::AlreadyStopped(SessionId(1)))
         );
+    }
+
+    #[test]
+    fn without_a_final_reading_the_last_sample_is_the_end() {
+        let mut s = session();
+        let last = sample(
+            Utc::now(),
+            Measurand::EnergyImportRegister,
+            "2.5",
+            Some("kWh"),
+        );
+        s.end(&ended(None, vec![last])).unwrap();
+        assert_eq!((s.energy_wh, s.meter_stop_wh), (1500, Some(2500)));
+    }
+
+    fn ended(meter_wh: Option<i64>, samples: Vec<MeterSample>) -> TransactionEvent {
+        TransactionEvent {
+            kind: TransactionEventKind::Ended,
+            origin: TransactionIdOrigin::Charger,
+            transaction_id: Some(TransactionId("1".into())),
+            connector_id: None,
+            id_token: None,
+            timestamp: Utc::now(),
+            meter_wh,
+            samples,
+            stop_reason: Some("Local".into()),
+            reservation_id: None,
+            seq_no: Some(3),
+            offline: false,
+        }
     }
 
     #[test]

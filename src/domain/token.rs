@@ -150,7 +150,7 @@ impl IdTokenInfo {
 
 /// Decides a token's authorization at `now`.
 ///
-/// - an unregistered token is `Invalid` (1.6 has no `Unknown`; 2.0.1 adapters may say `Unknown`);
+/// - an unregistered token is `Unknown` (which 1.6 says as `Invalid`);
 /// - a registered `Accepted` token past its expiry date is `Expired`;
 /// - an `Accepted` token already charging elsewhere is `ConcurrentTx`;
 /// - any other registered status is answered as stored.
@@ -160,7 +160,7 @@ pub fn authorize(
     has_active_session: bool,
 ) -> IdTokenInfo {
     let Some(record) = record else {
-        return IdTokenInfo::with_status(AuthorizationStatus::Invalid);
+        return IdTokenInfo::with_status(AuthorizationStatus::Unknown);
     };
     let status = match record.status {
         AuthorizationStatus::Accepted if record.expiry_date.is_some_and(|e| e <= now) => {

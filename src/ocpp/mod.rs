@@ -6,8 +6,12 @@ pub mod error;
 pub mod frame;
 pub mod schema;
 pub mod v16;
+pub mod v201;
 
 use std::fmt;
+
+use crate::domain::{CallEffect, ChargerRequest, ChargerResponse};
+use schema::Violation;
 
 /// An OCPP-J protocol version, as negotiated through the WebSocket subprotocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -50,7 +54,45 @@ impl fmt::Display for OcppVersion {
 }
 
 /// Versions this build has adapters for. The endpoint only negotiates these.
-pub const SUPPORTED_VERSIONS: &[OcppVersion] = &[OcppVersion::V16];
+pub const SUPPORTED_VERSIONS: &[OcppVersion] = &[OcppVersion::V201, OcppVersion::V16];
+
+/// Translates a charger→CSMS CALL (payload already checked against its schema) to the
+/// internal model, with the adapter of `version`.
+pub fn decode_request(
+    version: OcppVersion,
+    action: &str,
+    payload: serde_json::Value,
+) -> Result<ChargerRequest, Violation> {
+    match version {
+        OcppVersion::V16 => v16::decode_request(action, payload),
+        OcppVersion::V201 => v201::decode_request(action, payload),
+    }
+}
+
+/// Translates the answer to a charger's `action` into `version`'s payload.
+pub fn encode_response(
+    version: OcppVersion,
+    action: &str,
+    response: &ChargerResponse,
+) -> Result<serde_json::Value, Violation> {
+    match version {
+        OcppVersion::V16 => v16::encode_response(action, response),
+        OcppVersion::V201 => v201::encode_response(action, response),
+    }
+}
+
+/// What an answered CSMS→charger call changes, given its request and (schema-valid) response.
+pub fn call_effect(
+    version: OcppVersion,
+    action: &str,
+    request: &serde_json::Value,
+    response: &serde_json::Value,
+) -> Option<CallEffect> {
+    match version {
+        OcppVersion::V16 => v16::call_effect(action, request, response),
+        OcppVersion::V201 => v201::call_effect(action, request, response),
+    }
+}
 
 /// Which side of the link sends an action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -47,12 +47,12 @@ impl ActionSpec {
 }
 
 macro_rules! actions {
-    ($dir:literal: $( $name:literal => $from:literal, $to:literal; )*) => {
+    ($dir:literal, $request_suffix:literal: $( $name:literal => $from:literal, $to:literal; )*) => {
         &[ $( ActionSpec {
             name: $name,
             from_charger: $from,
             to_charger: $to,
-            request: include_str!(concat!("schemas/", $dir, "/", $name, ".json")),
+            request: include_str!(concat!("schemas/", $dir, "/", $name, $request_suffix, ".json")),
             response: include_str!(concat!("schemas/", $dir, "/", $name, "Response.json")),
         }, )* ]
     };
@@ -60,7 +60,7 @@ macro_rules! actions {
 
 /// OCPP 1.6-J: the 28 core messages plus the 11 of the security extension (78 schemas).
 /// Columns: sent by the charger, sent by the central system.
-static V16_ACTIONS: &[ActionSpec] = actions!("v1.6":
+static V16_ACTIONS: &[ActionSpec] = actions!("v1.6", "":
     "Authorize" => true, false;
     "BootNotification" => true, false;
     "DataTransfer" => true, true;
@@ -100,6 +100,74 @@ static V16_ACTIONS: &[ActionSpec] = actions!("v1.6":
     "GetLog" => false, true;
     "InstallCertificate" => false, true;
     "SignedUpdateFirmware" => false, true;
+);
+
+/// OCPP 2.0.1: all 64 messages (128 schemas). Columns: sent by the charger, sent by the CSMS.
+static V201_ACTIONS: &[ActionSpec] = actions!("v2.0.1", "Request":
+    "Authorize" => true, false;
+    "BootNotification" => true, false;
+    "ClearedChargingLimit" => true, false;
+    "DataTransfer" => true, true;
+    "FirmwareStatusNotification" => true, false;
+    "Get15118EVCertificate" => true, false;
+    "GetCertificateStatus" => true, false;
+    "Heartbeat" => true, false;
+    "LogStatusNotification" => true, false;
+    "MeterValues" => true, false;
+    "NotifyChargingLimit" => true, false;
+    "NotifyCustomerInformation" => true, false;
+    "NotifyDisplayMessages" => true, false;
+    "NotifyEVChargingNeeds" => true, false;
+    "NotifyEVChargingSchedule" => true, false;
+    "NotifyEvent" => true, false;
+    "NotifyMonitoringReport" => true, false;
+    "NotifyReport" => true, false;
+    "PublishFirmwareStatusNotification" => true, false;
+    "ReportChargingProfiles" => true, false;
+    "ReservationStatusUpdate" => true, false;
+    "SecurityEventNotification" => true, false;
+    "SignCertificate" => true, false;
+    "StatusNotification" => true, false;
+    "TransactionEvent" => true, false;
+    "CancelReservation" => false, true;
+    "CertificateSigned" => false, true;
+    "ChangeAvailability" => false, true;
+    "ClearCache" => false, true;
+    "ClearChargingProfile" => false, true;
+    "ClearDisplayMessage" => false, true;
+    "ClearVariableMonitoring" => false, true;
+    "CostUpdated" => false, true;
+    "CustomerInformation" => false, true;
+    "DeleteCertificate" => false, true;
+    "GetBaseReport" => false, true;
+    "GetChargingProfiles" => false, true;
+    "GetCompositeSchedule" => false, true;
+    "GetDisplayMessages" => false, true;
+    "GetInstalledCertificateIds" => false, true;
+    "GetLocalListVersion" => false, true;
+    "GetLog" => false, true;
+    "GetMonitoringReport" => false, true;
+    "GetReport" => false, true;
+    "GetTransactionStatus" => false, true;
+    "GetVariables" => false, true;
+    "InstallCertificate" => false, true;
+    "PublishFirmware" => false, true;
+    "RequestStartTransaction" => false, true;
+    "RequestStopTransaction" => false, true;
+    "ReserveNow" => false, true;
+    "Reset" => false, true;
+    "SendLocalList" => false, true;
+    "SetChargingProfile" => false, true;
+    "SetDisplayMessage" => false, true;
+    "SetMonitoringBase" => false, true;
+    "SetMonitoringLevel" => false, true;
+    "SetNetworkProfile" => false, true;
+    "SetVariableMonitoring" => false, true;
+    "SetVariables" => false, true;
+    "TriggerMessage" => false, true;
+    "UnlockConnector" => false, true;
+    "UnpublishFirmware" => false, true;
+    "UpdateFirmware" => false, true;
 );
 
 /// A payload that its schema rejects.
@@ -218,10 +286,12 @@ fn classify(kind: &ValidationErrorKind) -> RpcErrorKind {
 /// The compiled schemas of `version`, built once per process.
 pub fn schemas(version: OcppVersion) -> &'static SchemaSet {
     static V16: OnceLock<SchemaSet> = OnceLock::new();
+    static V201: OnceLock<SchemaSet> = OnceLock::new();
     match version {
         OcppVersion::V16 => V16.get_or_init(|| SchemaSet::compile(OcppVersion::V16, V16_ACTIONS)),
-        // 2.0.1 adapters arrive with their schemas (issue #3); nothing negotiates 2.0.1 yet.
-        OcppVersion::V201 => unimplemented!("OCPP 2.0.1 schemas are not vendored yet"),
+        OcppVersion::V201 => {
+            V201.get_or_init(|| SchemaSet::compile(OcppVersion::V201, V201_ACTIONS))
+        }
     }
 }
 
@@ -237,8 +307,27 @@ mod tests {
     }
 
     #[test]
-    fn all_78_schemas_compile() {
+    fn all_78_and_128_schemas_compile() {
         assert_eq!(schemas(OcppVersion::V16).actions().len() * 2, 78);
+        assert_eq!(schemas(OcppVersion::V201).actions().len() * 2, 128);
+    }
+
+    #[test]
+    fn in_2_0_1_the_same_failures_get_2_0_1_codes() {
+        let set = schemas(OcppVersion::V201);
+        let bad = json!({"reason": "PowerUp", "chargingStation": {"model": "M", "vendorName": "V", "colour": "red"}});
+        let v = set
+            .check("BootNotification", PayloadKind::Request, &bad)
+            .unwrap_err();
+        assert_eq!(v.kind.code(OcppVersion::V201), "FormatViolation");
+        let missing = json!({"reason": "PowerUp"});
+        let v = set
+            .check("BootNotification", PayloadKind::Request, &missing)
+            .unwrap_err();
+        assert_eq!(
+            v.kind.code(OcppVersion::V201),
+            "OccurrenceConstraintViolation"
+        );
     }
 
     #[test]

@@ -10,7 +10,8 @@ use super::schema::Violation;
 use crate::domain::{
     Availability, BootInfo, CallEffect, ChargerRequest, ChargerResponse, ConnectorId,
     ConnectorStatus, DataTransferStatus, IdToken, IdTokenInfo, Measurand, MeterSample,
-    NotificationKind, StatusReport, TransactionId, TransactionStart, TransactionStop,
+    NotificationKind, StatusReport, TransactionEvent, TransactionEventKind, TransactionId,
+    TransactionIdOrigin,
 };
 
 /// Formats a time as OCPP wants it: RFC 3339, UTC, millisecond precision.
@@ -193,12 +194,19 @@ pub fn decode_request(action: &str, payload: Value) -> Result<ChargerRequest, Vi
         "Authorize" => ChargerRequest::Authorize(id_token(decode::<IdTagReq>(payload)?.id_tag)?),
         "StartTransaction" => {
             let r: StartTransactionReq = decode(payload)?;
-            ChargerRequest::StartTransaction(TransactionStart {
-                connector_id: connector(r.connector_id)?,
-                id_token: id_token(r.id_tag)?,
-                meter_start_wh: r.meter_start,
+            ChargerRequest::Transaction(TransactionEvent {
+                kind: TransactionEventKind::Started,
+                origin: TransactionIdOrigin::Central,
+                transaction_id: None,
+                connector_id: Some(connector(r.connector_id)?),
+                id_token: Some(id_token(r.id_tag)?),
                 timestamp: r.timestamp,
+                meter_wh: Some(r.meter_start),
+                samples: Vec::new(),
+                stop_reason: None,
                 reservation_id: r.reservation_id,
+                seq_no: None,
+                offline: false,
             })
         }
         "MeterValues" => {
@@ -211,13 +219,19 @@ pub fn decode_request(action: &str, payload: Value) -> Result<ChargerRequest, Vi
         }
         "StopTransaction" => {
             let r: StopTransactionReq = decode(payload)?;
-            ChargerRequest::StopTransaction(TransactionStop {
-                transaction_id: TransactionId(r.transaction_id.to_string()),
+            ChargerRequest::Transaction(TransactionEvent {
+                kind: TransactionEventKind::Ended,
+                origin: TransactionIdOrigin::Central,
+                transaction_id: Some(TransactionId(r.transaction_id.to_string())),
+                connector_id: None,
                 id_token: r.id_tag.map(id_token).transpose()?,
-                meter_stop_wh: r.meter_stop,
                 timestamp: r.timestamp,
-                reason: r.reason,
+                meter_wh: Some(r.meter_stop),
                 samples: samples(r.transaction_data),
+                stop_reason: r.reason,
+                reservation_id: None,
+                seq_no: None,
+                offline: false,
             })
         }
         "DataTransfer" => {
@@ -272,7 +286,7 @@ fn id_tag_info(info: &IdTokenInfo) -> Value {
 }
 
 /// Translates the answer to a charger request into its 1.6 payload.
-pub fn encode_response(response: &ChargerResponse) -> Result<Value, Violation> {
+pub fn encode_response(action: &str, response: &ChargerResponse) -> Result<Value, Violation> {
     Ok(match response {
         ChargerResponse::BootNotification {
             status,
@@ -287,19 +301,22 @@ pub fn encode_response(response: &ChargerResponse) -> Result<Value, Violation> {
             json!({ "currentTime": timestamp(*current_time) })
         }
         ChargerResponse::Authorize(info) => json!({ "idTagInfo": id_tag_info(info) }),
-        ChargerResponse::StartTransaction {
+        ChargerResponse::Transaction {
             transaction_id,
             id_token_info,
-        } => {
+        } if action == "StartTransaction" => {
             let id: i64 = transaction_id.0.parse().map_err(|_| {
                 violation(
                     RpcErrorKind::InternalError,
                     format!("transaction id {transaction_id} is not a 1.6 integer"),
                 )
             })?;
-            json!({ "transactionId": id, "idTagInfo": id_tag_info(id_token_info) })
+            let info = id_token_info.clone().unwrap_or_else(|| {
+                IdTokenInfo::with_status(crate::domain::AuthorizationStatus::Invalid)
+            });
+            json!({ "transactionId": id, "idTagInfo": id_tag_info(&info) })
         }
-        ChargerResponse::StopTransaction { id_token_info } => match id_token_info {
+        ChargerResponse::Transaction { id_token_info, .. } => match id_token_info {
             Some(info) => json!({ "idTagInfo": id_tag_info(info) }),
             None => json!({}),
         },
@@ -326,12 +343,13 @@ pub fn encode_response(response: &ChargerResponse) -> Result<Value, Violation> {
 pub fn call_effect(action: &str, request: &Value, response: &Value) -> Option<CallEffect> {
     let status = response.get("status").and_then(Value::as_str);
     match (action, status) {
-        ("ChangeAvailability", Some("Accepted" | "Scheduled")) => {
+        ("ChangeAvailability", Some(status @ ("Accepted" | "Scheduled"))) => {
             let connector_id = ConnectorId::parse(request.get("connectorId")?.as_i64()?).ok()?;
             let availability = Availability::parse(request.get("type")?.as_str()?)?;
             Some(CallEffect::Availability {
                 connector_id,
                 availability,
+                scheduled: status == "Scheduled",
             })
         }
         ("RemoteStartTransaction", Some("Accepted")) => {
@@ -395,14 +413,15 @@ mod tests {
             ("Authorize", ChargerResponse::Authorize(info.clone())),
             (
                 "StartTransaction",
-                ChargerResponse::StartTransaction {
+                ChargerResponse::Transaction {
                     transaction_id: TransactionId("12".into()),
-                    id_token_info: info,
+                    id_token_info: Some(info),
                 },
             ),
             (
                 "StopTransaction",
-                ChargerResponse::StopTransaction {
+                ChargerResponse::Transaction {
+                    transaction_id: TransactionId("12".into()),
                     id_token_info: None,
                 },
             ),
@@ -425,13 +444,16 @@ mod tests {
             ),
         ];
         for (action, response) in cases {
-            let payload = encode_response(&response).unwrap();
+            let payload = encode_response(action, &response).unwrap();
             set.check(action, PayloadKind::Response, &payload)
                 .unwrap_or_else(|v| panic!("{action}: {v}"));
         }
-        let Value::Object(authorize) = encode_response(&ChargerResponse::Authorize(
-            IdTokenInfo::with_status(AuthorizationStatus::NotAtThisTime),
-        ))
+        let Value::Object(authorize) = encode_response(
+            "Authorize",
+            &ChargerResponse::Authorize(IdTokenInfo::with_status(
+                AuthorizationStatus::NotAtThisTime,
+            )),
+        )
         .unwrap() else {
             unreachable!()
         };

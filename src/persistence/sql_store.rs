@@ -14,7 +14,7 @@ use crate::domain::ports::{
 use crate::domain::{
     Availability, AuthorizationStatus, BootInfo, ChargerId, ChargerRecord, ChargerRegistration, ConnectorId,
     ConnectorState, ConnectorStatus, Email, IdToken, IdTokenRecord, Measurand, MeterSample, NewSession,
-    RegistrationStatus, Role, SecurityProfile, Session, SessionFilter, SessionId, SessionStatus, TokenType,
+    RegistrationStatus, ReportedVariable, Role, SecurityProfile, Session, SessionFilter, SessionId, SessionStatus, TokenType,
     TransactionId, User,
 };
 
@@ -115,7 +115,7 @@ macro_rules! select_sessions {
 fn session_from_row(row: &DbRow) -> StoreResult<Session> {
     let charger: String = row.try_get("charger_id").map_err(backend)?;
     let connector: i64 = row.try_get("connector_id").map_err(backend)?;
-    let token: String = row.try_get("id_token").map_err(backend)?;
+    let token: Option<String> = row.try_get("id_token").map_err(backend)?;
     let status: String = row.try_get("status").map_err(backend)?;
     let session_id: i64 = row.try_get("session_id").map_err(backend)?;
     let transaction: Option<String> = row.try_get("transaction_id").map_err(backend)?;
@@ -124,7 +124,7 @@ fn session_from_row(row: &DbRow) -> StoreResult<Session> {
         charger_id: ChargerId::parse(charger.clone()).map_err(|_| corrupt("charger id", &charger))?,
         connector_id: ConnectorId::parse(connector).map_err(|_| corrupt("connector id", &connector.to_string()))?,
         transaction_id: TransactionId(transaction.unwrap_or_else(|| session_id.to_string())),
-        id_token: IdToken::parse(token.clone()).map_err(|_| corrupt("id token", &token))?,
+        id_token: token.map(|t| IdToken::parse(t.clone()).map_err(|_| corrupt("id token", &t))).transpose()?,
         status: SessionStatus::parse(&status).ok_or_else(|| corrupt("session status", &status))?,
         meter_start_wh: row.try_get("meter_start_wh").map_err(backend)?,
         meter_stop_wh: row.try_get("meter_stop_wh").map_err(backend)?,
@@ -254,6 +254,33 @@ impl ChargerStore for SqlStore {
             .collect()
     }
 
+    async fn save_device_model(&self, id: &ChargerId, variables: &[ReportedVariable], at: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO device_model (charger_id, variables, reported_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (charger_id) DO UPDATE SET variables = excluded.variables, reported_at = excluded.reported_at",
+        )
+        .bind(id.as_str())
+        .bind(Json(variables))
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn device_model(&self, id: &ChargerId) -> StoreResult<Option<(Vec<ReportedVariable>, DateTime<Utc>)>> {
+        let Some(row) = sqlx::query("SELECT variables, reported_at FROM device_model WHERE charger_id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+        else {
+            return Ok(None);
+        };
+        let variables: Json<Vec<ReportedVariable>> = row.try_get("variables").map_err(backend)?;
+        Ok(Some((variables.0, row.try_get("reported_at").map_err(backend)?)))
+    }
+
     async fn all_connectors(&self) -> StoreResult<Vec<(ChargerId, ConnectorState)>> {
         sqlx::query("SELECT * FROM connector ORDER BY charger_id, connector_id")
             .fetch_all(&self.pool)
@@ -335,20 +362,29 @@ impl IdTokenStore for SqlStore {
 impl SessionStore for SqlStore {
     async fn start_session(&self, new: &NewSession) -> StoreResult<Session> {
         let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
-        // A charger that did not get our answer sends the same start again: same
-        // connector, token, meter reading and time. It gets the same session back.
-        let repeat = sqlx::query(select_sessions!(
-            "WHERE charger_id = $1 AND connector_id = $2 AND id_token = $3 \
-             AND meter_start_wh = $4 AND started_at = $5 AND status = 'active'"
-        ))
-        .bind(new.charger_id.as_str())
-        .bind(i64::from(new.connector_id.0))
-        .bind(new.id_token.as_str())
-        .bind(new.meter_start_wh)
-        .bind(new.started_at)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(backend)?;
+        // A charger that did not get our answer sends the same start again: the same
+        // transaction id or, when we allocate ids, the same connector, token, meter
+        // reading and time. It gets the same session back.
+        let repeat = match &new.transaction_id {
+            Some(transaction) => sqlx::query(select_sessions!("WHERE charger_id = $1 AND transaction_id = $2"))
+                .bind(new.charger_id.as_str())
+                .bind(transaction.0.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?,
+            None => sqlx::query(select_sessions!(
+                "WHERE charger_id = $1 AND connector_id = $2 AND id_token = $3 \
+                 AND meter_start_wh = $4 AND started_at = $5 AND status = 'active'"
+            ))
+            .bind(new.charger_id.as_str())
+            .bind(i64::from(new.connector_id.0))
+            .bind(new.id_token.as_ref().map(IdToken::as_str))
+            .bind(new.meter_start_wh)
+            .bind(new.started_at)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?,
+        };
         if let Some(row) = repeat {
             return session_from_row(&row);
         }
@@ -360,7 +396,7 @@ impl SessionStore for SqlStore {
         .bind(new.charger_id.as_str())
         .bind(i64::from(new.connector_id.0))
         .bind(new.transaction_id.as_ref().map(|t| t.0.clone()))
-        .bind(new.id_token.as_str())
+        .bind(new.id_token.as_ref().map(IdToken::as_str))
         .bind(new.meter_start_wh)
         .bind(new.started_at)
         .bind(new.remote_start)
@@ -460,7 +496,7 @@ impl SessionStore for SqlStore {
         insert_samples(&mut tx, final_samples.iter().map(|m| (s.session_id, m))).await?;
         sqlx::query(
             "UPDATE session SET status = $2, meter_stop_wh = $3, energy_wh = $4, power_w = $5, soc_percent = $6, \
-               stopped_at = $7, stop_reason = $8, last_meter_at = $9 WHERE session_id = $1",
+               stopped_at = $7, stop_reason = $8, last_meter_at = $9, id_token = $10 WHERE session_id = $1",
         )
         .bind(s.session_id.0)
         .bind(s.status.as_str())
@@ -471,6 +507,7 @@ impl SessionStore for SqlStore {
         .bind(s.stopped_at)
         .bind(s.stop_reason.as_deref())
         .bind(s.last_meter_at)
+        .bind(s.id_token.as_ref().map(IdToken::as_str))
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
@@ -496,14 +533,15 @@ impl SessionStore for SqlStore {
         insert_samples(&mut tx, batch.samples.iter().map(|s| (s.session_id, &s.sample))).await?;
         for p in &batch.progress {
             sqlx::query(
-                "UPDATE session SET energy_wh = $2, power_w = $3, soc_percent = $4, last_meter_at = $5 \
-                 WHERE session_id = $1 AND status = 'active'",
+                "UPDATE session SET energy_wh = $2, power_w = $3, soc_percent = $4, last_meter_at = $5, \
+                   id_token = COALESCE($6, id_token) WHERE session_id = $1 AND status = 'active'",
             )
             .bind(p.session_id.0)
             .bind(p.energy_wh)
             .bind(p.power_w)
             .bind(p.soc_percent)
             .bind(p.last_meter_at)
+            .bind(p.id_token.as_ref().map(IdToken::as_str))
             .execute(&mut *tx)
             .await
             .map_err(backend)?;

@@ -95,11 +95,33 @@ fn new_session(id: &str, connector: u32, tag: &str) -> NewSession {
         charger_id: charger(id),
         connector_id: ConnectorId(connector),
         transaction_id: None,
-        id_token: token(tag),
+        id_token: Some(token(tag)),
         meter_start_wh: 100,
         started_at: now(),
         remote_start: false,
         reservation_id: None,
+    }
+}
+
+fn end_of(
+    session: &Session,
+    meter_wh: Option<i64>,
+    at: chrono::DateTime<Utc>,
+    samples: Vec<MeterSample>,
+) -> TransactionEvent {
+    TransactionEvent {
+        kind: TransactionEventKind::Ended,
+        origin: TransactionIdOrigin::Central,
+        transaction_id: Some(session.transaction_id.clone()),
+        connector_id: Some(session.connector_id),
+        id_token: None,
+        timestamp: at,
+        meter_wh,
+        samples,
+        stop_reason: Some("EVDisconnected".into()),
+        reservation_id: None,
+        seq_no: None,
+        offline: false,
     }
 }
 
@@ -253,15 +275,8 @@ async fn sessions_end_durably_with_their_final_samples(s: &dyn Store) {
         .await
         .unwrap();
     let at = now();
-    let stop = TransactionStop {
-        transaction_id: session.transaction_id.clone(),
-        id_token: None,
-        meter_stop_wh: 2100,
-        timestamp: at,
-        reason: Some("EVDisconnected".into()),
-        samples: vec![sample(at, 2100.0)],
-    };
-    session.stop(&stop).unwrap();
+    let stop = end_of(&session, Some(2100), at, vec![sample(at, 2100.0)]);
+    session.end(&stop).unwrap();
     s.stop_session(&session, &stop.samples).await.unwrap();
     let stored = s.session(session.session_id).await.unwrap().unwrap();
     assert_eq!(stored, session);
@@ -299,6 +314,7 @@ async fn batches_write_samples_progress_connectors_and_last_seen(s: &dyn Store) 
             power_w: Some(7400.0),
             soc_percent: None,
             last_meter_at: Some(t0),
+            id_token: Some(token("LATE-AUTH")),
         }],
         connectors: vec![(charger("CP-1"), connector.clone())],
         last_seen: vec![(charger("CP-1"), t0)],
@@ -311,6 +327,11 @@ async fn batches_write_samples_progress_connectors_and_last_seen(s: &dyn Store) 
     );
     let stored = s.session(session.session_id).await.unwrap().unwrap();
     assert_eq!((stored.energy_wh, stored.power_w), (1499, Some(7400.0)));
+    assert_eq!(
+        stored.id_token,
+        Some(token("LATE-AUTH")),
+        "a token learnt after the start"
+    );
     assert_eq!(
         s.connectors(&charger("CP-1")).await.unwrap(),
         vec![connector.clone()]
@@ -346,15 +367,8 @@ async fn progress_of_an_ended_session_is_ignored(s: &dyn Store) {
         .start_session(&new_session("CP-1", 1, "T1"))
         .await
         .unwrap();
-    let stop = TransactionStop {
-        transaction_id: session.transaction_id.clone(),
-        id_token: None,
-        meter_stop_wh: 600,
-        timestamp: now(),
-        reason: None,
-        samples: vec![],
-    };
-    session.stop(&stop).unwrap();
+    let stop = end_of(&session, Some(600), now(), vec![]);
+    session.end(&stop).unwrap();
     s.stop_session(&session, &[]).await.unwrap();
     let late = SessionProgress {
         session_id: session.session_id,
@@ -362,6 +376,7 @@ async fn progress_of_an_ended_session_is_ignored(s: &dyn Store) {
         power_w: Some(1.0),
         soc_percent: None,
         last_meter_at: None,
+        id_token: None,
     };
     s.write_batch(&WriteBatch {
         progress: vec![late],

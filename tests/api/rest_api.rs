@@ -307,11 +307,15 @@ async fn the_endpoint_checks_identity_and_protocol_before_the_upgrade() {
     let cp = attempt(
         "CP-AUTH",
         Some("charger-password-0001"),
-        "ocpp2.0.1, ocpp1.6",
+        "ocpp1.6, ocpp2.0.1",
     )
     .await
     .expect("connects");
-    assert_eq!(cp.subprotocol.as_deref(), Some("ocpp1.6"));
+    assert_eq!(
+        cp.subprotocol.as_deref(),
+        Some("ocpp2.0.1"),
+        "2.0.1 is preferred by default"
+    );
     cp.close().await;
 }
 

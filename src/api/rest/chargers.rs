@@ -266,3 +266,25 @@ pub async fn call(
     let answer = state.directory.call(&id, spec.name, payload).await?;
     Ok(HttpResponse::Ok().json(answer))
 }
+
+/// `GET /api/v1/chargers/{id}/variables`: the device model the charger last reported
+/// completely (OCPP 2.0.1 NotifyReport, after GetBaseReport or GetReport).
+pub async fn variables(
+    _: Operator,
+    state: web::Data<ApiState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = charger_id(path.into_inner())?;
+    let store = &state.services.store;
+    store
+        .charger(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("charger {id} is not registered")))?;
+    let (variables, reported_at) = match store.device_model(&id).await? {
+        Some((variables, at)) => (variables, Some(at)),
+        None => (Vec::new(), None),
+    };
+    Ok(HttpResponse::Ok().json(
+        serde_json::json!({ "charger_id": id, "reported_at": reported_at, "variables": variables }),
+    ))
+}
