@@ -193,10 +193,11 @@ mod tests {
     }
 
     #[test]
-    fn unknown_tokens_are_invalid() {
+    fn unknown_tokens_are_unknown_which_1_6_says_as_invalid() {
+        let status = authorize(None, Utc::now(), false).status;
         assert_eq!(
-            authorize(None, Utc::now(), false).status,
-            AuthorizationStatus::Invalid
+            (status, status.to_v16()),
+            (AuthorizationStatus::Unknown, "Invalid")
         );
     }
 

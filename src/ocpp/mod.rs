@@ -120,16 +120,17 @@ mod tests {
 
     #[test]
     fn negotiation_follows_server_preference_among_supported_versions() {
-        let pref = [OcppVersion::V201, OcppVersion::V16];
+        let (v16, v201) = (OcppVersion::V16, OcppVersion::V201);
         assert_eq!(
-            negotiate(&["ocpp2.0.1", "ocpp1.6"], &pref),
-            Some(OcppVersion::V16)
+            negotiate(&["ocpp1.6", "ocpp2.0.1"], &[v201, v16]),
+            Some(v201)
         );
         assert_eq!(
-            negotiate(&["ocpp1.5", "ocpp1.6"], &pref),
-            Some(OcppVersion::V16)
+            negotiate(&["ocpp2.0.1", "ocpp1.6"], &[v16, v201]),
+            Some(v16)
         );
-        assert_eq!(negotiate(&["ocpp1.5"], &pref), None);
-        assert_eq!(negotiate(&[], &pref), None);
+        assert_eq!(negotiate(&["ocpp1.5", "ocpp1.6"], &[v201, v16]), Some(v16));
+        assert_eq!(negotiate(&["ocpp1.5"], &[v201, v16]), None);
+        assert_eq!(negotiate(&[], &[v201, v16]), None);
     }
 }
