@@ -47,6 +47,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/chargers/{id}", web::get().to(rest::chargers::get))
             .route("/chargers/{id}", web::put().to(rest::chargers::put))
             .route(
+                "/chargers/{id}/variables",
+                web::get().to(rest::chargers::variables),
+            )
+            .route(
                 "/chargers/{id}/ocpp/{action}",
                 web::post().to(rest::chargers::call),
             )

@@ -18,13 +18,13 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
-fn schema(name: &str) -> &'static jsonschema::Validator {
-    static CACHE: OnceLock<std::sync::Mutex<HashMap<String, &'static jsonschema::Validator>>> =
-        OnceLock::new();
+fn schema(version: &str, file: &str) -> &'static jsonschema::Validator {
+    type Cache = std::sync::Mutex<HashMap<String, &'static jsonschema::Validator>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
     let mut cache = CACHE.get_or_init(Default::default).lock().unwrap();
-    cache.entry(name.to_owned()).or_insert_with(|| {
+    cache.entry(format!("{version}/{file}")).or_insert_with(|| {
         let path = format!(
-            "{}/src/ocpp/schemas/v1.6/{name}.json",
+            "{}/src/ocpp/schemas/v{version}/{file}.json",
             env!("CARGO_MANIFEST_DIR")
         );
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -38,15 +38,21 @@ fn schema(name: &str) -> &'static jsonschema::Validator {
     })
 }
 
-/// Asserts that `payload` is a valid `name` (e.g. "StartTransactionResponse").
-pub fn assert_valid(name: &str, payload: &Value) {
-    let errors: Vec<String> = schema(name)
+/// Asserts that `payload` is a valid request (or response) of `action` in OCPP `version`
+/// ("1.6" or "2.0.1").
+pub fn assert_valid_in(version: &str, action: &str, response: bool, payload: &Value) {
+    let file = match (version, response) {
+        (_, true) => format!("{action}Response"),
+        ("1.6", false) => action.to_owned(),
+        (_, false) => format!("{action}Request"),
+    };
+    let errors: Vec<String> = schema(version, &file)
         .iter_errors(payload)
         .map(|e| e.to_string())
         .collect();
     assert!(
         errors.is_empty(),
-        "{name} payload {payload} breaks its schema: {errors:?}"
+        "{version} {file} payload {payload} breaks its schema: {errors:?}"
     );
 }
 
@@ -66,6 +72,8 @@ pub struct ChargePoint {
     /// Answers to our calls that arrived while we waited for something else.
     answers: HashMap<String, Value>,
     pub subprotocol: Option<String>,
+    /// "1.6" or "2.0.1", as negotiated.
+    pub version: &'static str,
 }
 
 pub struct Connect<'a> {
@@ -85,6 +93,20 @@ impl ChargePoint {
         })
         .await
         .unwrap_or_else(|e| panic!("charger {id} could not connect: {e:?}"))
+    }
+
+    /// Connects offering only OCPP 2.0.1.
+    pub async fn connect_201(url: String, id: &str, password: Option<&str>) -> ChargePoint {
+        let cp = Self::try_connect(Connect {
+            url,
+            id,
+            password,
+            protocols: "ocpp2.0.1",
+        })
+        .await
+        .unwrap_or_else(|e| panic!("charger {id} could not connect: {e:?}"));
+        assert_eq!(cp.version, "2.0.1");
+        cp
     }
 
     pub async fn try_connect(c: Connect<'_>) -> Result<ChargePoint, Refused> {
@@ -110,6 +132,14 @@ impl ChargePoint {
                 next_id: 0,
                 server_calls: VecDeque::new(),
                 answers: HashMap::new(),
+                version: match response
+                    .headers()
+                    .get("Sec-WebSocket-Protocol")
+                    .map(|v| v.to_str().unwrap())
+                {
+                    Some("ocpp2.0.1") => "2.0.1",
+                    _ => "1.6",
+                },
                 subprotocol: response
                     .headers()
                     .get("Sec-WebSocket-Protocol")
@@ -194,10 +224,10 @@ impl ChargePoint {
 
     /// Sends a CALL that must succeed; returns its schema-checked CALLRESULT payload.
     pub async fn call(&mut self, action: &str, payload: Value) -> Value {
-        assert_valid(action, &payload);
+        assert_valid_in(self.version, action, false, &payload);
         let frame = self.call_raw(action, payload).await;
         assert_eq!(frame[0], 3, "{action} was refused: {frame}");
-        assert_valid(&format!("{action}Response"), &frame[2]);
+        assert_valid_in(self.version, action, true, &frame[2]);
         frame[2].clone()
     }
 
@@ -221,7 +251,7 @@ impl ChargePoint {
                     .insert(frame[1].as_str().unwrap().to_owned(), frame);
             },
         };
-        assert_valid(&call.1, &call.2);
+        assert_valid_in(self.version, &call.1, false, &call.2);
         call
     }
 

@@ -5,6 +5,7 @@ mod contract;
 mod helpers;
 mod keepalive;
 mod malformed;
+mod ocpp201;
 mod ocpp_core;
 mod operator_calls;
 mod rest_api;
