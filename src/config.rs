@@ -203,8 +203,38 @@ impl Settings {
             .try_deserialize()
             .context("invalid configuration")?;
         settings.profile = profile;
-        settings.ocpp.preference()?;
+        settings.validate()?;
         Ok(settings)
+    }
+
+    /// Refuses values that would break the service at run time.
+    fn validate(&self) -> anyhow::Result<()> {
+        self.ocpp.preference()?;
+        let positive = [
+            ("ocpp.ping_interval_secs", self.ocpp.ping_interval_secs),
+            ("ocpp.call_timeout_secs", self.ocpp.call_timeout_secs),
+            (
+                "persistence.flush_interval_ms",
+                self.persistence.flush_interval_ms,
+            ),
+            ("persistence.max_batch", self.persistence.max_batch as u64),
+            (
+                "database.max_connections",
+                u64::from(self.database.max_connections),
+            ),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            anyhow::bail!("{name} must be greater than 0");
+        }
+        if self.ocpp.max_frame_bytes < 64 * 1024 {
+            anyhow::bail!(
+                "ocpp.max_frame_bytes must be at least 65536 (OCPP messages can be large)"
+            );
+        }
+        if self.ocpp.subprotocols.is_empty() {
+            anyhow::bail!("ocpp.subprotocols needs at least one subprotocol");
+        }
+        Ok(())
     }
 
     /// The address to bind.
@@ -255,6 +285,21 @@ mod tests {
         assert_eq!(cloud.ocpp.unknown_chargers, UnknownChargerPolicy::Reject);
         assert_eq!(cloud.http.port, 9001);
         assert!(cloud.database.url.is_some());
+    }
+
+    #[test]
+    fn zero_intervals_are_refused() {
+        for (key, value) in [
+            ("JUCR__OCPP__PING_INTERVAL_SECS", "0"),
+            ("JUCR__PERSISTENCE__FLUSH_INTERVAL_MS", "0"),
+        ] {
+            let err = Settings::load_from(
+                Profile::Embedded,
+                Path::new("/nonexistent"),
+                env(&[(key, value)]),
+            );
+            assert!(err.is_err(), "{key}={value}");
+        }
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub flush_failures: IntCounter,
     /// Updates waiting for the next batch write.
     pub pending_writes: IntGauge,
+    /// Updates dropped: refused by the database, or past the backlog cap during an outage.
+    pub dropped_writes: IntCounter,
 }
 
 impl Metrics {
@@ -82,6 +84,11 @@ impl Metrics {
             "Updates waiting for the next batch",
         )
         .expect("static metric; qed");
+        let dropped_writes = IntCounter::new(
+            "persistence_dropped_writes_total",
+            "Updates refused or dropped",
+        )
+        .expect("static metric definition; qed");
         for metric in [
             Box::new(connected_chargers.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(active_sessions.clone()),
@@ -92,6 +99,7 @@ impl Metrics {
             Box::new(flush_duration.clone()),
             Box::new(flush_failures.clone()),
             Box::new(pending_writes.clone()),
+            Box::new(dropped_writes.clone()),
         ] {
             registry
                 .register(metric)
@@ -108,6 +116,7 @@ impl Metrics {
             flush_duration,
             flush_failures,
             pending_writes,
+            dropped_writes,
         }
     }
 

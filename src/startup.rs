@@ -136,31 +136,46 @@ impl Application {
         };
         tracing::info!(signal, "shutting down");
         let grace = services.settings.http.shutdown_grace();
-        if tokio::time::timeout(grace, shutdown(&handle, &services, &*directory))
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                grace_secs = grace.as_secs(),
-                "grace period over; exiting with work left"
-            );
-        }
+        shutdown(&handle, &services, &*directory, grace).await;
         drop(services);
         writer_task.abort();
         Ok(())
     }
 }
 
-async fn shutdown(handle: &ServerHandle, services: &Services, directory: &dyn ChargerDirectory) {
+/// Stops accepting, closes the charger sockets (waiting at most half the grace period for
+/// them), flushes pending writes (always, within what is left), then stops the server.
+async fn shutdown(
+    handle: &ServerHandle,
+    services: &Services,
+    directory: &dyn ChargerDirectory,
+    grace: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + grace;
     handle.pause().await;
     let told = directory.close_all().await;
     tracing::info!(chargers = told, "closing charger connections");
-    while services.metrics.connected_chargers.get() > 0 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let closed = tokio::time::timeout(grace / 2, async {
+        while services.metrics.connected_chargers.get() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    if closed.await.is_err() {
+        tracing::warn!(
+            left = services.metrics.connected_chargers.get(),
+            "some chargers did not close in time"
+        );
     }
-    services.writer.flush().await;
-    tracing::info!("pending writes flushed");
-    handle.stop(true).await;
+    match tokio::time::timeout_at(deadline, services.writer.flush()).await {
+        Ok(()) => tracing::info!("pending writes flushed"),
+        Err(_) => tracing::error!("grace period over before pending writes were stored"),
+    }
+    if tokio::time::timeout_at(deadline, handle.stop(true))
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over; exiting with requests in flight");
+    }
 }
 
 async fn shutdown_signal() -> anyhow::Result<&'static str> {

@@ -28,6 +28,8 @@ pub enum ApiError {
     Forbidden,
     #[error("{0}")]
     NotFound(String),
+    #[error("body larger than {0} bytes")]
+    PayloadTooLarge(usize),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -59,6 +61,7 @@ impl ApiError {
             ApiError::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::ChargerOffline(_) => (StatusCode::CONFLICT, "charger_offline"),
             ApiError::OcppCallError { .. } => (StatusCode::BAD_GATEWAY, "ocpp_call_error"),

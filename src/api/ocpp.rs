@@ -114,13 +114,14 @@ async fn authenticate(
     id: &ChargerId,
     services: &Arc<Services>,
 ) -> Result<ChargerRegistration, ApiError> {
-    let Some(record) = services.store.charger(id).await? else {
-        return match services.settings.ocpp.unknown_chargers {
+    let registration = match services.store.charger(id).await? {
+        Some(record) => record.registration,
+        None => match services.settings.ocpp.unknown_chargers {
             UnknownChargerPolicy::Reject => {
                 tracing::warn!(charger_id = %id, "unknown charger refused");
-                Err(ApiError::NotFound(format!(
+                return Err(ApiError::NotFound(format!(
                     "charger {id} is not registered"
-                )))
+                )));
             }
             UnknownChargerPolicy::Accept => {
                 let registration = ChargerRegistration {
@@ -130,13 +131,18 @@ async fn authenticate(
                     registration_status: RegistrationStatus::Accepted,
                     description: Some("auto-registered on first connection".into()),
                 };
-                services.store.save_registration(&registration).await?;
-                tracing::info!(charger_id = %id, "unknown charger registered (policy: accept)");
-                Ok(registration)
+                // Never overwrite a registration an operator made in the meantime.
+                if services.store.insert_registration(&registration).await? {
+                    tracing::info!(charger_id = %id, "unknown charger registered (policy: accept)");
+                    return Ok(registration);
+                }
+                let record = services.store.charger(id).await?;
+                record
+                    .ok_or_else(|| ApiError::NotFound(format!("charger {id} is not registered")))?
+                    .registration
             }
-        };
+        },
     };
-    let registration = record.registration;
     if !registration.security_profile.requires_password() {
         return Ok(registration);
     }

@@ -71,6 +71,8 @@ impl WriteBatch {
 pub trait ChargerStore: Send + Sync {
     async fn charger(&self, id: &ChargerId) -> StoreResult<Option<ChargerRecord>>;
     async fn chargers(&self) -> StoreResult<Vec<ChargerRecord>>;
+    /// Registers a charger unless one with that id exists; returns whether it did.
+    async fn insert_registration(&self, registration: &ChargerRegistration) -> StoreResult<bool>;
     /// Creates or replaces the registration columns; returns whether the charger is new.
     async fn save_registration(&self, registration: &ChargerRegistration) -> StoreResult<bool>;
     async fn record_boot(

@@ -198,6 +198,23 @@ impl ChargerStore for SqlStore {
             .collect()
     }
 
+    async fn insert_registration(&self, r: &ChargerRegistration) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO charger (charger_id, password_hash, security_profile, registration_status, description, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (charger_id) DO NOTHING",
+        )
+        .bind(r.charger_id.as_str())
+        .bind(r.password_hash.as_deref())
+        .bind(i64::from(r.security_profile.number()))
+        .bind(r.registration_status.as_str())
+        .bind(r.description.as_deref())
+        .bind(Utc::now())
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn save_registration(&self, r: &ChargerRegistration) -> StoreResult<bool> {
         let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
         let existed = sqlx::query("SELECT 1 FROM charger WHERE charger_id = $1")

@@ -339,7 +339,7 @@ impl TestApp {
             .expect("text")
     }
 
-    /// The value of an unlabelled metric, 0 when absent.
+    /// The value of a metric line (name with labels, if any); panics when absent.
     pub async fn metric(&self, name: &str) -> f64 {
         self.metrics()
             .await
@@ -349,7 +349,7 @@ impl TestApp {
                     .and_then(|rest| rest.strip_prefix(' '))
                     .and_then(|v| v.trim().parse().ok())
             })
-            .unwrap_or(0.0)
+            .unwrap_or_else(|| panic!("no metric {name}"))
     }
 }
 

@@ -55,10 +55,8 @@ async fn a_charger_that_answers_pings_stays_online() {
     )
     .await;
     // Reading (which answers pings) across several intervals keeps it online.
-    let until = Instant::now() + Duration::from_secs(4);
-    while Instant::now() < until {
-        cp.call("Heartbeat", json!({})).await;
-        cp.idle(Duration::from_millis(300)).await;
-    }
+    cp.call("Heartbeat", json!({})).await;
+    // Only answering pings (it sends nothing) across four intervals keeps it online.
+    cp.idle(Duration::from_secs(4)).await;
     assert_eq!(app.charger("CP-ALIVE").await["online"], true);
 }

@@ -92,8 +92,17 @@ async fn malformed_frames_get_the_right_call_error_and_the_socket_stays_open() {
         .await;
     cp.send_text("[3, \"broken\"]").await;
 
-    // The connection is still up and still answers in order.
-    cp.call("Heartbeat", json!({})).await;
+    // The connection is still up, and the very next frame is the Heartbeat's answer:
+    // nothing answered the dropped frames.
+    cp.send_text(&json!([2, "hb", "Heartbeat", {}]).to_string())
+        .await;
+    let next = cp.recv_frame(TIMEOUT).await.expect("open");
+    assert_eq!(
+        (next[0].clone(), next[1].clone()),
+        (json!(3), json!("hb")),
+        "{next}"
+    );
+    assert!(next[2]["currentTime"].is_string());
     assert_eq!(app.charger("CP-BAD").await["online"], true);
     let counted = app.metrics().await;
     assert!(

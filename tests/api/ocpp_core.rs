@@ -168,6 +168,12 @@ async fn charge_a_session(backend: Backend) {
         after["idTagInfo"]["status"], "Accepted",
         "the token is free again"
     );
+    let started_ok = app
+        .metric(
+            "jucr_ocpp_messages_total{action=\"StartTransaction\",direction=\"in\",result=\"ok\"}",
+        )
+        .await;
+    assert_eq!(started_ok, 1.0, "messages are counted by action and result");
     cp.close().await;
 }
 
@@ -266,9 +272,85 @@ async fn a_repeated_start_transaction_gets_the_same_transaction_id() {
     let first = cp.call("StartTransaction", start.clone()).await;
     let second = cp.call("StartTransaction", start).await;
     assert_eq!(first["transactionId"], second["transactionId"]);
+    assert_eq!(
+        second["idTagInfo"]["status"], "Accepted",
+        "a repeat is not a concurrent transaction"
+    );
     let (_, sessions) = app
         .api("GET", "/api/v1/sessions?charger_id=CP-REPEAT", None)
         .await;
     assert_eq!(sessions.as_array().map(Vec::len), Some(1), "{sessions}");
     let _: Value = sessions;
+}
+
+#[tokio::test]
+async fn a_new_start_on_a_connector_ends_the_session_whose_stop_was_lost() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    app.register_charger("CP-LOST", PASSWORD).await;
+    app.register_token("T1", json!({"status": "Accepted"}))
+        .await;
+    let mut cp = ChargePoint::connect(app.ws_url("CP-LOST"), "CP-LOST", Some(PASSWORD)).await;
+    let first = cp
+        .call(
+            "StartTransaction",
+            json!({"connectorId": 1, "idTag": "T1", "meterStart": 0, "timestamp": time_in(-600)}),
+        )
+        .await;
+    cp.call("MeterValues", json!({"connectorId": 1, "transactionId": first["transactionId"], "meterValue": [{"timestamp": time_in(-300), "sampledValue": [{"value": "800"}]}]}))
+        .await;
+    // The charger rebooted and lost the stop: the same token starts again on the same connector.
+    let second = cp
+        .call(
+            "StartTransaction",
+            json!({"connectorId": 1, "idTag": "T1", "meterStart": 900, "timestamp": now()}),
+        )
+        .await;
+    assert_eq!(second["idTagInfo"]["status"], "Accepted");
+    assert_ne!(first["transactionId"], second["transactionId"]);
+    let old = eventually(Duration::from_secs(5), "the lost session ended", || async {
+        let (_, s) = app
+            .api(
+                "GET",
+                &format!("/api/v1/sessions/{}", first["transactionId"]),
+                None,
+            )
+            .await;
+        (s["status"] == "completed").then_some(s)
+    })
+    .await;
+    assert_eq!(
+        (old["stop_reason"].clone(), old["energy_wh"].clone()),
+        (json!("Superseded"), json!(800))
+    );
+    let (_, active) = app.api("GET", "/api/v1/sessions?status=active", None).await;
+    assert_eq!(active.as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn a_value_the_database_refuses_does_not_block_other_writes() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    app.register_charger("CP-NUL", PASSWORD).await;
+    app.register_token("T1", json!({"status": "Accepted"}))
+        .await;
+    let mut cp = ChargePoint::connect(app.ws_url("CP-NUL"), "CP-NUL", Some(PASSWORD)).await;
+    let tx = cp
+        .call(
+            "StartTransaction",
+            json!({"connectorId": 1, "idTag": "T1", "meterStart": 0, "timestamp": now()}),
+        )
+        .await["transactionId"]
+        .clone();
+    // Valid by the schema, refused by PostgreSQL (NUL in text), in the same batch as a meter value.
+    cp.call("StatusNotification", json!({"connectorId": 1, "errorCode": "OtherError", "status": "Faulted", "info": "bad\u{0}info"}))
+        .await;
+    cp.call("MeterValues", json!({"connectorId": 1, "transactionId": tx, "meterValue": [{"timestamp": now(), "sampledValue": [{"value": "321"}]}]}))
+        .await;
+    eventually(Duration::from_secs(5), "the meter value stored", || async {
+        let (_, s) = app
+            .api("GET", &format!("/api/v1/sessions/{tx}"), None)
+            .await;
+        (s["meter_values"].as_array().map_or(0, Vec::len) == 1).then_some(())
+    })
+    .await;
+    assert!(app.metric("jucr_persistence_dropped_writes_total").await >= 1.0);
 }

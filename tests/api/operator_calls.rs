@@ -383,3 +383,54 @@ async fn accepted_calls_take_effect() {
         (json!("REMOTE-TAG"), json!(true))
     );
 }
+
+#[tokio::test]
+async fn a_scheduled_availability_change_waits_for_the_transaction_to_end() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    app.register_token("T1", json!({"status": "Accepted"}))
+        .await;
+    let mut cp = connected(&app, "CP-SCHED").await;
+    cp.call(
+        "StatusNotification",
+        json!({"connectorId": 1, "errorCode": "NoError", "status": "Charging"}),
+    )
+    .await;
+    let tx = cp
+        .call(
+            "StartTransaction",
+            json!({"connectorId": 1, "idTag": "T1", "meterStart": 0, "timestamp": now()}),
+        )
+        .await["transactionId"]
+        .clone();
+    let call = tokio::join!(
+        app.api(
+            "POST",
+            "/api/v1/chargers/CP-SCHED/ocpp/ChangeAvailability",
+            Some(json!({"connectorId": 1, "type": "Inoperative"}))
+        ),
+        async {
+            let (id, _, _) = cp.next_server_call().await;
+            cp.respond(&id, json!({"status": "Scheduled"})).await;
+        }
+    );
+    assert_eq!(call.0.1, json!({"status": "Scheduled"}));
+    assert_eq!(
+        app.charger("CP-SCHED").await["connectors"][0]["availability"],
+        "Operative",
+        "not while charging"
+    );
+    cp.call(
+        "StopTransaction",
+        json!({"transactionId": tx, "meterStop": 10, "timestamp": now()}),
+    )
+    .await;
+    assert_eq!(
+        app.charger("CP-SCHED").await["connectors"][0]["availability"],
+        "Inoperative",
+        "once the transaction ended"
+    );
+    let timed = app
+        .metric("jucr_ocpp_call_duration_seconds_count{action=\"ChangeAvailability\"}")
+        .await;
+    assert_eq!(timed, 1.0, "call latency is measured");
+}

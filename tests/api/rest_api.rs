@@ -435,3 +435,47 @@ async fn the_command_line_migrates_registers_chargers_and_explains_itself() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_charger_without_a_password_must_be_asked_for() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (status, body) = app
+        .api(
+            "PUT",
+            "/api/v1/chargers/CP-OPEN",
+            Some(json!({"description": "lab"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = app
+        .api(
+            "PUT",
+            "/api/v1/chargers/CP-OPEN",
+            Some(json!({"security_profile": 0})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["security_profile"].clone()),
+        (StatusCode::CREATED, json!(0))
+    );
+    let mut cp = ChargePoint::connect(app.ws_url("CP-OPEN"), "CP-OPEN", None).await;
+    cp.call("Heartbeat", json!({})).await;
+}
+
+#[tokio::test]
+async fn an_operator_call_body_over_the_frame_limit_gets_413_in_the_error_shape() {
+    let app =
+        TestApp::spawn_with(Backend::Sqlite, &[("JUCR__OCPP__MAX_FRAME_BYTES", "65536")]).await;
+    app.register_charger("CP-LIMIT", "charger-password-0001")
+        .await;
+    let big = json!({"vendorId": "acme", "data": "x".repeat(70_000)});
+    let (status, body) = app
+        .api(
+            "POST",
+            "/api/v1/chargers/CP-LIMIT/ocpp/DataTransfer",
+            Some(big),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_error_shape(&body, "payload_too_large");
+}

@@ -39,13 +39,17 @@ async fn sessions_survive(backend: Backend, signal: i32) {
         .clone();
     meter(&mut cp, &tx, 1000).await;
     if signal == libc::SIGKILL {
-        // What the flush window has written survives a SIGKILL: wait until it is stored.
-        let stored = eventually(Duration::from_secs(5), "meter values stored", || async {
-            let (_, s) = app
-                .api("GET", &format!("/api/v1/sessions/{tx}"), None)
-                .await;
-            (s["meter_values"].as_array().map_or(0, Vec::len) == 1).then_some(())
-        });
+        // Stored within one flush window (500 ms), and then it survives a SIGKILL.
+        let stored = eventually(
+            Duration::from_millis(1500),
+            "meter values stored",
+            || async {
+                let (_, s) = app
+                    .api("GET", &format!("/api/v1/sessions/{tx}"), None)
+                    .await;
+                (s["meter_values"].as_array().map_or(0, Vec::len) == 1).then_some(())
+            },
+        );
         stored.await;
     }
 

@@ -173,7 +173,12 @@ pub async fn put(
             c.security_profile
         }
         (None, _) if password_hash.is_some() => SecurityProfile::BASIC,
-        (None, _) => SecurityProfile::NONE,
+        // No password and no profile: an unauthenticated charger only when asked for.
+        (None, _) => {
+            return Err(ApiError::BadRequest(
+                "give a password (security profile 1), or security_profile 0 for a charger without authentication".into(),
+            ));
+        }
     };
     if security_profile.requires_password() && password_hash.is_none() {
         return Err(ApiError::BadRequest(format!(
@@ -209,8 +214,20 @@ pub async fn call(
     _: Operator,
     state: web::Data<ApiState>,
     path: web::Path<(String, String)>,
-    body: web::Bytes,
+    mut body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    // Read the payload ourselves: large SendLocalList payloads are fine up to the OCPP
+    // frame limit, and a larger one gets our error shape, not actix's text.
+    let limit = state.services.settings.ocpp.max_frame_bytes;
+    let mut bytes = web::BytesMut::new();
+    while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading the body: {e}")))?;
+        if bytes.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let body = bytes.freeze();
     let (raw_id, action) = path.into_inner();
     let id = charger_id(raw_id)?;
     let record = state

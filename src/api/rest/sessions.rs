@@ -27,10 +27,12 @@ pub async fn list(
     let filter = SessionFilter {
         charger_id: query
             .charger_id
+            .filter(|c| !c.is_empty())
             .map(|c| ChargerId::parse(c).map_err(|e| ApiError::BadRequest(e.to_string())))
             .transpose()?,
         status: query
             .status
+            .filter(|s| !s.is_empty())
             .map(|s| {
                 SessionStatus::parse(&s).ok_or_else(|| {
                     ApiError::BadRequest("status must be active or completed".into())
