@@ -14,7 +14,7 @@ use crate::{persistence, security, telemetry};
 #[command(
     name = "jucr",
     version,
-    about = "EV-charging central system (OCPP 1.6-J) and driver platform"
+    about = "EV-charging central system (OCPP 1.6-J and 2.0.1) and driver platform"
 )]
 #[command(
     after_help = "Configuration: config/default.toml, config/<JUCR_PROFILE>.toml, then JUCR__SECTION__KEY variables."

@@ -1,4 +1,4 @@
-//! jucr: an actor-based, real-time EV-charging central system (OCPP 1.6-J) and the
+//! jucr: an actor-based, real-time EV-charging central system (OCPP 1.6-J and 2.0.1) and the
 //! driver platform around it. See README.md and docs/architecture.md.
 
 pub mod actors;

@@ -242,7 +242,7 @@ fn register(samples: &[MeterSample], first: bool) -> Option<i64> {
     let pick = if first {
         registers.next()
     } else {
-        registers.last()
+        registers.next_back()
     };
     pick.map(|s| s.value.round() as i64)
 }
