@@ -215,9 +215,6 @@ impl Writer {
                 }
             }
         }
-        if stored == 0 {
-            return self.back_off();
-        }
         self.metrics.dropped_writes.inc_by(refused as u64);
         tracing::error!(
             stored,
