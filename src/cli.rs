@@ -75,6 +75,11 @@ pub async fn run() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let app = Application::build(settings.clone()).await?;
+            if let Some(tls_port) = app.tls_port() {
+                let address = format!("{}:{tls_port}", settings.http.host);
+                tracing::info!(%address, "jucr listening for wss://");
+                println!("jucr listening (tls) on {address}");
+            }
             let address = format!("{}:{}", settings.http.host, app.port());
             tracing::info!(%address, "jucr listening");
             // One machine-readable line on stdout (logs go to stderr) for scripts and tests.

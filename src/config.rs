@@ -52,6 +52,8 @@ pub struct Settings {
     pub ocpp: OcppSettings,
     pub persistence: PersistenceSettings,
     pub auth: AuthSettings,
+    #[serde(default)]
+    pub tls: TlsSettings,
     pub log: LogSettings,
     pub testing: TestingSettings,
 }
@@ -100,6 +102,10 @@ pub struct OcppSettings {
     pub heartbeat_interval_secs: u32,
     pub boot_retry_interval_secs: u32,
     pub max_frame_bytes: usize,
+    /// Failed charger authentications from one address within the window before that
+    /// address gets 429 until the window ends.
+    pub auth_failure_limit: u32,
+    pub auth_failure_window_secs: u64,
 }
 
 impl OcppSettings {
@@ -121,6 +127,20 @@ impl OcppSettings {
             })
             .collect()
     }
+}
+
+/// The TLS listener for chargers on security profiles 2 and 3 (`wss://`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// Port of the TLS listener (0 picks a free one); unset: no TLS listener.
+    pub port: Option<u16>,
+    /// PEM certificate chain of the server.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the server.
+    pub key_file: Option<PathBuf>,
+    /// PEM CA certificates that sign charger client certificates (profile 3).
+    pub client_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -230,6 +250,10 @@ impl Settings {
             anyhow::bail!(
                 "ocpp.max_frame_bytes must be at least 65536 (OCPP messages can be large)"
             );
+        }
+        if self.tls.port.is_some() && (self.tls.cert_file.is_none() || self.tls.key_file.is_none())
+        {
+            anyhow::bail!("tls.port needs tls.cert_file and tls.key_file");
         }
         if self.ocpp.subprotocols.is_empty() {
             anyhow::bail!("ocpp.subprotocols needs at least one subprotocol");

@@ -27,6 +27,7 @@ use crate::security::{self, TokenKeys};
 
 pub struct Application {
     port: u16,
+    tls_port: Option<u16>,
     server: Server,
     services: Arc<Services>,
     directory: Arc<dyn ChargerDirectory>,
@@ -36,6 +37,8 @@ pub struct Application {
 impl Application {
     /// Opens storage, restores active sessions, starts the actors and binds the server.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // One crypto provider for every rustls user in the process (see STACK.md).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let settings = Arc::new(settings);
         let store = persistence::open(&settings, settings.database.migrate_on_start).await?;
         let metrics = Arc::new(Metrics::new());
@@ -84,6 +87,10 @@ impl Application {
             services: services.clone(),
             directory: directory.clone(),
             keys,
+            auth_limiter: api::ocpp::AuthLimiter::new(
+                settings.ocpp.auth_failure_limit,
+                Duration::from_secs(settings.ocpp.auth_failure_window_secs),
+            ),
         });
 
         let address = settings.bind_address()?;
@@ -95,14 +102,26 @@ impl Application {
                 .app_data(state.clone())
                 .configure(api::configure)
         })
+        .on_connect(api::tls::on_connect)
         .disable_signals()
         .shutdown_timeout(settings.http.shutdown_grace_secs);
         if settings.http.workers > 0 {
             server = server.workers(settings.http.workers);
         }
-        let server = server.listen(listener)?.run();
+        server = server.listen(listener)?;
+        let mut tls_port = None;
+        if let Some(port) = settings.tls.port {
+            let config = api::tls::server_config(&settings.tls)?;
+            let address = format!("{}:{port}", settings.http.host);
+            let listener = TcpListener::bind(&address)
+                .with_context(|| format!("binding {address} for TLS"))?;
+            tls_port = Some(listener.local_addr()?.port());
+            server = server.listen_rustls_0_23(listener, config)?;
+        }
+        let server = server.run();
         Ok(Application {
             port,
+            tls_port,
             server,
             services,
             directory,
@@ -112,6 +131,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the TLS listener, when one is configured.
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
     }
 
     /// Serves until SIGTERM or SIGINT, then shuts down gracefully: stop accepting,

@@ -22,6 +22,10 @@ pub enum ApiError {
     },
     #[error("authentication required")]
     Unauthorized,
+    #[error("security profile {0} needs TLS: connect with wss://")]
+    TlsRequired(u8),
+    #[error("too many failed authentications from this address; try again later")]
+    TooManyAttempts,
     #[error("invalid e-mail or password")]
     InvalidCredentials,
     #[error("this needs the operator or admin role")]
@@ -60,6 +64,8 @@ impl ApiError {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::TlsRequired(_) => (StatusCode::FORBIDDEN, "tls_required"),
+            ApiError::TooManyAttempts => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),

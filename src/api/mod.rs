@@ -5,6 +5,7 @@ pub mod error;
 pub mod health;
 pub mod ocpp;
 pub mod rest;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ pub struct ApiState {
     pub services: Arc<Services>,
     pub directory: Arc<dyn ChargerDirectory>,
     pub keys: TokenKeys,
+    pub auth_limiter: ocpp::AuthLimiter,
 }
 
 /// Registers every route and the extractor error handlers.

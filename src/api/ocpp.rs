@@ -33,6 +33,60 @@ use crate::domain::{
 use crate::ocpp::{self, OcppVersion};
 use crate::security;
 
+use super::tls::{self, TlsConnection};
+
+/// Counts failed charger authentications per address and refuses an address that
+/// failed too often within the window (429), before any password is checked.
+pub struct AuthLimiter {
+    limit: u32,
+    window: Duration,
+    failures:
+        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
+}
+
+impl AuthLimiter {
+    /// Entries kept before expired ones are swept.
+    const SWEEP_AT: usize = 10_000;
+
+    pub fn new(limit: u32, window: Duration) -> Self {
+        AuthLimiter {
+            limit,
+            window,
+            failures: Default::default(),
+        }
+    }
+
+    fn blocked(&self, peer: Option<std::net::IpAddr>) -> bool {
+        let Some(peer) = peer else { return false };
+        let failures = self
+            .failures
+            .lock()
+            .expect("the limiter lock is never held across a panic; qed");
+        failures
+            .get(&peer)
+            .is_some_and(|(count, since)| *count >= self.limit && since.elapsed() < self.window)
+    }
+
+    fn failed(&self, peer: Option<std::net::IpAddr>) {
+        let Some(peer) = peer else { return };
+        let mut failures = self
+            .failures
+            .lock()
+            .expect("the limiter lock is never held across a panic; qed");
+        if failures.len() >= Self::SWEEP_AT {
+            let window = self.window;
+            failures.retain(|_, (_, since)| since.elapsed() < window);
+        }
+        let entry = failures
+            .entry(peer)
+            .or_insert((0, std::time::Instant::now()));
+        if entry.1.elapsed() >= self.window {
+            *entry = (0, std::time::Instant::now());
+        }
+        entry.0 += 1;
+    }
+}
+
 pub async fn connect(
     req: HttpRequest,
     body: web::Payload,
@@ -42,7 +96,7 @@ pub async fn connect(
     let services = state.services.clone();
     let id =
         ChargerId::parse(path.into_inner()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let registration = authenticate(&req, &id, &services).await?;
+    let registration = authenticate(&req, &id, &services, &state.auth_limiter).await?;
 
     let offered: Vec<&str> = req
         .headers()
@@ -113,7 +167,13 @@ async fn authenticate(
     req: &HttpRequest,
     id: &ChargerId,
     services: &Arc<Services>,
+    limiter: &AuthLimiter,
 ) -> Result<ChargerRegistration, ApiError> {
+    let peer = req.peer_addr().map(|a| a.ip());
+    if limiter.blocked(peer) {
+        tracing::warn!(charger_id = %id, ?peer, "too many failed authentications from this address");
+        return Err(ApiError::TooManyAttempts);
+    }
     let registration = match services.store.charger(id).await? {
         Some(record) => record.registration,
         None => match services.settings.ocpp.unknown_chargers {
@@ -143,14 +203,32 @@ async fn authenticate(
             }
         },
     };
-    if !registration.security_profile.requires_password() {
-        return Ok(registration);
+    let profile = registration.security_profile;
+    let tls = req.conn_data::<TlsConnection>();
+    if profile.requires_tls() && tls.is_none() {
+        tracing::warn!(charger_id = %id, profile = profile.number(), "refused over plain ws://");
+        return Err(ApiError::TlsRequired(profile.number()));
     }
     let refuse = |why: &str| {
         services.metrics.auth_failures.inc();
+        limiter.failed(peer);
         tracing::warn!(charger_id = %id, reason = why, "charger authentication failed");
         ApiError::Unauthorized
     };
+    if profile.requires_client_certificate() {
+        let Some(der) = tls.and_then(|t| t.client_certificate.as_deref()) else {
+            return Err(refuse("no client certificate"));
+        };
+        // The certificate chains to the configured CA (checked in the handshake); its
+        // subject must name this charge point.
+        if tls::common_name(der).as_deref() != Some(id.as_str()) {
+            return Err(refuse("client certificate is for another charge point"));
+        }
+        return Ok(registration);
+    }
+    if !profile.requires_password() {
+        return Ok(registration);
+    }
     let Some((user, password)) = basic_credentials(req) else {
         return Err(refuse("no basic credentials"));
     };

@@ -30,7 +30,7 @@ impl RegistrationStatus {
 }
 
 /// OCPP security profile: 0 = no authentication (lab use), 1 = HTTP Basic over ws://,
-/// 2 = Basic over TLS, 3 = TLS with client certificates. Only 0 and 1 are served so far.
+/// 2 = Basic over TLS (wss://), 3 = TLS with a client certificate whose CN is the id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "u8", into = "u8")]
 pub struct SecurityProfile(u8);
@@ -38,13 +38,12 @@ pub struct SecurityProfile(u8);
 impl SecurityProfile {
     pub const NONE: SecurityProfile = SecurityProfile(0);
     pub const BASIC: SecurityProfile = SecurityProfile(1);
+    pub const TLS_BASIC: SecurityProfile = SecurityProfile(2);
+    pub const TLS_CLIENT_CERT: SecurityProfile = SecurityProfile(3);
 
     pub fn parse(raw: i64) -> Result<Self, String> {
         match raw {
-            0 | 1 => Ok(SecurityProfile(raw as u8)),
-            2 | 3 => Err(format!(
-                "security profile {raw} needs TLS, which this server does not serve yet"
-            )),
+            0..=3 => Ok(SecurityProfile(raw as u8)),
             _ => Err(format!("security profile must be 0, 1, 2 or 3, not {raw}")),
         }
     }
@@ -53,8 +52,19 @@ impl SecurityProfile {
         self.0
     }
 
+    /// Profiles 1 and 2 authenticate with HTTP Basic.
     pub fn requires_password(self) -> bool {
-        self.0 >= 1
+        matches!(self.0, 1 | 2)
+    }
+
+    /// Profiles 2 and 3 may only connect over TLS.
+    pub fn requires_tls(self) -> bool {
+        self.0 >= 2
+    }
+
+    /// Profile 3 authenticates with a client certificate.
+    pub fn requires_client_certificate(self) -> bool {
+        self.0 == 3
     }
 }
 

@@ -81,6 +81,8 @@ pub struct Connect<'a> {
     pub id: &'a str,
     pub password: Option<&'a str>,
     pub protocols: &'a str,
+    /// For wss:// URLs: the client's TLS configuration (trusted roots, client certificate).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl ChargePoint {
@@ -90,6 +92,7 @@ impl ChargePoint {
             id,
             password,
             protocols: "ocpp1.6",
+            tls: None,
         })
         .await
         .unwrap_or_else(|e| panic!("charger {id} could not connect: {e:?}"))
@@ -102,6 +105,7 @@ impl ChargePoint {
             id,
             password,
             protocols: "ocpp2.0.1",
+            tls: None,
         })
         .await
         .unwrap_or_else(|e| panic!("charger {id} could not connect: {e:?}"));
@@ -125,7 +129,10 @@ impl ChargePoint {
                 HeaderValue::from_str(&format!("Basic {encoded}")).unwrap(),
             );
         }
-        match tokio_tungstenite::connect_async(request).await {
+        let connector = c.tls.map(tokio_tungstenite::Connector::Rustls);
+        match tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector)
+            .await
+        {
             Ok((ws, response)) => Ok(ChargePoint {
                 id: c.id.to_owned(),
                 ws,

@@ -81,6 +81,8 @@ impl Drop for TestDatabase {
 
 pub struct TestApp {
     pub port: u16,
+    /// The wss:// listener's port, when the app was started with TLS settings.
+    pub tls_port: Option<u16>,
     pub address: String,
     pub http: reqwest::Client,
     pub token: String,
@@ -142,6 +144,7 @@ impl TestApp {
         }
         let mut app = TestApp {
             port: 0,
+            tls_port: None,
             address: String::new(),
             http: reqwest::Client::new(),
             token: String::new(),
@@ -176,8 +179,12 @@ impl TestApp {
         let mut child = command.spawn().expect("starting jucr");
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut lines = BufReader::new(stdout).lines();
+        let mut tls = None;
         let line = tokio::time::timeout(Duration::from_secs(60), async {
             while let Some(line) = lines.next_line().await.expect("reading jucr's stdout") {
+                if let Some(address) = line.strip_prefix("jucr listening (tls) on ") {
+                    tls = address.rsplit_once(':').and_then(|(_, p)| p.parse().ok());
+                }
                 if let Some(address) = line.strip_prefix("jucr listening on ") {
                     return address.to_owned();
                 }
@@ -193,6 +200,7 @@ impl TestApp {
             .and_then(|(_, p)| p.parse().ok())
             .expect("port in the listening line");
         self.address = format!("http://127.0.0.1:{}", self.port);
+        self.tls_port = tls;
         self.child = Some(child);
     }
 
@@ -245,6 +253,13 @@ impl TestApp {
             .output()
             .await
             .expect("running jucr")
+    }
+
+    pub fn wss_url(&self, charger_id: &str) -> String {
+        format!(
+            "wss://127.0.0.1:{}/ocpp/{charger_id}",
+            self.tls_port.expect("started with TLS")
+        )
     }
 
     pub fn ws_url(&self, charger_id: &str) -> String {

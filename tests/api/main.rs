@@ -11,3 +11,4 @@ mod operator_calls;
 mod rest_api;
 mod restart;
 mod supervision;
+mod tls;

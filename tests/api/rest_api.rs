@@ -123,7 +123,7 @@ async fn bad_input_gets_a_4xx_with_a_useful_message() {
         (
             "PUT",
             "/api/v1/chargers/CP1",
-            Some(json!({"security_profile": 3, "password": "0123456789abcdef"})),
+            Some(json!({"security_profile": 4, "password": "0123456789abcdef"})),
             StatusCode::BAD_REQUEST,
         ),
         (
@@ -252,6 +252,7 @@ async fn the_endpoint_checks_identity_and_protocol_before_the_upgrade() {
                 id,
                 password,
                 protocols,
+                tls: None,
             })
             .await
         }
