@@ -62,6 +62,10 @@ enum ChargerCommand {
         /// charger connects unauthenticated (profile 0).
         #[arg(long)]
         password: Option<String>,
+        /// 0 (none), 1 (Basic), 2 (Basic over TLS) or 3 (client certificate). Default: 1
+        /// with a password, else 0.
+        #[arg(long)]
+        security_profile: Option<u8>,
         #[arg(long)]
         description: Option<String>,
     },
@@ -115,6 +119,7 @@ pub async fn run() -> anyhow::Result<()> {
         Command::Charger(ChargerCommand::Add {
             id,
             password,
+            security_profile,
             description,
         }) => {
             let store = persistence::open(&settings, true).await?;
@@ -131,14 +136,25 @@ pub async fn run() -> anyhow::Result<()> {
                 }
                 None => current.as_ref().and_then(|c| c.password_hash.clone()),
             };
+            let security_profile = match security_profile {
+                Some(n) => SecurityProfile::parse(n.into()).map_err(anyhow::Error::msg)?,
+                None if password_hash.is_some() => SecurityProfile::BASIC,
+                None => SecurityProfile::NONE,
+            };
+            if security_profile.requires_password() && password_hash.is_none() {
+                anyhow::bail!(
+                    "security profile {} needs --password",
+                    security_profile.number()
+                );
+            }
             let registration = ChargerRegistration {
                 charger_id: id.clone(),
-                security_profile: if password_hash.is_some() {
-                    SecurityProfile::BASIC
+                security_profile,
+                password_hash: if security_profile.requires_password() {
+                    password_hash
                 } else {
-                    SecurityProfile::NONE
+                    None
                 },
-                password_hash,
                 registration_status: current
                     .as_ref()
                     .map_or(RegistrationStatus::Accepted, |c| c.registration_status),

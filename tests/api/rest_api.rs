@@ -413,6 +413,20 @@ async fn the_command_line_migrates_registers_chargers_and_explains_itself() {
         ChargePoint::connect(app.ws_url("CP-CLI"), "CP-CLI", Some("cli-password-000001")).await;
     cp.call("Heartbeat", json!({})).await;
 
+    let mtls = app
+        .cli(&["charger", "add", "CP-M3", "--security-profile", "3"])
+        .await;
+    assert!(
+        mtls.status.success(),
+        "{}",
+        String::from_utf8_lossy(&mtls.stderr)
+    );
+    assert_eq!(app.charger("CP-M3").await["security_profile"], 3);
+    let no_password = app
+        .cli(&["charger", "add", "CP-M2", "--security-profile", "2"])
+        .await;
+    assert!(!no_password.status.success(), "profile 2 needs a password");
+
     let short = app
         .cli(&["charger", "add", "CP-CLI2", "--password", "short"])
         .await;
