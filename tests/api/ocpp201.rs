@@ -480,3 +480,53 @@ async fn a_1_6_and_a_2_0_1_charger_charge_side_by_side() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_offline_replay_after_a_reconnect_reaches_the_same_session() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    app.register_token("GOOD", json!({"status": "Accepted"}))
+        .await;
+    let mut cp = station(&app, "CS-REPLAY").await;
+    let token = json!({"idToken": {"idToken": "GOOD", "type": "ISO14443"}});
+    let mut started = token.clone();
+    started["meterValue"] = energy(100.0);
+    cp.call(
+        "TransactionEvent",
+        event("Started", 0, "TX-OFF", "Authorized", started),
+    )
+    .await;
+    cp.close().await;
+
+    // Offline for a while; back, it replays its queue (one event twice) and ends.
+    let mut cp =
+        ChargePoint::connect_201(app.ws_url("CS-REPLAY"), "CS-REPLAY", Some(PASSWORD)).await;
+    let replayed = event(
+        "Updated",
+        1,
+        "TX-OFF",
+        "MeterValuePeriodic",
+        json!({"offline": true, "meterValue": energy(600.0)}),
+    );
+    cp.call("TransactionEvent", replayed.clone()).await;
+    cp.call("TransactionEvent", replayed).await;
+    cp.call(
+        "TransactionEvent",
+        event(
+            "Ended",
+            2,
+            "TX-OFF",
+            "EVDeparted",
+            json!({"offline": true, "meterValue": energy(700.0)}),
+        ),
+    )
+    .await;
+    let s = session(&app, "CS-REPLAY").await;
+    assert_eq!(
+        (
+            s["status"].clone(),
+            s["energy_wh"].clone(),
+            s["id_token"].clone()
+        ),
+        (json!("completed"), json!(600), json!("GOOD"))
+    );
+}

@@ -434,3 +434,125 @@ async fn a_scheduled_availability_change_waits_for_the_transaction_to_end() {
         .await;
     assert_eq!(timed, 1.0, "call latency is measured");
 }
+
+/// The smallest instance of a JSON schema node: required properties only, the first enum
+/// value, one array item, `now` for date-times. Enough to exercise every action.
+fn example(root: &Value, node: &Value) -> Value {
+    if let Some(reference) = node.get("$ref").and_then(Value::as_str) {
+        let name = reference.trim_start_matches("#/definitions/");
+        return example(root, &root["definitions"][name]);
+    }
+    if let Some(first) = node.get("enum").and_then(|e| e.get(0)) {
+        return first.clone();
+    }
+    match node.get("type").and_then(Value::as_str) {
+        Some("object") => {
+            let mut out = serde_json::Map::new();
+            for name in node
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let name = name.as_str().unwrap();
+                out.insert(name.to_owned(), example(root, &node["properties"][name]));
+            }
+            Value::Object(out)
+        }
+        Some("array") => json!([example(root, &node["items"])]),
+        Some("string") if node.get("format").and_then(Value::as_str) == Some("date-time") => {
+            json!(now())
+        }
+        Some("string") => json!("x"),
+        Some("integer") => json!(1),
+        Some("number") => json!(1.5),
+        Some("boolean") => json!(true),
+        _ => json!({}),
+    }
+}
+
+fn example_of(file: &str) -> Value {
+    let path = format!(
+        "{}/src/ocpp/schemas/v2.0.1/{file}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let root: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    example(&root, &root)
+}
+
+#[tokio::test]
+async fn every_outbound_2_0_1_action_is_sent_and_answered() {
+    // The 40 CSMS-to-charging-station messages of OCPP 2.0.1 (part 2, messages by use case).
+    let actions = [
+        "CancelReservation",
+        "CertificateSigned",
+        "ChangeAvailability",
+        "ClearCache",
+        "ClearChargingProfile",
+        "ClearDisplayMessage",
+        "ClearVariableMonitoring",
+        "CostUpdated",
+        "CustomerInformation",
+        "DataTransfer",
+        "DeleteCertificate",
+        "GetBaseReport",
+        "GetChargingProfiles",
+        "GetCompositeSchedule",
+        "GetDisplayMessages",
+        "GetInstalledCertificateIds",
+        "GetLocalListVersion",
+        "GetLog",
+        "GetMonitoringReport",
+        "GetReport",
+        "GetTransactionStatus",
+        "GetVariables",
+        "InstallCertificate",
+        "PublishFirmware",
+        "RequestStartTransaction",
+        "RequestStopTransaction",
+        "ReserveNow",
+        "Reset",
+        "SendLocalList",
+        "SetChargingProfile",
+        "SetDisplayMessage",
+        "SetMonitoringBase",
+        "SetMonitoringLevel",
+        "SetNetworkProfile",
+        "SetVariableMonitoring",
+        "SetVariables",
+        "TriggerMessage",
+        "UnlockConnector",
+        "UnpublishFirmware",
+        "UpdateFirmware",
+    ];
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    app.register_charger("CS-OPS", PASSWORD).await;
+    let mut cp = ChargePoint::connect_201(app.ws_url("CS-OPS"), "CS-OPS", Some(PASSWORD)).await;
+    cp.call(
+        "BootNotification",
+        json!({"reason": "PowerUp", "chargingStation": {"model": "M", "vendorName": "V"}}),
+    )
+    .await;
+    for action in actions {
+        let request = example_of(&format!("{action}Request"));
+        let answer = example_of(&format!("{action}Response"));
+        crate::charge_point::assert_valid_in("2.0.1", action, false, &request);
+        crate::charge_point::assert_valid_in("2.0.1", action, true, &answer);
+        let path = format!("/api/v1/chargers/CS-OPS/ocpp/{action}");
+        let call = tokio::join!(app.api("POST", &path, Some(request.clone())), async {
+            let (id, received, payload) = cp.next_server_call().await;
+            assert_eq!((received.as_str(), &payload), (action, &request));
+            cp.respond(&id, answer.clone()).await;
+        });
+        assert_eq!(call.0, (StatusCode::OK, answer), "{action}");
+    }
+    // A 1.6-only action is refused for a 2.0.1 station.
+    let (status, _) = app
+        .api(
+            "POST",
+            "/api/v1/chargers/CS-OPS/ocpp/RemoteStartTransaction",
+            Some(json!({"idTag": "T"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
