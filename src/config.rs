@@ -54,6 +54,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     #[serde(default)]
     pub tls: TlsSettings,
+    pub events: EventSettings,
     pub log: LogSettings,
     pub testing: TestingSettings,
 }
@@ -127,6 +128,14 @@ impl OcppSettings {
             })
             .collect()
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSettings {
+    /// How often the outbox relay looks for unpublished events (it is also woken by
+    /// every change that writes one).
+    pub relay_interval_ms: u64,
 }
 
 /// The TLS listener for chargers on security profiles 2 and 3 (`wss://`).
@@ -238,6 +247,7 @@ impl Settings {
                 self.persistence.flush_interval_ms,
             ),
             ("persistence.max_batch", self.persistence.max_batch as u64),
+            ("events.relay_interval_ms", self.events.relay_interval_ms),
             (
                 "database.max_connections",
                 u64::from(self.database.max_connections),

@@ -27,6 +27,10 @@ pub struct Metrics {
     pub pending_writes: IntGauge,
     /// Updates dropped: refused by the database, or past the backlog cap during an outage.
     pub dropped_writes: IntCounter,
+    /// Domain events in the outbox not yet published.
+    pub outbox_pending: IntGauge,
+    /// Domain events published, by type.
+    pub events_published: IntCounterVec,
 }
 
 impl Metrics {
@@ -89,6 +93,16 @@ impl Metrics {
             "Updates refused or dropped",
         )
         .expect("static metric definition; qed");
+        let outbox_pending = IntGauge::new(
+            "outbox_pending_events",
+            "Domain events waiting in the outbox",
+        )
+        .expect("static metric; qed");
+        let events_published = IntCounterVec::new(
+            Opts::new("events_published_total", "Domain events published, by type"),
+            &["type"],
+        )
+        .expect("static metric definition; qed");
         for metric in [
             Box::new(connected_chargers.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(active_sessions.clone()),
@@ -100,6 +114,8 @@ impl Metrics {
             Box::new(flush_failures.clone()),
             Box::new(pending_writes.clone()),
             Box::new(dropped_writes.clone()),
+            Box::new(outbox_pending.clone()),
+            Box::new(events_published.clone()),
         ] {
             registry
                 .register(metric)
@@ -117,6 +133,8 @@ impl Metrics {
             flush_failures,
             pending_writes,
             dropped_writes,
+            outbox_pending,
+            events_published,
         }
     }
 

@@ -16,16 +16,20 @@ use uuid::Uuid;
 
 use crate::actors::Services;
 use crate::actors::batch_writer::BatchWriter;
+use crate::actors::event_bus::LocalBus;
+use crate::actors::outbox_relay;
 use crate::actors::registry::{ChargerDirectory, LocalDirectory, OpenSession, StationRegistry};
 use crate::api::{self, ApiState};
 use crate::config::Settings;
-use crate::domain::ports::{Store, StoreError};
+use crate::domain::ports::{EventBus, Store, StoreError};
 use crate::domain::{Email, Role, User};
 use crate::metrics::Metrics;
 use crate::persistence;
 use crate::security::{self, TokenKeys};
 
 pub struct Application {
+    bus: Arc<dyn EventBus>,
+    relay_task: JoinHandle<()>,
     port: u16,
     tls_port: Option<u16>,
     server: Server,
@@ -75,12 +79,21 @@ impl Application {
             settings.auth.token_ttl_secs,
         );
 
+        // The in-process bus for now; the RabbitMQ one (cloud) replaces it behind the same trait.
+        let bus: Arc<dyn EventBus> = Arc::new(LocalBus::new(Vec::new()));
+        let (relay, relay_task) = outbox_relay::spawn(
+            store.clone(),
+            bus.clone(),
+            Duration::from_millis(settings.events.relay_interval_ms),
+            metrics.clone(),
+        );
         let services = Arc::new(Services {
             settings: settings.clone(),
             store,
             writer,
             registry: registry.clone(),
             metrics,
+            relay,
         });
         let directory: Arc<dyn ChargerDirectory> = Arc::new(LocalDirectory::new(registry));
         let state = web::Data::new(ApiState {
@@ -120,6 +133,8 @@ impl Application {
         }
         let server = server.run();
         Ok(Application {
+            bus,
+            relay_task,
             port,
             tls_port,
             server,
@@ -147,6 +162,8 @@ impl Application {
             services,
             directory,
             writer_task,
+            bus,
+            relay_task,
             ..
         } = self;
         let handle = server.handle();
@@ -160,7 +177,8 @@ impl Application {
         };
         tracing::info!(signal, "shutting down");
         let grace = services.settings.http.shutdown_grace();
-        shutdown(&handle, &services, &*directory, grace).await;
+        relay_task.abort();
+        shutdown(&handle, &services, &*directory, &*bus, grace).await;
         drop(services);
         writer_task.abort();
         Ok(())
@@ -168,11 +186,13 @@ impl Application {
 }
 
 /// Stops accepting, closes the charger sockets (waiting at most half the grace period for
-/// them), flushes pending writes (always, within what is left), then stops the server.
+/// them), flushes pending writes and relays the outbox (always, within what is left),
+/// then stops the server.
 async fn shutdown(
     handle: &ServerHandle,
     services: &Services,
     directory: &dyn ChargerDirectory,
+    bus: &dyn EventBus,
     grace: Duration,
 ) {
     let deadline = tokio::time::Instant::now() + grace;
@@ -193,6 +213,19 @@ async fn shutdown(
     match tokio::time::timeout_at(deadline, services.writer.flush()).await {
         Ok(()) => tracing::info!("pending writes flushed"),
         Err(_) => tracing::error!("grace period over before pending writes were stored"),
+    }
+    // What is left in the outbox is durable and goes out at the next start; try now.
+    match tokio::time::timeout_at(
+        deadline,
+        outbox_relay::relay_once(&*services.store, bus, &services.metrics),
+    )
+    .await
+    {
+        Ok(Ok(n)) => tracing::info!(published = n, "outbox relayed"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "outbox not fully relayed; it will be at the next start")
+        }
+        Err(_) => tracing::warn!("grace period over before the outbox was relayed"),
     }
     if tokio::time::timeout_at(deadline, handle.stop(true))
         .await

@@ -631,6 +631,7 @@ impl ChargerActor {
                         act.sessions.remove(&outcome.transaction_id);
                     }
                 }
+                act.services.relay.kick();
                 if let Some(connector) = outcome.ended_on {
                     act.span.in_scope(|| tracing::info!(transaction_id = %outcome.transaction_id, "transaction ended"));
                     if let Some(availability) = act.scheduled_availability.remove(&connector) {

@@ -5,6 +5,8 @@
 
 pub mod batch_writer;
 pub mod charger;
+pub mod event_bus;
+pub mod outbox_relay;
 pub mod registry;
 pub mod session;
 
@@ -23,4 +25,6 @@ pub struct Services {
     pub writer: batch_writer::BatchWriter,
     pub registry: Addr<registry::StationRegistry>,
     pub metrics: Arc<Metrics>,
+    /// Wakes the outbox relay after a change that wrote domain events.
+    pub relay: outbox_relay::RelayKick,
 }

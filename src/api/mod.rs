@@ -56,6 +56,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 "/chargers/{id}/ocpp/{action}",
                 web::post().to(rest::chargers::call),
             )
+            .route("/events", web::get().to(rest::events::list))
             .route("/id-tokens", web::get().to(rest::id_tokens::list))
             .route("/id-tokens/{id_token}", web::get().to(rest::id_tokens::get))
             .route("/id-tokens/{id_token}", web::put().to(rest::id_tokens::put))

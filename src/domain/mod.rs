@@ -3,6 +3,7 @@
 //! implements. Pure types and rules: no I/O, no async runtime, no web or database crates.
 
 pub mod charger;
+pub mod events;
 pub mod ids;
 pub mod ports;
 pub mod requests;
@@ -11,6 +12,7 @@ pub mod token;
 pub mod user;
 
 pub use charger::*;
+pub use events::*;
 pub use ids::*;
 pub use requests::*;
 pub use session::*;

@@ -5,11 +5,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::charger::{BootInfo, ChargerRecord, ChargerRegistration, ConnectorState};
+use super::events::{DomainEvent, EventType, StoredEvent};
 use super::ids::{ChargerId, IdToken, SessionId, TransactionId};
 use super::requests::ReportedVariable;
 use super::session::{MeterSample, NewSession, Session, SessionFilter};
 use super::token::IdTokenRecord;
 use super::user::{Email, User};
+use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -124,7 +126,9 @@ pub trait SessionStore: Send + Sync {
     ) -> StoreResult<Option<Session>>;
     async fn sessions(&self, filter: &SessionFilter) -> StoreResult<Vec<Session>>;
     async fn active_sessions(&self) -> StoreResult<Vec<Session>>;
-    /// Stores a session's end with its final samples. Durable when it returns.
+    /// Stores a session's end with its final samples, and its SESSION_ENDED event in the
+    /// outbox, in one transaction; a session already ended is left as it is. Durable
+    /// when it returns. (`start_session` likewise writes SESSION_STARTED for a new session.)
     async fn stop_session(
         &self,
         session: &Session,
@@ -144,9 +148,39 @@ pub trait UserStore: Send + Sync {
     async fn admin_exists(&self) -> StoreResult<bool>;
 }
 
+/// The transactional outbox: events written with the changes they describe, published
+/// by the relay, kept for the recent-events API.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Events not yet published, oldest first.
+    async fn unpublished_events(&self, limit: u32) -> StoreResult<Vec<DomainEvent>>;
+    async fn mark_published(&self, ids: &[Uuid], at: DateTime<Utc>) -> StoreResult<()>;
+    /// The most recent events, newest first, optionally of one type.
+    async fn recent_events(
+        &self,
+        event_type: Option<EventType>,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredEvent>>;
+}
+
+/// Why an event could not be handed over.
+#[derive(Debug, thiserror::Error)]
+#[error("event bus: {0}")]
+pub struct BusError(pub String);
+
+/// Carries domain events from the outbox to their consumers, at least once: `publish`
+/// returns only when the event is safely handed over (handled by every in-process
+/// consumer, or confirmed by a broker); consumers are idempotent by event id.
+#[async_trait]
+pub trait EventBus: Send + Sync {
+    async fn publish(&self, event: &DomainEvent) -> Result<(), BusError>;
+    /// Which bus this is, for logs.
+    fn name(&self) -> &'static str;
+}
+
 /// The whole of what the service persists.
 #[async_trait]
-pub trait Store: ChargerStore + IdTokenStore + SessionStore + UserStore {
+pub trait Store: ChargerStore + IdTokenStore + SessionStore + UserStore + EventStore {
     /// Cheap round trip proving the backend answers.
     async fn ping(&self) -> StoreResult<()>;
     /// The value stored under `name`, storing `candidate` first if there is none

@@ -9,10 +9,10 @@ use sqlx::types::Json;
 use sqlx::{Pool, QueryBuilder, Row};
 
 use crate::domain::ports::{
-    ChargerStore, IdTokenStore, SessionStore, Store, StoreError, StoreResult, UserStore, WriteBatch,
+    ChargerStore, EventStore, IdTokenStore, SessionStore, Store, StoreError, StoreResult, UserStore, WriteBatch,
 };
 use crate::domain::{
-    Availability, AuthorizationStatus, BootInfo, ChargerId, ChargerRecord, ChargerRegistration, ConnectorId,
+    Availability, AuthorizationStatus, BootInfo, DomainEvent, EventType, StoredEvent, ChargerId, ChargerRecord, ChargerRegistration, ConnectorId,
     ConnectorState, ConnectorStatus, Email, IdToken, IdTokenRecord, Measurand, MeterSample, NewSession,
     RegistrationStatus, ReportedVariable, Role, SecurityProfile, Session, SessionFilter, SessionId, SessionStatus, TokenType,
     TransactionId, User,
@@ -173,6 +173,77 @@ async fn insert_samples<'c>(
         insert.build().execute(&mut *conn).await.map_err(backend)?;
     }
     Ok(())
+}
+
+async fn insert_event(conn: &mut <Db as sqlx::Database>::Connection, event: &DomainEvent) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO outbox_event (event_id, event_type, version, aggregate_id, occurred_at, payload, recorded_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(event.id)
+    .bind(event.event_type.as_str())
+    .bind(i64::from(event.version))
+    .bind(event.aggregate_id.as_str())
+    .bind(event.occurred_at)
+    .bind(Json(&event.payload))
+    .bind(Utc::now())
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
+fn event_from_row(row: &DbRow) -> StoreResult<StoredEvent> {
+    let event_type: String = row.try_get("event_type").map_err(backend)?;
+    let version: i64 = row.try_get("version").map_err(backend)?;
+    let payload: Json<serde_json::Value> = row.try_get("payload").map_err(backend)?;
+    Ok(StoredEvent {
+        event: DomainEvent {
+            id: row.try_get("event_id").map_err(backend)?,
+            event_type: EventType::parse(&event_type).ok_or_else(|| corrupt("event type", &event_type))?,
+            version: u32::try_from(version).map_err(|_| corrupt("event version", &version.to_string()))?,
+            occurred_at: row.try_get("occurred_at").map_err(backend)?,
+            aggregate_id: row.try_get("aggregate_id").map_err(backend)?,
+            payload: payload.0,
+        },
+        published_at: row.try_get("published_at").map_err(backend)?,
+    })
+}
+
+#[async_trait]
+impl EventStore for SqlStore {
+    async fn unpublished_events(&self, limit: u32) -> StoreResult<Vec<DomainEvent>> {
+        sqlx::query("SELECT * FROM outbox_event WHERE published_at IS NULL ORDER BY outbox_seq LIMIT $1")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(|row| event_from_row(row).map(|e| e.event))
+            .collect()
+    }
+
+    async fn mark_published(&self, ids: &[uuid::Uuid], at: DateTime<Utc>) -> StoreResult<()> {
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
+        for id in ids {
+            sqlx::query("UPDATE outbox_event SET published_at = $2 WHERE event_id = $1 AND published_at IS NULL")
+                .bind(*id)
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn recent_events(&self, event_type: Option<EventType>, limit: u32) -> StoreResult<Vec<StoredEvent>> {
+        let mut query = QueryBuilder::<Db>::new("SELECT * FROM outbox_event WHERE 1 = 1");
+        if let Some(t) = event_type {
+            query.push(" AND event_type = ").push_bind(t.as_str());
+        }
+        query.push(" ORDER BY outbox_seq DESC LIMIT ").push_bind(i64::from(limit.max(1)));
+        query.build().fetch_all(&self.pool).await.map_err(backend)?.iter().map(event_from_row).collect()
+    }
 }
 
 #[async_trait]
@@ -434,8 +505,7 @@ impl SessionStore for SqlStore {
                 TransactionId(session_id.to_string())
             }
         };
-        tx.commit().await.map_err(backend)?;
-        Ok(Session {
+        let session = Session {
             session_id: SessionId(session_id),
             charger_id: new.charger_id.clone(),
             connector_id: new.connector_id,
@@ -453,7 +523,10 @@ impl SessionStore for SqlStore {
             last_meter_at: None,
             remote_start: new.remote_start,
             reservation_id: new.reservation_id,
-        })
+        };
+        insert_event(&mut tx, &DomainEvent::session_started(&session)).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(session)
     }
 
     async fn session(&self, id: SessionId) -> StoreResult<Option<Session>> {
@@ -511,9 +584,10 @@ impl SessionStore for SqlStore {
     async fn stop_session(&self, s: &Session, final_samples: &[MeterSample]) -> StoreResult<()> {
         let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
         insert_samples(&mut tx, final_samples.iter().map(|m| (s.session_id, m))).await?;
-        sqlx::query(
+        let ended = sqlx::query(
             "UPDATE session SET status = $2, meter_stop_wh = $3, energy_wh = $4, power_w = $5, soc_percent = $6, \
-               stopped_at = $7, stop_reason = $8, last_meter_at = $9, id_token = $10 WHERE session_id = $1",
+               stopped_at = $7, stop_reason = $8, last_meter_at = $9, id_token = $10 \
+             WHERE session_id = $1 AND status = 'active'",
         )
         .bind(s.session_id.0)
         .bind(s.status.as_str())
@@ -528,6 +602,10 @@ impl SessionStore for SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
+        // Exactly one SESSION_ENDED per session, whoever ends it how often.
+        if ended.rows_affected() == 1 {
+            insert_event(&mut tx, &DomainEvent::session_ended(s)).await?;
+        }
         tx.commit().await.map_err(backend)
     }
 

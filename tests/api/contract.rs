@@ -63,6 +63,7 @@ contract!(
     progress_of_an_ended_session_is_ignored,
     users_are_unique_by_email,
     secrets_keep_their_first_value,
+    session_changes_write_their_events_to_the_outbox,
 );
 
 /// Times as the stores return them (microsecond precision).
@@ -426,4 +427,49 @@ async fn secrets_keep_their_first_value(s: &dyn Store) {
     assert_eq!(s.get_or_init_secret("k", "first").await.unwrap(), "first");
     assert_eq!(s.get_or_init_secret("k", "second").await.unwrap(), "first");
     s.ping().await.unwrap();
+}
+
+async fn session_changes_write_their_events_to_the_outbox(s: &dyn Store) {
+    let start = new_session("CP-1", 1, "T1");
+    let mut session = s.start_session(&start).await.unwrap();
+    s.start_session(&start).await.unwrap();
+    let pending = s.unpublished_events(10).await.unwrap();
+    assert_eq!(pending.len(), 1, "a repeated start writes no second event");
+    assert_eq!(
+        (pending[0].event_type, pending[0].aggregate_id.clone()),
+        (EventType::SessionStarted, session.session_id.to_string())
+    );
+    assert_eq!(pending[0].payload["charger_id"], "CP-1");
+
+    let end = end_of(&session, Some(1100), now(), vec![]);
+    session.end(&end).unwrap();
+    s.stop_session(&session, &[]).await.unwrap();
+    s.stop_session(&session, &[]).await.unwrap();
+    let pending = s.unpublished_events(10).await.unwrap();
+    let types: Vec<_> = pending.iter().map(|e| e.event_type).collect();
+    assert_eq!(
+        types,
+        [EventType::SessionStarted, EventType::SessionEnded],
+        "oldest first, one end"
+    );
+    assert_eq!(pending[1].payload["energy_wh"], 1000);
+
+    let at = now();
+    s.mark_published(&[pending[0].id], at).await.unwrap();
+    assert_eq!(s.unpublished_events(10).await.unwrap().len(), 1);
+    let recent = s.recent_events(None, 10).await.unwrap();
+    assert_eq!(recent.len(), 2);
+    assert_eq!(
+        (recent[0].event.event_type, recent[0].published_at),
+        (EventType::SessionEnded, None),
+        "newest first"
+    );
+    assert_eq!(recent[1].published_at, Some(at));
+    assert_eq!(
+        s.recent_events(Some(EventType::SessionStarted), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }

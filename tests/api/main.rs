@@ -2,6 +2,7 @@
 
 mod charge_point;
 mod contract;
+mod events;
 mod helpers;
 mod keepalive;
 mod malformed;
