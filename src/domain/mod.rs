@@ -5,9 +5,11 @@
 pub mod charger;
 pub mod events;
 pub mod ids;
+pub mod money;
 pub mod ports;
 pub mod requests;
 pub mod session;
+pub mod tariff;
 pub mod token;
 pub mod user;
 
