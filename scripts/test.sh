@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit tests, the persistence contract on both
 # backends, and the integration tests that drive the real binary over real WebSockets
-# and HTTP against PostgreSQL and SQLite.
+# and HTTP against PostgreSQL, SQLite and RabbitMQ.
 #
-# It makes sure PostgreSQL answers on 127.0.0.1:5432 first, starting it (and on a bare
-# Debian machine, as root, installing it) when it does not. It fails, never skips,
-# when it cannot. JUCR_TEST_DATABASE_URL points the tests at another server.
+# It makes sure PostgreSQL answers on 127.0.0.1:5432 and RabbitMQ on 127.0.0.1:5672
+# first, starting them (and on a bare Debian machine, as root, installing them) when
+# they do not. It fails, never skips, when it cannot. JUCR_TEST_DATABASE_URL points the
+# tests at another PostgreSQL server; the RabbitMQ tests make their own vhosts with
+# rabbitmqctl (JUCR_TEST_AMQP_URL, default amqp://guest:guest@127.0.0.1:5672).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,8 +45,28 @@ ensure_postgres() {
   fail "PostgreSQL did not come up at $JUCR_TEST_DATABASE_URL"
 }
 
+rabbit_answers() {
+  command -v rabbitmqctl >/dev/null 2>&1 && timeout 30 rabbitmqctl -q status >/dev/null 2>&1
+}
+
+ensure_rabbitmq() {
+  rabbit_answers && return 0
+  say "RabbitMQ does not answer; starting it"
+  if ! command -v rabbitmq-server >/dev/null 2>&1; then
+    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 || fail "RabbitMQ is not installed and cannot be installed here (needs root and apt-get)"
+    say "installing RabbitMQ from Debian's packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null
+  fi
+  rabbitmq-server -detached 2>/dev/null || true
+  timeout 120 rabbitmqctl -q await_startup >/dev/null 2>&1 || true
+  rabbit_answers || fail "RabbitMQ did not come up"
+}
+
 ensure_postgres
 say "PostgreSQL answers at $JUCR_TEST_DATABASE_URL"
+ensure_rabbitmq
+say "RabbitMQ answers"
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

@@ -136,6 +136,23 @@ pub struct EventSettings {
     /// How often the outbox relay looks for unpublished events (it is also woken by
     /// every change that writes one).
     pub relay_interval_ms: u64,
+    /// Which bus carries domain events.
+    pub bus: BusKind,
+    /// `amqp://` URL of RabbitMQ (bus = rabbitmq); secret, it holds a password.
+    pub amqp_url: Option<SecretString>,
+    /// The durable topic exchange events are published to.
+    pub amqp_exchange: String,
+    /// Deliveries of one event to a consumer before it is dead-lettered.
+    pub delivery_limit: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BusKind {
+    /// In the process (embedded).
+    InProcess,
+    /// RabbitMQ (cloud).
+    Rabbitmq,
 }
 
 /// The TLS listener for chargers on security profiles 2 and 3 (`wss://`).
@@ -261,6 +278,12 @@ impl Settings {
                 "ocpp.max_frame_bytes must be at least 65536 (OCPP messages can be large)"
             );
         }
+        if self.events.bus == BusKind::Rabbitmq && self.events.amqp_url.is_none() {
+            anyhow::bail!("events.bus = rabbitmq needs events.amqp_url (JUCR__EVENTS__AMQP_URL)");
+        }
+        if self.events.delivery_limit == 0 {
+            anyhow::bail!("events.delivery_limit must be greater than 0");
+        }
         if self.tls.port.is_some() && (self.tls.cert_file.is_none() || self.tls.key_file.is_none())
         {
             anyhow::bail!("tls.port needs tls.cert_file and tls.key_file");
@@ -312,6 +335,7 @@ mod tests {
             env(&[
                 ("JUCR__HTTP__PORT", "9001"),
                 ("JUCR__DATABASE__URL", "postgres://x@y/z"),
+                ("JUCR__EVENTS__AMQP_URL", "amqp://x@y/%2f"),
                 ("JUCR__OCPP__SUBPROTOCOLS", "ocpp1.6"),
             ]),
         )
@@ -319,6 +343,17 @@ mod tests {
         assert_eq!(cloud.ocpp.unknown_chargers, UnknownChargerPolicy::Reject);
         assert_eq!(cloud.http.port, 9001);
         assert!(cloud.database.url.is_some());
+    }
+
+    #[test]
+    fn the_cloud_bus_needs_a_broker_url() {
+        let err = Settings::load_from(
+            Profile::Cloud,
+            Path::new("/nonexistent"),
+            env(&[("JUCR__DATABASE__URL", "postgres://x@y/z")]),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("amqp_url"), "{err:#}");
     }
 
     #[test]

@@ -20,11 +20,12 @@ use crate::actors::event_bus::LocalBus;
 use crate::actors::outbox_relay;
 use crate::actors::registry::{ChargerDirectory, LocalDirectory, OpenSession, StationRegistry};
 use crate::api::{self, ApiState};
-use crate::config::Settings;
+use crate::config::{BusKind, Settings};
 use crate::domain::ports::{EventBus, Store, StoreError};
 use crate::domain::{Email, Role, User};
 use crate::metrics::Metrics;
 use crate::persistence;
+use crate::persistence::amqp::AmqpBus;
 use crate::security::{self, TokenKeys};
 
 pub struct Application {
@@ -79,8 +80,14 @@ impl Application {
             settings.auth.token_ttl_secs,
         );
 
-        // The in-process bus for now; the RabbitMQ one (cloud) replaces it behind the same trait.
-        let bus: Arc<dyn EventBus> = Arc::new(LocalBus::new(Vec::new()));
+        let events = &settings.events;
+        let bus: Arc<dyn EventBus> = match (events.bus, &events.amqp_url) {
+            (BusKind::Rabbitmq, Some(url)) => {
+                Arc::new(AmqpBus::new(url.clone(), events.amqp_exchange.clone()))
+            }
+            _ => Arc::new(LocalBus::new(Vec::new())),
+        };
+        tracing::info!(bus = bus.name(), "event bus");
         let (relay, relay_task) = outbox_relay::spawn(
             store.clone(),
             bus.clone(),

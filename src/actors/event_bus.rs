@@ -9,14 +9,7 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use crate::domain::DomainEvent;
-use crate::domain::ports::{BusError, EventBus};
-
-/// Something that acts on events; it must be idempotent by event id.
-#[async_trait]
-pub trait EventConsumer: Send + Sync {
-    fn name(&self) -> &'static str;
-    async fn handle(&self, event: &DomainEvent) -> Result<(), BusError>;
-}
+use crate::domain::ports::{BusError, EventBus, EventConsumer};
 
 pub struct LocalBus {
     consumers: Vec<Arc<dyn EventConsumer>>,
@@ -40,7 +33,11 @@ impl LocalBus {
 #[async_trait]
 impl EventBus for LocalBus {
     async fn publish(&self, event: &DomainEvent) -> Result<(), BusError> {
-        for consumer in &self.consumers {
+        for consumer in self
+            .consumers
+            .iter()
+            .filter(|c| c.wants().contains(&event.event_type))
+        {
             consumer.handle(event).await.map_err(|e| {
                 BusError(format!(
                     "consumer {} failed on {}: {e}",

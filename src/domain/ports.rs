@@ -178,6 +178,17 @@ pub trait EventBus: Send + Sync {
     fn name(&self) -> &'static str;
 }
 
+/// Something that acts on events (billing, notifier); it must be idempotent by event id,
+/// since every bus delivers at least once.
+#[async_trait]
+pub trait EventConsumer: Send + Sync {
+    /// A stable name: the consumer's queue is named after it.
+    fn name(&self) -> &'static str;
+    /// The event types it wants.
+    fn wants(&self) -> &'static [EventType];
+    async fn handle(&self, event: &DomainEvent) -> Result<(), BusError>;
+}
+
 /// The whole of what the service persists.
 #[async_trait]
 pub trait Store: ChargerStore + IdTokenStore + SessionStore + UserStore + EventStore {

@@ -1,6 +1,7 @@
 //! Persistence adapters, one module per backend, each implementing the ports of
 //! [`crate::domain::ports`]. `sqlite` backs the embedded profile, `postgres` the cloud one.
 
+pub mod amqp;
 pub mod postgres;
 pub mod sqlite;
 

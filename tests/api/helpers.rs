@@ -128,6 +128,8 @@ impl TestApp {
             ),
             ("JUCR__OCPP__UNKNOWN_CHARGERS".into(), "reject".into()),
             ("JUCR__LOG__FORMAT".into(), "pretty".into()),
+            // RabbitMQ only where a test asks for it (with its own vhost).
+            ("JUCR__EVENTS__BUS".into(), "in-process".into()),
             ("JUCR_ADMIN_EMAIL".into(), ADMIN_EMAIL.into()),
             ("JUCR_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into()),
             (

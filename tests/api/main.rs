@@ -1,5 +1,6 @@
 //! One integration binary (faster to link than one per file).
 
+mod amqp;
 mod charge_point;
 mod contract;
 mod events;

@@ -1,0 +1,329 @@
+//! The cloud event bus: RabbitMQ through lapin.
+//!
+//! - One durable topic exchange (`events.amqp_exchange`, default `jucr.events`); events are
+//!   published persistent, as JSON, with the event type's routing key (`session.ended`),
+//!   the event id as message id, and publisher confirms: `publish` returns once the
+//!   broker has taken responsibility.
+//! - One durable quorum queue per consumer, `jucr.<consumer>`, bound to the routing keys
+//!   the consumer wants; manual acks; a failed handling is redelivered, and after
+//!   `events.delivery_limit` deliveries the broker moves it to `jucr.<consumer>.dead`
+//!   through the dead-letter exchange `<exchange>.dlx`.
+//! - A lost connection is re-established on the next publish (the outbox relay retries
+//!   with backoff); consumers reconnect with backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Mutex;
+
+use crate::domain::DomainEvent;
+use crate::domain::ports::{BusError, EventBus, EventConsumer};
+
+fn bus_error(what: &str, e: impl std::fmt::Display) -> BusError {
+    BusError(format!("{what}: {e}"))
+}
+
+struct Link {
+    // Kept so the connection lives as long as its channel.
+    _connection: Connection,
+    channel: Channel,
+}
+
+async fn open(url: &SecretString, exchange: &str) -> Result<Link, BusError> {
+    let connection = Connection::connect(url.expose_secret(), ConnectionProperties::default())
+        .await
+        .map_err(|e| bus_error("connecting to RabbitMQ", e))?;
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| bus_error("opening a channel", e))?;
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .exchange_declare(
+            exchange.into(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| bus_error("declaring the exchange", e))?;
+    Ok(Link {
+        _connection: connection,
+        channel,
+    })
+}
+
+/// Publishes domain events to the topic exchange.
+pub struct AmqpBus {
+    url: SecretString,
+    exchange: String,
+    link: Mutex<Option<Link>>,
+}
+
+impl AmqpBus {
+    /// Connects lazily: a broker that is down at start-up does not stop charging.
+    pub fn new(url: SecretString, exchange: String) -> Self {
+        AmqpBus {
+            url,
+            exchange,
+            link: Mutex::new(None),
+        }
+    }
+}
+
+#[async_trait]
+impl EventBus for AmqpBus {
+    async fn publish(&self, event: &DomainEvent) -> Result<(), BusError> {
+        let mut link = self.link.lock().await;
+        if link
+            .as_ref()
+            .is_none_or(|l| !l.channel.status().connected())
+        {
+            let fresh = open(&self.url, &self.exchange).await?;
+            fresh
+                .channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .map_err(|e| bus_error("enabling publisher confirms", e))?;
+            *link = Some(fresh);
+        }
+        let channel = &link.as_ref().expect("set just above; qed").channel;
+        let payload = serde_json::to_vec(event).map_err(|e| bus_error("serializing", e))?;
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_message_id(event.id.to_string().into())
+            .with_type(event.event_type.as_str().into())
+            .with_timestamp(event.occurred_at.timestamp().max(0) as u64);
+        let sent = channel
+            .basic_publish(
+                self.exchange.as_str().into(),
+                event.event_type.routing_key().into(),
+                BasicPublishOptions::default(),
+                &payload,
+                properties,
+            )
+            .await;
+        let confirmed = match sent {
+            Ok(confirm) => confirm.await,
+            Err(e) => Err(e),
+        };
+        match confirmed {
+            Ok(Confirmation::Ack(_)) => Ok(()),
+            Ok(other) => {
+                *link = None;
+                Err(BusError(format!(
+                    "broker did not confirm event {}: {other:?}",
+                    event.id
+                )))
+            }
+            Err(e) => {
+                *link = None;
+                Err(bus_error("publishing", e))
+            }
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "rabbitmq"
+    }
+}
+
+/// Names of a consumer's queues.
+pub fn queue_name(consumer: &str) -> String {
+    format!("jucr.{consumer}")
+}
+
+pub fn dead_letter_queue_name(consumer: &str) -> String {
+    format!("jucr.{consumer}.dead")
+}
+
+/// Declares a consumer's queue (bound to the event types it wants) and its dead-letter
+/// queue. Idempotent; safe from every replica.
+pub async fn declare_consumer(
+    channel: &Channel,
+    exchange: &str,
+    consumer: &dyn EventConsumer,
+    delivery_limit: u32,
+) -> Result<(), BusError> {
+    let dlx = format!("{exchange}.dlx");
+    let durable_exchange = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .exchange_declare(
+            dlx.as_str().into(),
+            ExchangeKind::Direct,
+            durable_exchange,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| bus_error("declaring the dead-letter exchange", e))?;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let dead = dead_letter_queue_name(consumer.name());
+    channel
+        .queue_declare(dead.as_str().into(), durable, FieldTable::default())
+        .await
+        .map_err(|e| bus_error("declaring the dead-letter queue", e))?;
+    channel
+        .queue_bind(
+            dead.as_str().into(),
+            dlx.as_str().into(),
+            consumer.name().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| bus_error("binding the dead-letter queue", e))?;
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        ShortString::from("x-queue-type"),
+        AMQPValue::LongString("quorum".into()),
+    );
+    arguments.insert(
+        ShortString::from("x-delivery-limit"),
+        AMQPValue::LongInt(delivery_limit as i32),
+    );
+    arguments.insert(
+        ShortString::from("x-dead-letter-exchange"),
+        AMQPValue::LongString(dlx.as_str().into()),
+    );
+    arguments.insert(
+        ShortString::from("x-dead-letter-routing-key"),
+        AMQPValue::LongString(consumer.name().into()),
+    );
+    let queue = queue_name(consumer.name());
+    channel
+        .queue_declare(queue.as_str().into(), durable, arguments)
+        .await
+        .map_err(|e| bus_error("declaring the consumer queue", e))?;
+    for event_type in consumer.wants() {
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.into(),
+                event_type.routing_key().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| bus_error("binding the consumer queue", e))?;
+    }
+    Ok(())
+}
+
+/// Runs `consumer` on its queue until the task is dropped: acks what it handled, sends
+/// back what failed (dead-lettered after the delivery limit), rejects what is not an
+/// event at all, and reconnects with backoff when the broker goes away.
+pub async fn run_consumer(
+    url: SecretString,
+    exchange: String,
+    consumer: Arc<dyn EventConsumer>,
+    delivery_limit: u32,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match consume(&url, &exchange, &*consumer, delivery_limit).await {
+            Ok(()) => tracing::warn!(
+                consumer = consumer.name(),
+                "consumer stream ended; reconnecting"
+            ),
+            Err(e) => {
+                tracing::warn!(consumer = consumer.name(), error = %e, "consumer failed; reconnecting")
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn consume(
+    url: &SecretString,
+    exchange: &str,
+    consumer: &dyn EventConsumer,
+    delivery_limit: u32,
+) -> Result<(), BusError> {
+    let link = open(url, exchange).await?;
+    let channel = &link.channel;
+    declare_consumer(channel, exchange, consumer, delivery_limit).await?;
+    channel
+        .basic_qos(32, BasicQosOptions::default())
+        .await
+        .map_err(|e| bus_error("setting prefetch", e))?;
+    let mut deliveries = channel
+        .basic_consume(
+            queue_name(consumer.name()).as_str().into(),
+            format!("{}-{}", consumer.name(), uuid::Uuid::new_v4().simple())
+                .as_str()
+                .into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| bus_error("starting to consume", e))?;
+    tracing::info!(consumer = consumer.name(), "consuming");
+    while let Some(delivery) = deliveries.next().await {
+        let delivery = delivery.map_err(|e| bus_error("receiving", e))?;
+        let Ok(event) = serde_json::from_slice::<DomainEvent>(&delivery.data) else {
+            tracing::error!(
+                consumer = consumer.name(),
+                "not a domain event; dead-lettered"
+            );
+            delivery
+                .reject(BasicRejectOptions { requeue: false })
+                .await
+                .map_err(|e| bus_error("rejecting", e))?;
+            continue;
+        };
+        match consumer.handle(&event).await {
+            Ok(()) => {
+                delivery
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .map_err(|e| bus_error("acking", e))?;
+            }
+            Err(e) => {
+                tracing::warn!(consumer = consumer.name(), event_id = %event.id, error = %e, "handling failed; redelivered");
+                delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| bus_error("nacking", e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Declares `consumer`'s queues on the broker at `url` (so that events published before
+/// it first runs wait for it).
+pub async fn declare(
+    url: &SecretString,
+    exchange: &str,
+    consumer: &dyn EventConsumer,
+    delivery_limit: u32,
+) -> Result<(), BusError> {
+    let link = open(url, exchange).await?;
+    declare_consumer(&link.channel, exchange, consumer, delivery_limit).await
+}
