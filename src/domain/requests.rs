@@ -124,6 +124,18 @@ pub enum DataTransferStatus {
     UnknownVendorId,
 }
 
+impl DataTransferStatus {
+    /// The status as both OCPP versions spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "Accepted",
+            Self::Rejected => "Rejected",
+            Self::UnknownMessageId => "UnknownMessageId",
+            Self::UnknownVendorId => "UnknownVendorId",
+        }
+    }
+}
+
 /// The central system's answer to a [`ChargerRequest`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChargerResponse {

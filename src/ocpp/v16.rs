@@ -9,9 +9,8 @@ use super::error::RpcErrorKind;
 use super::schema::Violation;
 use crate::domain::{
     Availability, BootInfo, CallEffect, ChargerRequest, ChargerResponse, ConnectorId,
-    ConnectorStatus, DataTransferStatus, IdToken, IdTokenInfo, Measurand, MeterSample,
-    NotificationKind, StatusReport, TransactionEvent, TransactionEventKind, TransactionId,
-    TransactionIdOrigin,
+    ConnectorStatus, IdToken, IdTokenInfo, Measurand, MeterSample, NotificationKind, StatusReport,
+    TransactionEvent, TransactionEventKind, TransactionId, TransactionIdOrigin,
 };
 
 /// Formats a time as OCPP wants it: RFC 3339, UTC, millisecond precision.
@@ -321,12 +320,7 @@ pub fn encode_response(action: &str, response: &ChargerResponse) -> Result<Value
             None => json!({}),
         },
         ChargerResponse::DataTransfer { status, data } => {
-            let status = match status {
-                DataTransferStatus::Accepted => "Accepted",
-                DataTransferStatus::Rejected => "Rejected",
-                DataTransferStatus::UnknownMessageId => "UnknownMessageId",
-                DataTransferStatus::UnknownVendorId => "UnknownVendorId",
-            };
+            let status = status.as_str();
             match data {
                 Some(d) => json!({ "status": status, "data": d }),
                 None => json!({ "status": status }),
@@ -370,7 +364,7 @@ pub fn call_effect(action: &str, request: &Value, response: &Value) -> Option<Ca
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::AuthorizationStatus;
+    use crate::domain::{AuthorizationStatus, DataTransferStatus};
     use crate::ocpp::OcppVersion;
     use crate::ocpp::schema::{PayloadKind, schemas};
 

@@ -14,9 +14,9 @@ use super::schema::Violation;
 use super::v16::timestamp;
 use crate::domain::{
     Availability, BootInfo, CallEffect, ChargerRequest, ChargerResponse, ConnectorId,
-    ConnectorStatus, DataTransferStatus, IdToken, IdTokenInfo, Measurand, MeterSample,
-    NotificationKind, ReportedVariable, StatusReport, TransactionEvent, TransactionEventKind,
-    TransactionId, TransactionIdOrigin, VariableAttribute,
+    ConnectorStatus, IdToken, IdTokenInfo, Measurand, MeterSample, NotificationKind,
+    ReportedVariable, StatusReport, TransactionEvent, TransactionEventKind, TransactionId,
+    TransactionIdOrigin, VariableAttribute,
 };
 
 fn violation(kind: RpcErrorKind, description: impl Into<String>) -> Violation {
@@ -485,12 +485,7 @@ pub fn encode_response(_action: &str, response: &ChargerResponse) -> Result<Valu
             ..
         } => json!({}),
         ChargerResponse::DataTransfer { status, data } => {
-            let status = match status {
-                DataTransferStatus::Accepted => "Accepted",
-                DataTransferStatus::Rejected => "Rejected",
-                DataTransferStatus::UnknownMessageId => "UnknownMessageId",
-                DataTransferStatus::UnknownVendorId => "UnknownVendorId",
-            };
+            let status = status.as_str();
             match data {
                 Some(d) => json!({ "status": status, "data": d }),
                 None => json!({ "status": status }),
@@ -536,7 +531,7 @@ pub fn call_effect(action: &str, request: &Value, response: &Value) -> Option<Ca
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::AuthorizationStatus;
+    use crate::domain::{AuthorizationStatus, DataTransferStatus};
     use crate::ocpp::OcppVersion;
     use crate::ocpp::schema::{PayloadKind, schemas};
 
