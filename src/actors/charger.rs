@@ -39,6 +39,9 @@ use crate::ocpp::{self, OcppVersion};
 /// Vendor id of the test-only fault-injection DataTransfer (`testing.fault_injection`).
 pub const FAULT_INJECTION_VENDOR: &str = "org.jucr.test";
 
+/// Resolution of a charger's stored last-seen time.
+const SEEN_RESOLUTION: Duration = Duration::from_secs(1);
+
 /// How long an accepted RemoteStartTransaction waits for its StartTransaction.
 const REMOTE_START_WINDOW: Duration = Duration::from_secs(600);
 
@@ -102,7 +105,7 @@ struct TransactionOutcome {
     info: Option<IdTokenInfo>,
     transaction_id: TransactionId,
     /// The session still running, and whether this event started it.
-    live: Option<(SessionHandle, Option<()>)>,
+    live: Option<(SessionHandle, bool)>,
     /// The connector whose transaction this event ended.
     ended_on: Option<ConnectorId>,
 }
@@ -129,6 +132,8 @@ pub struct ChargerActor {
     scheduled_availability: HashMap<ConnectorId, Availability>,
     /// Device-model reports being assembled, by request id.
     reports: HashMap<i64, Vec<ReportedVariable>>,
+    /// When last-seen was last handed to the batch writer.
+    seen_recorded: Option<Instant>,
     span: tracing::Span,
 }
 
@@ -160,6 +165,7 @@ impl ChargerActor {
             remote_starts: Vec::new(),
             scheduled_availability: HashMap::new(),
             reports: HashMap::new(),
+            seen_recorded: None,
             span,
         }
     }
@@ -589,7 +595,7 @@ impl ChargerActor {
                     if !event.samples.is_empty() {
                         handle.addr.do_send(RecordSamples(event.samples));
                     }
-                    let started = (kind == TransactionEventKind::Started).then_some(());
+                    let started = kind == TransactionEventKind::Started;
                     Ok(TransactionOutcome {
                         info,
                         transaction_id,
@@ -622,7 +628,7 @@ impl ChargerActor {
             Ok(outcome) => {
                 match outcome.live {
                     Some((handle, started)) => {
-                        if started.is_some() {
+                        if started {
                             act.supersede_on(&handle, now);
                         }
                         act.sessions.insert(handle.transaction_id.clone(), handle);
@@ -999,7 +1005,6 @@ impl Actor for ChargerActor {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.services.writer.seen(self.id.clone(), Utc::now());
         self.services.registry.do_send(Disconnected {
             charger_id: self.id.clone(),
             conn_id: self.conn_id,
@@ -1018,7 +1023,14 @@ impl Handler<Inbound> for ChargerActor {
     type Result = ();
 
     fn handle(&mut self, Inbound(text): Inbound, ctx: &mut Self::Context) {
-        self.services.writer.seen(self.id.clone(), Utc::now());
+        // Last-seen is kept to the second: one update per second, not one per frame.
+        if self
+            .seen_recorded
+            .is_none_or(|at| at.elapsed() >= SEEN_RESOLUTION)
+        {
+            self.seen_recorded = Some(Instant::now());
+            self.services.writer.seen(self.id.clone(), Utc::now());
+        }
         self.on_text(&text, ctx);
     }
 }

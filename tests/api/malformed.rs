@@ -109,7 +109,6 @@ async fn malformed_frames_get_the_right_call_error_and_the_socket_stays_open() {
         counted.contains("result=\"NotImplemented\""),
         "errors are counted by code"
     );
-    let _ = Duration::ZERO;
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::charge_point::ChargePoint;
 use crate::helpers::{Backend, TestApp, eventually, now, time_in};
@@ -280,7 +280,6 @@ async fn a_repeated_start_transaction_gets_the_same_transaction_id() {
         .api("GET", "/api/v1/sessions?charger_id=CP-REPEAT", None)
         .await;
     assert_eq!(sessions.as_array().map(Vec::len), Some(1), "{sessions}");
-    let _: Value = sessions;
 }
 
 #[tokio::test]

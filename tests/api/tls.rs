@@ -31,21 +31,21 @@ fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
 impl Pki {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let ca = ca("jucr test CA");
+        let trusted = ca("jucr test CA");
         let mut server =
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
         server
             .distinguished_name
             .push(DnType::CommonName, "jucr test server");
         let key = KeyPair::generate().unwrap();
-        let cert = server.signed_by(&key, &ca).unwrap();
+        let cert = server.signed_by(&key, &trusted).unwrap();
         std::fs::write(dir.path().join("server.pem"), cert.pem()).unwrap();
         std::fs::write(dir.path().join("server.key"), key.serialize_pem()).unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), trusted.pem()).unwrap();
         Pki {
             dir,
-            ca,
-            rogue_ca: ca_named("rogue CA"),
+            ca: trusted,
+            rogue_ca: ca("rogue CA"),
         }
     }
 
@@ -89,10 +89,6 @@ impl Pki {
         };
         Arc::new(config)
     }
-}
-
-fn ca_named(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    ca(name)
 }
 
 async fn tls_app(pki: &Pki) -> TestApp {
