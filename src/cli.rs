@@ -158,6 +158,7 @@ pub async fn run() -> anyhow::Result<()> {
                 registration_status: current
                     .as_ref()
                     .map_or(RegistrationStatus::Accepted, |c| c.registration_status),
+                operator_id: current.as_ref().and_then(|c| c.operator_id.clone()),
                 description: description.or_else(|| current.and_then(|c| c.description)),
             };
             let created = store.save_registration(&registration).await?;

@@ -13,6 +13,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::domain::UnknownChargerPolicy;
+use crate::domain::billing::RetryPolicy;
 use crate::ocpp::OcppVersion;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -55,6 +56,8 @@ pub struct Settings {
     #[serde(default)]
     pub tls: TlsSettings,
     pub events: EventSettings,
+    pub billing: BillingSettings,
+    pub notifier: NotifierSettings,
     pub log: LogSettings,
     pub testing: TestingSettings,
 }
@@ -146,6 +149,59 @@ pub struct EventSettings {
     pub delivery_limit: u32,
 }
 
+/// Invoices, payments and subscriptions (the billing actor).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillingSettings {
+    /// The payment gateway: `sandbox` (built in, offline, documented test tokens).
+    pub gateway: GatewayKind,
+    /// A charge the gateway has not answered within this long counts as a transient failure.
+    pub gateway_timeout_ms: u64,
+    /// How often due payment retries (and, every `subscription_interval_secs`, the
+    /// monthly subscription invoices) are looked for.
+    pub schedule_interval_ms: u64,
+    pub subscription_interval_secs: u64,
+    /// Transient failures are retried after this long, doubling, `transient_attempts` times.
+    pub transient_retry_ms: u64,
+    pub transient_attempts: u32,
+    /// After a decline, the payment is tried again after each of these in turn (dunning).
+    pub decline_retry_secs: Vec<u64>,
+}
+
+impl BillingSettings {
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            transient_base: Duration::from_millis(self.transient_retry_ms),
+            transient_attempts: self.transient_attempts,
+            decline_retries: self
+                .decline_retry_secs
+                .iter()
+                .map(|s| Duration::from_secs(*s))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GatewayKind {
+    Sandbox,
+}
+
+/// Webhook delivery (the notifier actor).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifierSettings {
+    /// A webhook must answer 2xx within this long.
+    pub webhook_timeout_ms: u64,
+    /// Attempts per delivery before it is logged failed.
+    pub webhook_attempts: u32,
+    /// The first retry waits this long, doubling each time (at most an hour).
+    pub webhook_retry_ms: u64,
+    /// How often due retries are looked for.
+    pub schedule_interval_ms: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BusKind {
@@ -206,6 +262,19 @@ pub struct LogSettings {
 #[serde(deny_unknown_fields)]
 pub struct TestingSettings {
     pub fault_injection: bool,
+    /// With `fault_injection`: the process aborts at this point, to test recovery
+    /// (`billing.after_invoice`: after an invoice is stored, before its event is acknowledged).
+    pub crash_point: Option<String>,
+}
+
+impl TestingSettings {
+    /// Aborts the process when `point` is the configured crash point.
+    pub fn maybe_crash(&self, point: &str) {
+        if self.fault_injection && self.crash_point.as_deref() == Some(point) {
+            eprintln!("jucr: crashing at {point} (testing.crash_point)");
+            std::process::abort();
+        }
+    }
 }
 
 const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -242,7 +311,8 @@ impl Settings {
                     .separator("__")
                     .try_parsing(true)
                     .list_separator(",")
-                    .with_list_parse_key("ocpp.subprotocols"),
+                    .with_list_parse_key("ocpp.subprotocols")
+                    .with_list_parse_key("billing.decline_retry_secs"),
             )
             .build()
             .context("reading configuration")?
@@ -265,6 +335,35 @@ impl Settings {
             ),
             ("persistence.max_batch", self.persistence.max_batch as u64),
             ("events.relay_interval_ms", self.events.relay_interval_ms),
+            (
+                "billing.gateway_timeout_ms",
+                self.billing.gateway_timeout_ms,
+            ),
+            (
+                "billing.schedule_interval_ms",
+                self.billing.schedule_interval_ms,
+            ),
+            (
+                "billing.subscription_interval_secs",
+                self.billing.subscription_interval_secs,
+            ),
+            (
+                "billing.transient_retry_ms",
+                self.billing.transient_retry_ms,
+            ),
+            (
+                "notifier.webhook_timeout_ms",
+                self.notifier.webhook_timeout_ms,
+            ),
+            (
+                "notifier.webhook_attempts",
+                u64::from(self.notifier.webhook_attempts),
+            ),
+            ("notifier.webhook_retry_ms", self.notifier.webhook_retry_ms),
+            (
+                "notifier.schedule_interval_ms",
+                self.notifier.schedule_interval_ms,
+            ),
             (
                 "database.max_connections",
                 u64::from(self.database.max_connections),

@@ -31,6 +31,12 @@ pub struct Metrics {
     pub outbox_pending: IntGauge,
     /// Domain events published, by type.
     pub events_published: IntCounterVec,
+    /// Ended sessions by what billing did with them (`invoiced`, `no_account`, `no_tariff`).
+    pub sessions_billed: IntCounterVec,
+    /// Payment attempts by outcome (`completed`, `declined`, `unavailable`, `invalid_token`).
+    pub payment_attempts: IntCounterVec,
+    /// Webhook delivery attempts by outcome (`delivered`, `failed`).
+    pub webhook_attempts: IntCounterVec,
 }
 
 impl Metrics {
@@ -103,6 +109,27 @@ impl Metrics {
             &["type"],
         )
         .expect("static metric definition; qed");
+        let sessions_billed = IntCounterVec::new(
+            Opts::new(
+                "billing_sessions_total",
+                "Ended sessions by billing outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("static metric definition; qed");
+        let payment_attempts = IntCounterVec::new(
+            Opts::new("payment_attempts_total", "Payment attempts by outcome"),
+            &["outcome"],
+        )
+        .expect("static metric definition; qed");
+        let webhook_attempts = IntCounterVec::new(
+            Opts::new(
+                "webhook_attempts_total",
+                "Webhook delivery attempts by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("static metric definition; qed");
         for metric in [
             Box::new(connected_chargers.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(active_sessions.clone()),
@@ -116,6 +143,9 @@ impl Metrics {
             Box::new(dropped_writes.clone()),
             Box::new(outbox_pending.clone()),
             Box::new(events_published.clone()),
+            Box::new(sessions_billed.clone()),
+            Box::new(payment_attempts.clone()),
+            Box::new(webhook_attempts.clone()),
         ] {
             registry
                 .register(metric)
@@ -135,6 +165,9 @@ impl Metrics {
             dropped_writes,
             outbox_pending,
             events_published,
+            sessions_billed,
+            payment_attempts,
+            webhook_attempts,
         }
     }
 

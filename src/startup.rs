@@ -16,21 +16,25 @@ use uuid::Uuid;
 
 use crate::actors::Services;
 use crate::actors::batch_writer::BatchWriter;
+use crate::actors::billing::{Billing, BillingActor, BillingConsumer};
 use crate::actors::event_bus::LocalBus;
-use crate::actors::outbox_relay;
+use crate::actors::notifier::{Notifier, NotifierActor, WebhookConsumer};
+use crate::actors::outbox_relay::{self, RelayKick};
 use crate::actors::registry::{ChargerDirectory, LocalDirectory, OpenSession, StationRegistry};
 use crate::api::{self, ApiState};
-use crate::config::{BusKind, Settings};
-use crate::domain::ports::{EventBus, Store, StoreError};
+use crate::config::{BusKind, GatewayKind, Settings};
+use crate::domain::ports::{EventBus, EventConsumer, PaymentGateway, Store, StoreError};
 use crate::domain::{Email, Role, User};
 use crate::metrics::Metrics;
+use crate::payment::SandboxGateway;
 use crate::persistence;
-use crate::persistence::amqp::AmqpBus;
+use crate::persistence::amqp::{self, AmqpBus};
 use crate::security::{self, TokenKeys};
 
 pub struct Application {
     bus: Arc<dyn EventBus>,
     relay_task: JoinHandle<()>,
+    consumer_tasks: Vec<JoinHandle<()>>,
     port: u16,
     tls_port: Option<u16>,
     server: Server,
@@ -80,19 +84,52 @@ impl Application {
             settings.auth.token_ttl_secs,
         );
 
+        // Billing and the notifier consume domain events; the relay publishes them.
+        let relay = RelayKick::default();
+        let gateway: Arc<dyn PaymentGateway> = match settings.billing.gateway {
+            GatewayKind::Sandbox => Arc::new(SandboxGateway::new()),
+        };
+        let billing = BillingActor::new(Arc::new(Billing::new(
+            store.clone(),
+            gateway.clone(),
+            settings.clone(),
+            metrics.clone(),
+            relay.clone(),
+        )))
+        .start();
+        let notifier = Arc::new(Notifier::new(
+            store.clone(),
+            settings.clone(),
+            metrics.clone(),
+        )?);
+        NotifierActor::new(notifier.clone()).start();
+        let consumers: Vec<Arc<dyn EventConsumer>> = vec![
+            Arc::new(BillingConsumer(billing.clone())),
+            Arc::new(WebhookConsumer(notifier.clone())),
+        ];
         let events = &settings.events;
+        let mut consumer_tasks = Vec::new();
         let bus: Arc<dyn EventBus> = match (events.bus, &events.amqp_url) {
             (BusKind::Rabbitmq, Some(url)) => {
+                for consumer in consumers {
+                    consumer_tasks.push(tokio::spawn(amqp::run_consumer(
+                        url.clone(),
+                        events.amqp_exchange.clone(),
+                        consumer,
+                        events.delivery_limit,
+                    )));
+                }
                 Arc::new(AmqpBus::new(url.clone(), events.amqp_exchange.clone()))
             }
-            _ => Arc::new(LocalBus::new(Vec::new())),
+            _ => Arc::new(LocalBus::new(consumers)),
         };
         tracing::info!(bus = bus.name(), "event bus");
-        let (relay, relay_task) = outbox_relay::spawn(
+        let relay_task = outbox_relay::spawn(
             store.clone(),
             bus.clone(),
             Duration::from_millis(settings.events.relay_interval_ms),
             metrics.clone(),
+            relay.clone(),
         );
         let services = Arc::new(Services {
             settings: settings.clone(),
@@ -101,6 +138,9 @@ impl Application {
             registry: registry.clone(),
             metrics,
             relay,
+            billing,
+            notifier,
+            gateway,
         });
         let directory: Arc<dyn ChargerDirectory> = Arc::new(LocalDirectory::new(registry));
         let state = web::Data::new(ApiState {
@@ -142,6 +182,7 @@ impl Application {
         Ok(Application {
             bus,
             relay_task,
+            consumer_tasks,
             port,
             tls_port,
             server,
@@ -171,6 +212,7 @@ impl Application {
             writer_task,
             bus,
             relay_task,
+            consumer_tasks,
             ..
         } = self;
         let handle = server.handle();
@@ -188,6 +230,9 @@ impl Application {
         shutdown(&handle, &services, &*directory, &*bus, grace).await;
         drop(services);
         writer_task.abort();
+        for task in consumer_tasks {
+            task.abort();
+        }
         Ok(())
     }
 }

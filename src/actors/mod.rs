@@ -4,8 +4,10 @@
 //! Each actor is a thin shell: it decodes, asks `crate::domain`, and performs the effects.
 
 pub mod batch_writer;
+pub mod billing;
 pub mod charger;
 pub mod event_bus;
+pub mod notifier;
 pub mod outbox_relay;
 pub mod registry;
 pub mod session;
@@ -27,4 +29,7 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     /// Wakes the outbox relay after a change that wrote domain events.
     pub relay: outbox_relay::RelayKick,
+    pub billing: Addr<billing::BillingActor>,
+    pub notifier: Arc<notifier::Notifier>,
+    pub gateway: Arc<dyn crate::domain::ports::PaymentGateway>,
 }

@@ -27,15 +27,16 @@ impl RelayKick {
     }
 }
 
+/// Runs the relay until the task is aborted; `kick` wakes it.
 pub fn spawn(
     store: Arc<dyn Store>,
     bus: Arc<dyn EventBus>,
     poll: Duration,
     metrics: Arc<Metrics>,
-) -> (RelayKick, JoinHandle<()>) {
-    let kick = RelayKick::default();
-    let woken = kick.clone();
-    let task = tokio::spawn(async move {
+    kick: RelayKick,
+) -> JoinHandle<()> {
+    let woken = kick;
+    tokio::spawn(async move {
         let mut failures = 0u32;
         loop {
             let wait = if failures == 0 {
@@ -55,8 +56,7 @@ pub fn spawn(
                 }
             }
         }
-    });
-    (kick, task)
+    })
 }
 
 /// Publishes everything pending; returns how many events went out.

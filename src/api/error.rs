@@ -14,6 +14,9 @@ use crate::domain::ports::StoreError;
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
+    /// Well-formed, but refers to something that does not exist or cannot be used.
+    #[error("{0}")]
+    Unprocessable(String),
     /// An OCPP payload its schema rejects.
     #[error("{message}")]
     InvalidPayload {
@@ -60,6 +63,7 @@ impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
             ApiError::InvalidPayload { .. } => (StatusCode::BAD_REQUEST, "invalid_payload"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),

@@ -56,6 +56,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 "/chargers/{id}/ocpp/{action}",
                 web::post().to(rest::chargers::call),
             )
+            .route(
+                "/chargers/{id}/tariff",
+                web::put().to(rest::billing::charger_tariff),
+            )
             .route("/events", web::get().to(rest::events::list))
             .route("/id-tokens", web::get().to(rest::id_tokens::list))
             .route("/id-tokens/{id_token}", web::get().to(rest::id_tokens::get))
@@ -65,7 +69,34 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::delete().to(rest::id_tokens::delete),
             )
             .route("/sessions", web::get().to(rest::sessions::list))
-            .route("/sessions/{id}", web::get().to(rest::sessions::get)),
+            .route("/sessions/{id}", web::get().to(rest::sessions::get))
+            .route("/tariffs", web::get().to(rest::billing::tariffs))
+            .route("/tariffs", web::post().to(rest::billing::create_tariff))
+            .route("/tariffs/{id}", web::get().to(rest::billing::tariff))
+            .route(
+                "/operators/{id}/tariff",
+                web::put().to(rest::billing::operator_tariff),
+            )
+            .route("/users", web::post().to(rest::users::create))
+            .route("/users/{id}", web::get().to(rest::users::get))
+            .route("/users/{id}/plan", web::put().to(rest::billing::put_plan))
+            .route(
+                "/users/{id}/payment-methods",
+                web::get().to(rest::users::payment_methods),
+            )
+            .route(
+                "/users/{id}/payment-methods",
+                web::post().to(rest::users::add_payment_method),
+            )
+            .route("/invoices", web::get().to(rest::billing::invoices))
+            .route("/invoices/{id}", web::get().to(rest::billing::invoice))
+            .route("/webhooks", web::get().to(rest::webhooks::list))
+            .route("/webhooks", web::post().to(rest::webhooks::create))
+            .route("/webhooks/{id}", web::delete().to(rest::webhooks::delete))
+            .route(
+                "/webhooks/{id}/deliveries",
+                web::get().to(rest::webhooks::deliveries),
+            ),
     )
     .default_service(web::to(not_found));
 }

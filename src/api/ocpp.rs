@@ -190,6 +190,7 @@ async fn authenticate(
                     security_profile: SecurityProfile::NONE,
                     registration_status: RegistrationStatus::Accepted,
                     description: Some("auto-registered on first connection".into()),
+                    operator_id: None,
                 };
                 // Never overwrite a registration an operator made in the meantime.
                 if services.store.insert_registration(&registration).await? {

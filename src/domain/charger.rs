@@ -103,6 +103,8 @@ pub struct ChargerRegistration {
     pub security_profile: SecurityProfile,
     pub registration_status: RegistrationStatus,
     pub description: Option<String>,
+    /// The charge point operator it belongs to (for operator tariffs).
+    pub operator_id: Option<String>,
 }
 
 /// A registered charger with what it last reported.

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::billing::{Invoice, Payment, PaymentStatus};
 use super::session::Session;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -15,15 +16,27 @@ use super::session::Session;
 pub enum EventType {
     SessionStarted,
     SessionEnded,
+    InvoiceGenerated,
+    PaymentCompleted,
+    PaymentFailed,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 2] = [EventType::SessionStarted, EventType::SessionEnded];
+    pub const ALL: [EventType; 5] = [
+        EventType::SessionStarted,
+        EventType::SessionEnded,
+        EventType::InvoiceGenerated,
+        EventType::PaymentCompleted,
+        EventType::PaymentFailed,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             EventType::SessionStarted => "SESSION_STARTED",
             EventType::SessionEnded => "SESSION_ENDED",
+            EventType::InvoiceGenerated => "INVOICE_GENERATED",
+            EventType::PaymentCompleted => "PAYMENT_COMPLETED",
+            EventType::PaymentFailed => "PAYMENT_FAILED",
         }
     }
 
@@ -36,6 +49,9 @@ impl EventType {
         match self {
             EventType::SessionStarted => "session.started",
             EventType::SessionEnded => "session.ended",
+            EventType::InvoiceGenerated => "invoice.generated",
+            EventType::PaymentCompleted => "payment.completed",
+            EventType::PaymentFailed => "payment.failed",
         }
     }
 
@@ -65,16 +81,65 @@ pub struct DomainEvent {
 }
 
 impl DomainEvent {
-    fn about_session(event_type: EventType, session: &Session, occurred_at: DateTime<Utc>) -> Self {
+    /// A new event about `aggregate_id` with `payload` (a type that always serializes).
+    pub fn new(
+        event_type: EventType,
+        aggregate_id: String,
+        occurred_at: DateTime<Utc>,
+        payload: &impl Serialize,
+    ) -> Self {
         DomainEvent {
             id: Uuid::new_v4(),
             event_type,
             version: event_type.version(),
             occurred_at,
-            aggregate_id: session.session_id.to_string(),
-            payload: serde_json::to_value(session)
-                .expect("a Session always serializes to JSON; qed"),
+            aggregate_id,
+            payload: serde_json::to_value(payload)
+                .expect("domain records always serialize to JSON; qed"),
         }
+    }
+
+    fn about_session(event_type: EventType, session: &Session, occurred_at: DateTime<Utc>) -> Self {
+        Self::new(
+            event_type,
+            session.session_id.to_string(),
+            occurred_at,
+            session,
+        )
+    }
+
+    /// An invoice was issued (its id is the aggregate id).
+    pub fn invoice_generated(invoice: &Invoice) -> Self {
+        Self::new(
+            EventType::InvoiceGenerated,
+            invoice.invoice_id.to_string(),
+            invoice.issued_at,
+            invoice,
+        )
+    }
+
+    /// A payment went through, or failed (`will_retry` says whether it is tried again).
+    pub fn payment_outcome(payment: &Payment, will_retry: bool) -> Self {
+        #[derive(Serialize)]
+        struct Outcome<'a> {
+            #[serde(flatten)]
+            payment: &'a Payment,
+            will_retry: bool,
+        }
+        let event_type = if payment.status == PaymentStatus::Completed {
+            EventType::PaymentCompleted
+        } else {
+            EventType::PaymentFailed
+        };
+        Self::new(
+            event_type,
+            payment.invoice_id.to_string(),
+            payment.updated_at,
+            &Outcome {
+                payment,
+                will_retry,
+            },
+        )
     }
 
     pub fn session_started(session: &Session) -> Self {

@@ -2,6 +2,7 @@
 //! requests chargers make (whatever their OCPP version) and the ports persistence
 //! implements. Pure types and rules: no I/O, no async runtime, no web or database crates.
 
+pub mod billing;
 pub mod charger;
 pub mod events;
 pub mod ids;
@@ -12,6 +13,7 @@ pub mod session;
 pub mod tariff;
 pub mod token;
 pub mod user;
+pub mod webhook;
 
 pub use charger::*;
 pub use events::*;

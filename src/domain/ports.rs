@@ -4,13 +4,19 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::billing::{
+    CardDetails, GatewayError, Invoice, NewInvoice, Payment, PaymentMethod, TariffCandidates,
+    TariffRecord, TariffScope,
+};
 use super::charger::{BootInfo, ChargerRecord, ChargerRegistration, ConnectorState};
 use super::events::{DomainEvent, EventType, StoredEvent};
 use super::ids::{ChargerId, IdToken, SessionId, TransactionId};
+use super::money::Money;
 use super::requests::ReportedVariable;
 use super::session::{MeterSample, NewSession, Session, SessionFilter};
 use super::token::IdTokenRecord;
 use super::user::{Email, User};
+use super::webhook::{Webhook, WebhookDelivery};
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +151,7 @@ pub trait UserStore: Send + Sync {
     /// Fails with [`StoreError::Conflict`] when the e-mail address is taken.
     async fn create_user(&self, user: &User) -> StoreResult<()>;
     async fn user_by_email(&self, email: &Email) -> StoreResult<Option<User>>;
+    async fn user(&self, id: Uuid) -> StoreResult<Option<User>>;
     async fn admin_exists(&self) -> StoreResult<bool>;
 }
 
@@ -189,9 +196,151 @@ pub trait EventConsumer: Send + Sync {
     async fn handle(&self, event: &DomainEvent) -> Result<(), BusError>;
 }
 
+/// A consumer's receipt for an event: stored in the same transaction as the effect, so
+/// that an event delivered twice has its effect once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt<'a> {
+    pub consumer: &'a str,
+    pub event_id: Uuid,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InvoiceFilter {
+    pub user_id: Option<Uuid>,
+    pub session_id: Option<SessionId>,
+    pub limit: u32,
+}
+
+#[async_trait]
+pub trait BillingStore: Send + Sync {
+    /// Fails with [`StoreError::Conflict`] when the name is taken. A default tariff
+    /// replaces the previous default.
+    async fn create_tariff(&self, tariff: &TariffRecord) -> StoreResult<()>;
+    async fn tariffs(&self) -> StoreResult<Vec<TariffRecord>>;
+    async fn tariff(&self, id: Uuid) -> StoreResult<Option<TariffRecord>>;
+    /// Sets (or with `None` removes) the tariff of a charger or operator.
+    async fn set_tariff_override(
+        &self,
+        scope: &TariffScope,
+        tariff: Option<Uuid>,
+    ) -> StoreResult<()>;
+    /// The tariffs that could apply to a session at `charger` paid by `user`.
+    async fn tariff_candidates(
+        &self,
+        charger: &ChargerId,
+        user: Option<Uuid>,
+    ) -> StoreResult<TariffCandidates>;
+    /// Puts a user on a plan (or, with `None`, off it); NotFound without such a user.
+    async fn set_plan(
+        &self,
+        user: Uuid,
+        tariff: Option<Uuid>,
+        since: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Users on a plan, with the plan and since when.
+    async fn plans(&self) -> StoreResult<Vec<(Uuid, TariffRecord, DateTime<Utc>)>>;
+    async fn add_payment_method(&self, method: &PaymentMethod) -> StoreResult<()>;
+    /// A user's payment methods, newest (the one charged) first.
+    async fn payment_methods(&self, user: Uuid) -> StoreResult<Vec<PaymentMethod>>;
+    /// The user a token belongs to.
+    async fn token_owner(&self, token: &IdToken) -> StoreResult<Option<Uuid>>;
+    /// Energy on a user's session invoices under `tariff` issued since `since` (fair use).
+    async fn invoiced_energy_wh(
+        &self,
+        user: Uuid,
+        tariff: Uuid,
+        since: DateTime<Utc>,
+    ) -> StoreResult<i64>;
+    /// Stores the invoice with the next number of its year and its INVOICE_GENERATED
+    /// event, with `receipt` when given, in one transaction. `None` when the receipt was
+    /// already there, or the session or subscription month is already invoiced.
+    async fn issue_invoice(
+        &self,
+        receipt: Option<Receipt<'_>>,
+        invoice: &NewInvoice,
+    ) -> StoreResult<Option<Invoice>>;
+    /// Records a receipt for an event that had no effect; false when it was there.
+    async fn mark_processed(&self, receipt: Receipt<'_>) -> StoreResult<bool>;
+    async fn invoice(&self, id: Uuid) -> StoreResult<Option<Invoice>>;
+    /// Newest first.
+    async fn invoices(&self, filter: &InvoiceFilter) -> StoreResult<Vec<Invoice>>;
+    /// Stores a new pending payment with `receipt`; false when the receipt or a payment
+    /// of that invoice was already there.
+    async fn open_payment(&self, receipt: Receipt<'_>, payment: &Payment) -> StoreResult<bool>;
+    async fn payment_of_invoice(&self, invoice: Uuid) -> StoreResult<Option<Payment>>;
+    /// Takes a due pending payment for one attempt: pushes its next attempt to
+    /// `lease_until` so that no other replica takes it meanwhile.
+    async fn claim_payment(
+        &self,
+        payment: Uuid,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<Option<Payment>>;
+    /// Pending payments due at `now`, oldest first.
+    async fn due_payments(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Uuid>>;
+    /// Stores an attempt's outcome (and the invoice's status), with its event, unless
+    /// another attempt was stored since this one began (`attempts_before` changed).
+    async fn record_payment_attempt(
+        &self,
+        payment: &Payment,
+        attempts_before: u32,
+        event: Option<&DomainEvent>,
+    ) -> StoreResult<bool>;
+}
+
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    async fn create_webhook(&self, webhook: &Webhook) -> StoreResult<()>;
+    async fn webhooks(&self) -> StoreResult<Vec<Webhook>>;
+    async fn delete_webhook(&self, id: Uuid) -> StoreResult<bool>;
+    /// Queues one delivery of `event` per webhook that wants it, with `receipt`, in one
+    /// transaction; returns how many (none when the receipt was there).
+    async fn queue_deliveries(
+        &self,
+        receipt: Receipt<'_>,
+        event: &DomainEvent,
+    ) -> StoreResult<usize>;
+    /// Pending deliveries due at `now`, oldest first.
+    async fn due_deliveries(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Uuid>>;
+    /// Takes a due delivery for one attempt (as [`BillingStore::claim_payment`]).
+    async fn claim_delivery(
+        &self,
+        delivery: Uuid,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<Option<(WebhookDelivery, Webhook)>>;
+    async fn record_delivery_attempt(&self, delivery: &WebhookDelivery) -> StoreResult<()>;
+    /// A webhook's delivery log, newest first.
+    async fn deliveries(&self, webhook: Uuid, limit: u32) -> StoreResult<Vec<WebhookDelivery>>;
+}
+
+/// One charge a gateway is asked to make.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChargeRequest {
+    /// The same key for every attempt at the same payment: a gateway makes the charge
+    /// at most once per key.
+    pub idempotency_key: Uuid,
+    pub gateway_token: String,
+    pub amount: Money,
+    pub description: String,
+}
+
+/// A card payment processor. Card numbers and CVCs never reach us: the app hands the
+/// card to the gateway and gives us the gateway's token.
+#[async_trait]
+pub trait PaymentGateway: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// What the token stands for (brand, last digits, expiry), or why it is unusable.
+    async fn card(&self, gateway_token: &str) -> Result<CardDetails, GatewayError>;
+    /// Charges the card; returns the gateway's charge id.
+    async fn charge(&self, request: &ChargeRequest) -> Result<String, GatewayError>;
+}
+
 /// The whole of what the service persists.
 #[async_trait]
-pub trait Store: ChargerStore + IdTokenStore + SessionStore + UserStore + EventStore {
+pub trait Store:
+    ChargerStore + IdTokenStore + SessionStore + UserStore + EventStore + BillingStore + WebhookStore
+{
     /// Cheap round trip proving the backend answers.
     async fn ping(&self) -> StoreResult<()>;
     /// The value stored under `name`, storing `candidate` first if there is none

@@ -157,15 +157,6 @@ impl Tariff {
     }
 }
 
-/// The tariff that applies: a charger's own, else its operator's, else the driver's plan.
-pub fn applicable<'a>(
-    charger: Option<&'a Tariff>,
-    operator: Option<&'a Tariff>,
-    plan: &'a Tariff,
-) -> &'a Tariff {
-    charger.or(operator).unwrap_or(plan)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,15 +260,12 @@ mod tests {
     }
 
     #[test]
-    fn the_subscription_is_billed_monthly_and_overrides_win() {
+    fn the_subscription_is_billed_monthly() {
         let month = flat().monthly_charge().unwrap();
         assert_eq!(
             (month.net.amount, month.vat.amount, month.gross.amount),
             (4900, 931, 5831)
         );
         assert!(payg().monthly_charge().is_none());
-        let (plan, site) = (flat(), payg());
-        assert_eq!(applicable(Some(&site), None, &plan).name, "PAYG");
-        assert_eq!(applicable(None, None, &plan).name, "Flat 49");
     }
 }

@@ -127,6 +127,8 @@ pub struct IdTokenRecord {
     pub expiry_date: Option<DateTime<Utc>>,
     /// The parent id tag (1.6) / group id token (2.0.1).
     pub group_id: Option<IdToken>,
+    /// The driver it belongs to (who pays for its sessions).
+    pub user_id: Option<uuid::Uuid>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -188,6 +190,7 @@ mod tests {
             token_type: TokenType::Iso14443,
             expiry_date: expiry,
             group_id: Some(IdToken::parse("FLEET").unwrap()),
+            user_id: None,
             updated_at: Utc::now(),
         }
     }

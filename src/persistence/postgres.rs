@@ -10,6 +10,7 @@ const BACKEND: &str = "postgres";
 const BEGIN_WRITE: &str = "BEGIN";
 
 include!("sql_store.rs");
+include!("sql_billing.rs");
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 

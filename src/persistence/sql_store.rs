@@ -62,6 +62,7 @@ fn charger_from_row(row: &DbRow) -> StoreResult<ChargerRecord> {
             security_profile: SecurityProfile::parse(profile).map_err(|_| corrupt("security profile", &profile.to_string()))?,
             registration_status: RegistrationStatus::parse(&status).ok_or_else(|| corrupt("registration status", &status))?,
             description: row.try_get("description").map_err(backend)?,
+            operator_id: row.try_get("operator_id").map_err(backend)?,
         },
         boot: boot.map(|b| b.0),
         ocpp_version: row.try_get("ocpp_version").map_err(backend)?,
@@ -96,6 +97,7 @@ fn token_from_row(row: &DbRow) -> StoreResult<IdTokenRecord> {
         token_type: TokenType::parse(&token_type).ok_or_else(|| corrupt("token type", &token_type))?,
         expiry_date: row.try_get("expiry_date").map_err(backend)?,
         group_id: group.map(|g| IdToken::parse(g.clone()).map_err(|_| corrupt("group id", &g))).transpose()?,
+        user_id: row.try_get("user_id").map_err(backend)?,
         updated_at: row.try_get("updated_at").map_err(backend)?,
     })
 }
@@ -271,8 +273,8 @@ impl ChargerStore for SqlStore {
 
     async fn insert_registration(&self, r: &ChargerRegistration) -> StoreResult<bool> {
         let done = sqlx::query(
-            "INSERT INTO charger (charger_id, password_hash, security_profile, registration_status, description, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (charger_id) DO NOTHING",
+            "INSERT INTO charger (charger_id, password_hash, security_profile, registration_status, description, created_at, operator_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (charger_id) DO NOTHING",
         )
         .bind(r.charger_id.as_str())
         .bind(r.password_hash.as_deref())
@@ -280,6 +282,7 @@ impl ChargerStore for SqlStore {
         .bind(r.registration_status.as_str())
         .bind(r.description.as_deref())
         .bind(Utc::now())
+        .bind(r.operator_id.as_deref())
         .execute(&self.pool)
         .await
         .map_err(backend)?;
@@ -295,11 +298,11 @@ impl ChargerStore for SqlStore {
             .map_err(backend)?
             .is_some();
         sqlx::query(
-            "INSERT INTO charger (charger_id, password_hash, security_profile, registration_status, description, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
+            "INSERT INTO charger (charger_id, password_hash, security_profile, registration_status, description, created_at, operator_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (charger_id) DO UPDATE SET password_hash = excluded.password_hash, \
                security_profile = excluded.security_profile, registration_status = excluded.registration_status, \
-               description = excluded.description",
+               description = excluded.description, operator_id = excluded.operator_id",
         )
         .bind(r.charger_id.as_str())
         .bind(r.password_hash.as_deref())
@@ -307,6 +310,7 @@ impl ChargerStore for SqlStore {
         .bind(r.registration_status.as_str())
         .bind(r.description.as_deref())
         .bind(Utc::now())
+        .bind(r.operator_id.as_deref())
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
@@ -406,11 +410,11 @@ impl IdTokenStore for SqlStore {
             .map_err(backend)?
             .is_some();
         sqlx::query(
-            "INSERT INTO id_token (id_token_key, id_token, status, token_type, expiry_date, group_id, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+            "INSERT INTO id_token (id_token_key, id_token, status, token_type, expiry_date, group_id, updated_at, user_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (id_token_key) DO UPDATE SET id_token = excluded.id_token, status = excluded.status, \
                token_type = excluded.token_type, expiry_date = excluded.expiry_date, group_id = excluded.group_id, \
-               updated_at = excluded.updated_at",
+               updated_at = excluded.updated_at, user_id = excluded.user_id",
         )
         .bind(r.id_token.key())
         .bind(r.id_token.as_str())
@@ -419,6 +423,7 @@ impl IdTokenStore for SqlStore {
         .bind(r.expiry_date)
         .bind(r.group_id.as_ref().map(IdToken::as_str))
         .bind(r.updated_at)
+        .bind(r.user_id)
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
@@ -688,23 +693,25 @@ impl UserStore for SqlStore {
     }
 
     async fn user_by_email(&self, email: &Email) -> StoreResult<Option<User>> {
-        let Some(row) = sqlx::query("SELECT * FROM app_user WHERE email = $1")
+        sqlx::query("SELECT * FROM app_user WHERE email = $1")
             .bind(email.as_str())
             .fetch_optional(&self.pool)
             .await
             .map_err(backend)?
-        else {
-            return Ok(None);
-        };
-        let role: String = row.try_get("role").map_err(backend)?;
-        let email: String = row.try_get("email").map_err(backend)?;
-        Ok(Some(User {
-            user_id: row.try_get("user_id").map_err(backend)?,
-            email: Email::parse(&email).map_err(|_| corrupt("e-mail", &email))?,
-            password_hash: row.try_get("password_hash").map_err(backend)?,
-            role: Role::parse(&role).ok_or_else(|| corrupt("role", &role))?,
-            created_at: row.try_get("created_at").map_err(backend)?,
-        }))
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn user(&self, id: uuid::Uuid) -> StoreResult<Option<User>> {
+        sqlx::query("SELECT * FROM app_user WHERE user_id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
     }
 
     async fn admin_exists(&self) -> StoreResult<bool> {
@@ -714,6 +721,18 @@ impl UserStore for SqlStore {
             .map_err(backend)?
             .is_some())
     }
+}
+
+fn user_from_row(row: &DbRow) -> StoreResult<User> {
+    let role: String = row.try_get("role").map_err(backend)?;
+    let email: String = row.try_get("email").map_err(backend)?;
+    Ok(User {
+        user_id: row.try_get("user_id").map_err(backend)?,
+        email: Email::parse(&email).map_err(|_| corrupt("e-mail", &email))?,
+        password_hash: row.try_get("password_hash").map_err(backend)?,
+        role: Role::parse(&role).ok_or_else(|| corrupt("role", &role))?,
+        created_at: row.try_get("created_at").map_err(backend)?,
+    })
 }
 
 #[async_trait]

@@ -17,6 +17,7 @@ const BACKEND: &str = "sqlite";
 const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 
 include!("sql_store.rs");
+include!("sql_billing.rs");
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 

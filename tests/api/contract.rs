@@ -6,7 +6,13 @@
 use std::sync::Arc;
 
 use chrono::{Duration, DurationRound, Utc};
-use jucr::domain::ports::{SessionProgress, SessionSample, Store, StoreError, WriteBatch};
+use jucr::domain::billing::*;
+use jucr::domain::money::Currency;
+use jucr::domain::ports::{
+    InvoiceFilter, Receipt, SessionProgress, SessionSample, Store, StoreError, WriteBatch,
+};
+use jucr::domain::tariff::{Tariff, TariffKind};
+use jucr::domain::webhook::{DeliveryStatus, Webhook};
 use jucr::domain::*;
 
 use crate::helpers::TestDatabase;
@@ -64,6 +70,10 @@ contract!(
     users_are_unique_by_email,
     secrets_keep_their_first_value,
     session_changes_write_their_events_to_the_outbox,
+    invoices_are_numbered_without_gaps_and_issued_once,
+    payments_are_opened_once_claimed_by_one_and_recorded_with_their_event,
+    tariffs_resolve_charger_then_operator_then_plan_then_default,
+    webhook_deliveries_are_queued_once_per_event_and_logged,
 );
 
 /// Times as the stores return them (microsecond precision).
@@ -88,6 +98,7 @@ fn registration(id: &str) -> ChargerRegistration {
         security_profile: SecurityProfile::BASIC,
         registration_status: RegistrationStatus::Accepted,
         description: Some("bay 1".into()),
+        operator_id: Some("cpo-1".into()),
     }
 }
 
@@ -193,6 +204,7 @@ async fn id_tokens_are_stored_case_insensitively(s: &dyn Store) {
         token_type: TokenType::Iso14443,
         expiry_date: Some(now() + Duration::days(30)),
         group_id: Some(token("FLEET")),
+        user_id: None,
         updated_at: now(),
     };
     assert!(s.put_id_token(&record).await.unwrap());
@@ -472,4 +484,461 @@ async fn session_changes_write_their_events_to_the_outbox(s: &dyn Store) {
             .len(),
         1
     );
+}
+
+async fn a_user(s: &dyn Store, email: &str) -> uuid::Uuid {
+    let user = User {
+        user_id: uuid::Uuid::new_v4(),
+        email: Email::parse(email).unwrap(),
+        password_hash: "$argon2id$x".into(),
+        role: Role::Driver,
+        created_at: now(),
+    };
+    s.create_user(&user).await.unwrap();
+    user.user_id
+}
+
+fn payg(name: &str, is_default: bool) -> TariffRecord {
+    TariffRecord {
+        tariff_id: uuid::Uuid::new_v4(),
+        tariff: Tariff {
+            name: name.into(),
+            currency: Currency::EUR,
+            vat_basis_points: 1900,
+            kind: TariffKind::PayAsYouGo {
+                price_per_kwh_milli: 59_500,
+                session_fee: 50,
+                idle_fee_per_minute: 10,
+                idle_grace_minutes: 30,
+            },
+        },
+        is_default,
+        created_at: now(),
+    }
+}
+
+fn session_invoice(
+    user: uuid::Uuid,
+    tariff: &TariffRecord,
+    session: Option<SessionId>,
+) -> NewInvoice {
+    let charge = tariff
+        .tariff
+        .session_charge(&jucr::domain::tariff::SessionUsage {
+            energy_wh: 12_345,
+            idle_minutes: 0,
+            month_energy_before_wh: 0,
+        });
+    NewInvoice {
+        invoice_id: uuid::Uuid::new_v4(),
+        user_id: user,
+        kind: InvoiceKind::Session,
+        session_id: session,
+        period: None,
+        tariff_id: tariff.tariff_id,
+        tariff_name: tariff.tariff.name.clone(),
+        energy_wh: 12_345,
+        charge,
+        issued_at: now(),
+    }
+}
+
+fn receipt(event_id: uuid::Uuid) -> Receipt<'static> {
+    Receipt {
+        consumer: "billing",
+        event_id,
+    }
+}
+
+async fn invoices_are_numbered_without_gaps_and_issued_once(s: &dyn Store) {
+    let user = a_user(s, "driver@example.org").await;
+    let tariff = payg("PAYG", true);
+    s.create_tariff(&tariff).await.unwrap();
+    let first = s
+        .start_session(&new_session("CP-1", 1, "T1"))
+        .await
+        .unwrap();
+    let event = uuid::Uuid::new_v4();
+    let issued = s
+        .issue_invoice(
+            Some(receipt(event)),
+            &session_invoice(user, &tariff, Some(first.session_id)),
+        )
+        .await
+        .unwrap()
+        .expect("a new invoice");
+    let year = issued.issued_at.format("%Y").to_string();
+    assert_eq!(issued.invoice_number, format!("{year}-000001"));
+    assert_eq!(issued.charge.gross.amount, 934, "7.35 + 0.50 fee, 19 % VAT 1.49");
+    assert_eq!(issued.status, InvoiceStatus::Open);
+    // The same event again, or another event about the same session: nothing new.
+    let again = session_invoice(user, &tariff, Some(first.session_id));
+    assert_eq!(
+        s.issue_invoice(Some(receipt(event)), &again).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.issue_invoice(Some(receipt(uuid::Uuid::new_v4())), &again)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Concurrent invoices take consecutive numbers, none lost to the refusals above.
+    let mut sessions = Vec::new();
+    for connector in 2..=9 {
+        sessions.push(
+            s.start_session(&new_session("CP-1", connector, "T1"))
+                .await
+                .unwrap(),
+        );
+    }
+    let issues = sessions.iter().map(|session| {
+        let invoice = session_invoice(user, &tariff, Some(session.session_id));
+        async move {
+            s.issue_invoice(Some(receipt(uuid::Uuid::new_v4())), &invoice)
+                .await
+        }
+    });
+    let mut numbers: Vec<String> = futures_util::future::join_all(issues)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().unwrap().invoice_number)
+        .collect();
+    numbers.sort();
+    let expected: Vec<String> = (2..=9).map(|n| format!("{year}-{n:06}")).collect();
+    assert_eq!(numbers, expected);
+
+    // One subscription invoice per month.
+    let month = NewInvoice {
+        kind: InvoiceKind::Subscription,
+        session_id: None,
+        period: Some("2026-11".into()),
+        ..session_invoice(user, &tariff, None)
+    };
+    assert!(s.issue_invoice(None, &month).await.unwrap().is_some());
+    let twice = NewInvoice {
+        invoice_id: uuid::Uuid::new_v4(),
+        ..month
+    };
+    assert_eq!(s.issue_invoice(None, &twice).await.unwrap(), None);
+
+    let all = s
+        .invoices(&InvoiceFilter {
+            user_id: Some(user),
+            session_id: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 10);
+    let of_first = s
+        .invoices(&InvoiceFilter {
+            user_id: None,
+            session_id: Some(first.session_id),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(of_first, vec![issued.clone()]);
+    assert_eq!(
+        s.invoice(issued.invoice_id).await.unwrap(),
+        Some(issued.clone())
+    );
+    assert_eq!(
+        s.invoiced_energy_wh(user, tariff.tariff_id, now() - Duration::days(1))
+            .await
+            .unwrap(),
+        9 * 12_345,
+        "session invoices only"
+    );
+    let generated = s
+        .recent_events(Some(EventType::InvoiceGenerated), 100)
+        .await
+        .unwrap();
+    assert_eq!(generated.len(), 10, "one INVOICE_GENERATED per invoice");
+    assert!(
+        !s.mark_processed(receipt(event)).await.unwrap(),
+        "the receipt is stored with the invoice"
+    );
+}
+
+async fn payments_are_opened_once_claimed_by_one_and_recorded_with_their_event(s: &dyn Store) {
+    let user = a_user(s, "payer@example.org").await;
+    let tariff = payg("PAYG", false);
+    s.create_tariff(&tariff).await.unwrap();
+    let invoice = s
+        .issue_invoice(None, &session_invoice(user, &tariff, None))
+        .await
+        .unwrap()
+        .unwrap();
+    let at = now();
+    let payment = Payment {
+        payment_id: uuid::Uuid::new_v4(),
+        invoice_id: invoice.invoice_id,
+        user_id: user,
+        amount: invoice.charge.gross,
+        status: PaymentStatus::Pending,
+        attempts: 0,
+        declines: 0,
+        next_attempt_at: Some(at),
+        last_error: None,
+        gateway_charge_id: None,
+        created_at: at,
+        updated_at: at,
+    };
+    let event = uuid::Uuid::new_v4();
+    assert!(s.open_payment(receipt(event), &payment).await.unwrap());
+    assert!(
+        !s.open_payment(receipt(event), &payment).await.unwrap(),
+        "same event"
+    );
+    let other = Payment {
+        payment_id: uuid::Uuid::new_v4(),
+        ..payment.clone()
+    };
+    assert!(
+        !s.open_payment(receipt(uuid::Uuid::new_v4()), &other)
+            .await
+            .unwrap(),
+        "one payment per invoice"
+    );
+    assert_eq!(
+        s.due_payments(at, 10).await.unwrap(),
+        vec![payment.payment_id]
+    );
+
+    let lease = at + Duration::seconds(60);
+    let claimed = s
+        .claim_payment(payment.payment_id, at, lease)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.next_attempt_at, Some(lease));
+    assert_eq!(
+        s.claim_payment(payment.payment_id, at, lease)
+            .await
+            .unwrap(),
+        None,
+        "leased"
+    );
+    assert!(s.due_payments(at, 10).await.unwrap().is_empty());
+
+    let paid = Payment {
+        status: PaymentStatus::Completed,
+        attempts: 1,
+        next_attempt_at: None,
+        gateway_charge_id: Some("ch_1".into()),
+        updated_at: now(),
+        ..claimed.clone()
+    };
+    let completed = DomainEvent::payment_outcome(&paid, false);
+    assert!(
+        s.record_payment_attempt(&paid, 0, Some(&completed))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.record_payment_attempt(&paid, 0, Some(&completed))
+            .await
+            .unwrap(),
+        "a stale attempt is not stored twice"
+    );
+    assert_eq!(
+        s.payment_of_invoice(invoice.invoice_id).await.unwrap(),
+        Some(paid)
+    );
+    assert_eq!(
+        s.invoice(invoice.invoice_id).await.unwrap().unwrap().status,
+        InvoiceStatus::Paid
+    );
+    let events = s
+        .recent_events(Some(EventType::PaymentCompleted), 10)
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event.aggregate_id, invoice.invoice_id.to_string());
+    assert_eq!(events[0].event.payload["will_retry"], false);
+}
+
+async fn tariffs_resolve_charger_then_operator_then_plan_then_default(s: &dyn Store) {
+    let user = a_user(s, "plan@example.org").await;
+    let (default, plan, cpo, site) = (
+        payg("Default", true),
+        payg("Plan", false),
+        payg("CPO", false),
+        payg("Site", false),
+    );
+    for t in [&default, &plan, &cpo, &site] {
+        s.create_tariff(t).await.unwrap();
+    }
+    assert!(matches!(
+        s.create_tariff(&payg("Plan", false)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    s.save_registration(&registration("CP-1")).await.unwrap();
+    let id = charger("CP-1");
+    let name = |c: TariffCandidates| c.applicable().map(|t| t.tariff.name);
+    assert_eq!(
+        name(s.tariff_candidates(&id, Some(user)).await.unwrap()),
+        Some("Default".into())
+    );
+    s.set_plan(user, Some(plan.tariff_id), now()).await.unwrap();
+    assert_eq!(
+        name(s.tariff_candidates(&id, Some(user)).await.unwrap()),
+        Some("Plan".into())
+    );
+    assert_eq!(
+        name(s.tariff_candidates(&id, None).await.unwrap()),
+        Some("Default".into())
+    );
+    s.set_tariff_override(&TariffScope::Operator("cpo-1".into()), Some(cpo.tariff_id))
+        .await
+        .unwrap();
+    assert_eq!(
+        name(s.tariff_candidates(&id, Some(user)).await.unwrap()),
+        Some("CPO".into())
+    );
+    s.set_tariff_override(&TariffScope::Charger(id.clone()), Some(site.tariff_id))
+        .await
+        .unwrap();
+    assert_eq!(
+        name(s.tariff_candidates(&id, Some(user)).await.unwrap()),
+        Some("Site".into())
+    );
+    s.set_tariff_override(&TariffScope::Charger(id.clone()), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        name(s.tariff_candidates(&id, Some(user)).await.unwrap()),
+        Some("CPO".into())
+    );
+
+    let plans = s.plans().await.unwrap();
+    assert_eq!(plans.len(), 1);
+    assert_eq!((plans[0].0, plans[0].1.tariff_id), (user, plan.tariff_id));
+    assert!(matches!(
+        s.set_plan(uuid::Uuid::new_v4(), Some(plan.tariff_id), now())
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    let newer = payg("Newer default", true);
+    s.create_tariff(&newer).await.unwrap();
+    let defaults: Vec<_> = s
+        .tariffs()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.is_default)
+        .collect();
+    assert_eq!(defaults.len(), 1, "one default at a time");
+    assert_eq!(s.tariff(newer.tariff_id).await.unwrap(), Some(newer));
+
+    // Cards are kept as gateway tokens, newest first.
+    for (token, last4) in [("tok_visa", "4242"), ("tok_mastercard", "4444")] {
+        s.add_payment_method(&PaymentMethod {
+            payment_method_id: uuid::Uuid::new_v4(),
+            user_id: user,
+            gateway: "sandbox".into(),
+            gateway_token: token.into(),
+            card: CardDetails {
+                brand: "visa".into(),
+                last4: last4.into(),
+                exp_month: 12,
+                exp_year: 2034,
+            },
+            created_at: now(),
+        })
+        .await
+        .unwrap();
+    }
+    let methods = s.payment_methods(user).await.unwrap();
+    assert_eq!(methods[0].gateway_token, "tok_mastercard");
+    s.put_id_token(&IdTokenRecord {
+        id_token: token("CARD-1"),
+        status: AuthorizationStatus::Accepted,
+        token_type: TokenType::Iso14443,
+        expiry_date: None,
+        group_id: None,
+        user_id: Some(user),
+        updated_at: now(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.token_owner(&token("card-1")).await.unwrap(), Some(user));
+    assert_eq!(s.token_owner(&token("nobody")).await.unwrap(), None);
+}
+
+async fn webhook_deliveries_are_queued_once_per_event_and_logged(s: &dyn Store) {
+    let hook = Webhook {
+        webhook_id: uuid::Uuid::new_v4(),
+        url: "http://127.0.0.1:9/hook".into(),
+        secret: "whsec_x".into(),
+        event_types: vec![EventType::InvoiceGenerated],
+        created_at: now(),
+    };
+    s.create_webhook(&hook).await.unwrap();
+    let event = DomainEvent {
+        id: uuid::Uuid::new_v4(),
+        event_type: EventType::InvoiceGenerated,
+        version: 1,
+        occurred_at: now(),
+        aggregate_id: "i-1".into(),
+        payload: serde_json::json!({"gross": {"amount": 1, "currency": "EUR"}}),
+    };
+    let webhooks = |id| Receipt {
+        consumer: "webhooks",
+        event_id: id,
+    };
+    assert_eq!(
+        s.queue_deliveries(webhooks(event.id), &event)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.queue_deliveries(webhooks(event.id), &event)
+            .await
+            .unwrap(),
+        0
+    );
+    let unwanted = DomainEvent {
+        id: uuid::Uuid::new_v4(),
+        event_type: EventType::SessionStarted,
+        ..event.clone()
+    };
+    assert_eq!(
+        s.queue_deliveries(webhooks(unwanted.id), &unwanted)
+            .await
+            .unwrap(),
+        0
+    );
+
+    let at = now();
+    let due = s.due_deliveries(at, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    let (mut delivery, claimed_hook) = s
+        .claim_delivery(due[0], at, at + Duration::seconds(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed_hook.secret, "whsec_x");
+    assert_eq!(delivery.body["id"], event.id.to_string());
+    assert!(
+        s.claim_delivery(due[0], at, at).await.unwrap().is_none(),
+        "leased"
+    );
+    delivery.attempts = 1;
+    delivery.status = DeliveryStatus::Delivered;
+    delivery.last_status_code = Some(204);
+    delivery.delivered_at = Some(now());
+    delivery.next_attempt_at = None;
+    s.record_delivery_attempt(&delivery).await.unwrap();
+    assert_eq!(
+        s.deliveries(hook.webhook_id, 10).await.unwrap(),
+        vec![delivery]
+    );
+    assert_eq!(s.webhooks().await.unwrap().len(), 1);
+    assert!(s.delete_webhook(hook.webhook_id).await.unwrap());
+    assert!(s.deliveries(hook.webhook_id, 10).await.unwrap().is_empty());
 }

@@ -22,6 +22,7 @@ use crate::security;
 pub struct ChargerView {
     charger_id: ChargerId,
     description: Option<String>,
+    operator_id: Option<String>,
     registration_status: RegistrationStatus,
     security_profile: u8,
     online: bool,
@@ -45,6 +46,7 @@ impl ChargerView {
         ChargerView {
             charger_id: r.charger_id,
             description: r.description,
+            operator_id: r.operator_id,
             registration_status: r.registration_status,
             security_profile: r.security_profile.number(),
             online: live.is_some(),
@@ -127,6 +129,8 @@ pub struct ChargerPut {
     security_profile: Option<i64>,
     registration_status: Option<String>,
     description: Option<String>,
+    /// The charge point operator it belongs to (operator tariffs apply to it).
+    operator_id: Option<String>,
 }
 
 /// `PUT /api/v1/chargers/{id}`: registers a charger or updates its registration.
@@ -195,6 +199,10 @@ pub async fn put(
         },
         security_profile,
         registration_status,
+        operator_id: body
+            .operator_id
+            .filter(|o| !o.trim().is_empty())
+            .or_else(|| current.as_ref().and_then(|c| c.operator_id.clone())),
         description: body
             .description
             .or_else(|| current.and_then(|c| c.description)),

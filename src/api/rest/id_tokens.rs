@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::api::ApiState;
 use crate::api::auth::Operator;
 use crate::api::error::ApiError;
+use uuid::Uuid;
+
 use crate::domain::{AuthorizationStatus, IdToken, IdTokenRecord, TokenType};
 
 #[derive(Serialize)]
@@ -17,6 +19,7 @@ pub struct IdTokenView {
     token_type: TokenType,
     expiry_date: Option<DateTime<Utc>>,
     group_id: Option<IdToken>,
+    user_id: Option<Uuid>,
     updated_at: DateTime<Utc>,
 }
 
@@ -28,6 +31,7 @@ impl From<IdTokenRecord> for IdTokenView {
             token_type: r.token_type,
             expiry_date: r.expiry_date,
             group_id: r.group_id,
+            user_id: r.user_id,
             updated_at: r.updated_at,
         }
     }
@@ -45,9 +49,11 @@ pub struct IdTokenPut {
     token_type: Option<String>,
     expiry_date: Option<DateTime<Utc>>,
     group_id: Option<String>,
+    /// The driver the token belongs to, who pays for its sessions.
+    user_id: Option<Uuid>,
 }
 
-/// `PUT /api/v1/id-tokens/{idToken}` with `{status, type?, expiry_date?, group_id?}`.
+/// `PUT /api/v1/id-tokens/{idToken}` with `{status, type?, expiry_date?, group_id?, user_id?}`.
 pub async fn put(
     _: Operator,
     state: web::Data<ApiState>,
@@ -79,8 +85,14 @@ pub async fn put(
             .group_id
             .map(|g| token(g).map_err(|e| ApiError::BadRequest(format!("group_id: {e}"))))
             .transpose()?,
+        user_id: body.user_id,
         updated_at: Utc::now(),
     };
+    if let Some(user) = record.user_id
+        && state.services.store.user(user).await?.is_none()
+    {
+        return Err(ApiError::Unprocessable(format!("user_id: no user {user}")));
+    }
     let created = state.services.store.put_id_token(&record).await?;
     let view = IdTokenView::from(record);
     Ok(if created {

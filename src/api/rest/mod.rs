@@ -1,6 +1,9 @@
 //! The operator REST API under `/api/v1`.
 
+pub mod billing;
 pub mod chargers;
 pub mod events;
 pub mod id_tokens;
 pub mod sessions;
+pub mod users;
+pub mod webhooks;
