@@ -165,6 +165,8 @@ pub struct BillingSettings {
     pub transient_retry_ms: u64,
     pub transient_attempts: u32,
     /// After a decline, the payment is tried again after each of these in turn (dunning).
+    /// From the environment: `JUCR__BILLING__DECLINE_RETRY_SECS=86400,259200` (or one number).
+    #[serde(deserialize_with = "one_or_many")]
     pub decline_retry_secs: Vec<u64>,
 }
 
@@ -180,6 +182,37 @@ impl BillingSettings {
                 .collect(),
         }
     }
+}
+
+/// A list of numbers as a file gives it, or as the environment does: split into
+/// strings (`"60,120"`), or a single value parsed as a number (`"60"`).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        Int(u64),
+        Text(String),
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(Number),
+        Many(Vec<Number>),
+    }
+    let numbers = match OneOrMany::deserialize(d)? {
+        OneOrMany::One(n) => vec![n],
+        OneOrMany::Many(v) => v,
+    };
+    numbers
+        .into_iter()
+        .map(|n| match n {
+            Number::Int(v) => Ok(v),
+            Number::Text(t) => t
+                .trim()
+                .parse()
+                .map_err(|_| serde::de::Error::custom(format!("{t:?} is not a number of seconds"))),
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -478,5 +511,21 @@ mod tests {
             env(&[("JUCR__HTTP__PROT", "1")]),
         );
         assert!(err.is_err());
+    }
+
+    #[test]
+    fn the_dunning_schedule_is_a_list_or_one_number() {
+        let none = Path::new("/nonexistent");
+        let defaults = Settings::load_from(Profile::Embedded, none, env(&[])).unwrap();
+        assert_eq!(defaults.billing.decline_retry_secs, [86400, 259200, 604800]);
+        for (raw, expected) in [("60,120", vec![60, 120]), ("5", vec![5])] {
+            let settings = Settings::load_from(
+                Profile::Embedded,
+                none,
+                env(&[("JUCR__BILLING__DECLINE_RETRY_SECS", raw)]),
+            )
+            .unwrap();
+            assert_eq!(settings.billing.decline_retry_secs, expected, "{raw}");
+        }
     }
 }

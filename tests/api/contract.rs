@@ -569,7 +569,10 @@ async fn invoices_are_numbered_without_gaps_and_issued_once(s: &dyn Store) {
         .expect("a new invoice");
     let year = issued.issued_at.format("%Y").to_string();
     assert_eq!(issued.invoice_number, format!("{year}-000001"));
-    assert_eq!(issued.charge.gross.amount, 934, "7.35 + 0.50 fee, 19 % VAT 1.49");
+    assert_eq!(
+        issued.charge.gross.amount, 934,
+        "7.35 + 0.50 fee, 19 % VAT 1.49"
+    );
     assert_eq!(issued.status, InvoiceStatus::Open);
     // The same event again, or another event about the same session: nothing new.
     let again = session_invoice(user, &tariff, Some(first.session_id));

@@ -148,7 +148,7 @@ impl TestApp {
             port: 0,
             tls_port: None,
             address: String::new(),
-            http: reqwest::Client::new(),
+            http: http_client(),
             token: String::new(),
             dir,
             _db: db,
@@ -239,6 +239,23 @@ impl TestApp {
     pub async fn restart(&mut self, signal: i32) {
         self.stop(signal).await;
         self.start().await;
+    }
+
+    /// Waits for the process to exit by itself (a crash test); returns its status.
+    pub async fn exited(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(status) => status.expect("waiting for jucr"),
+            Err(_) => panic!("jucr did not exit within {timeout:?}; log: {}", self.log()),
+        }
+    }
+
+    /// Changes (or with `None` removes) a setting for the next start.
+    pub fn set_setting(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(value) = value {
+            self.env.push((key.to_owned(), value.to_owned()));
+        }
     }
 
     /// Starts the process again after [`TestApp::stop`].
@@ -368,6 +385,13 @@ impl TestApp {
             })
             .unwrap_or_else(|| panic!("no metric {name}"))
     }
+}
+
+/// An HTTP client for the tests. reqwest's rustls has no built-in crypto provider in
+/// this build (the service installs ring, see STACK.md); the tests install it too.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.

@@ -1,6 +1,7 @@
 //! One integration binary (faster to link than one per file).
 
 mod amqp;
+mod billing;
 mod charge_point;
 mod contract;
 mod events;

@@ -163,7 +163,7 @@ async fn every_outbound_1_6_action_is_sent_and_answered() {
             let (app_addr, token, request) =
                 (app.address.clone(), app.token.clone(), request.clone());
             tokio::spawn(async move {
-                let response = reqwest::Client::new()
+                let response = crate::helpers::http_client()
                     .post(format!("{app_addr}/api/v1/chargers/CP-OPS/ocpp/{action}"))
                     .bearer_auth(token)
                     .json(&request)
@@ -275,7 +275,7 @@ async fn concurrent_operator_calls_reach_a_slow_charger_one_at_a_time_in_order()
     let get_configuration = |key: &str| {
         let (addr, token, key) = (app.address.clone(), app.token.clone(), key.to_owned());
         tokio::spawn(async move {
-            let r = reqwest::Client::new()
+            let r = crate::helpers::http_client()
                 .post(format!(
                     "{addr}/api/v1/chargers/CP-SLOW/ocpp/GetConfiguration"
                 ))

@@ -1,0 +1,509 @@
+//! Billing through the real binary: an ended session becomes one invoice and one
+//! payment, whatever happens in between (duplicate deliveries, a crash mid-way, a
+//! declined card, a gateway that does not answer); tariffs and plans through the API.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::charge_point::ChargePoint;
+use crate::helpers::{Backend, TestApp, eventually, now};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// Pay as you go: 0.595 EUR/kWh, 0.50 per session, 0.10/min idle after 30 min, 19 % VAT.
+pub async fn payg_default(app: &TestApp) -> String {
+    let (status, body) = app
+        .api(
+            "POST",
+            "/api/v1/tariffs",
+            Some(json!({
+                "name": "Pay as you go", "currency": "EUR", "vat_basis_points": 1900,
+                "kind": "pay_as_you_go", "price_per_kwh_milli": 59500, "session_fee": 50,
+                "idle_fee_per_minute": 10, "idle_grace_minutes": 30, "default": true
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["tariff_id"].as_str().unwrap().to_owned()
+}
+
+/// A driver with a card (a sandbox token) and an RFID card `rfid`; returns the user id.
+pub async fn driver(app: &TestApp, email: &str, card: &str, rfid: &str) -> String {
+    let (status, user) = app
+        .api(
+            "POST",
+            "/api/v1/users",
+            Some(json!({"email": email, "password": "driver-password-1"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{user}");
+    let id = user["user_id"].as_str().unwrap().to_owned();
+    add_card(app, &id, card).await;
+    app.register_token(rfid, json!({"status": "Accepted", "user_id": id}))
+        .await;
+    id
+}
+
+async fn add_card(app: &TestApp, user: &str, card: &str) {
+    let (status, method) = app
+        .api(
+            "POST",
+            &format!("/api/v1/users/{user}/payment-methods"),
+            Some(json!({"gateway_token": card})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{method}");
+}
+
+/// One 1.6 session of `wh` on a fresh charger `cp`; returns its transaction id.
+pub async fn charge(app: &TestApp, cp: &str, rfid: &str, wh: i64) -> i64 {
+    app.register_charger(cp, "charger-password-0001").await;
+    let mut charger = ChargePoint::connect(app.ws_url(cp), cp, Some("charger-password-0001")).await;
+    let tx = charger
+        .call(
+            "StartTransaction",
+            json!({"connectorId": 1, "idTag": rfid, "meterStart": 0, "timestamp": now()}),
+        )
+        .await["transactionId"]
+        .as_i64()
+        .expect("a transaction id");
+    charger
+        .call(
+            "StopTransaction",
+            json!({"transactionId": tx, "meterStop": wh, "timestamp": now()}),
+        )
+        .await;
+    tx
+}
+
+pub async fn invoices_of(app: &TestApp, user: &str) -> Vec<Value> {
+    let (status, body) = app
+        .api("GET", &format!("/api/v1/invoices?user_id={user}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body.as_array().unwrap().clone()
+}
+
+pub async fn events(app: &TestApp, event_type: &str) -> Vec<Value> {
+    let (status, body) = app
+        .api("GET", &format!("/api/v1/events?type={event_type}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body.as_array().unwrap().clone()
+}
+
+/// The invoice with its payment once the payment has settled (completed or failed).
+pub async fn settled_invoice(app: &TestApp, user: &str) -> Value {
+    eventually(WAIT, "an invoice with a settled payment", || async {
+        let invoice = invoices_of(app, user).await.into_iter().next()?;
+        let (_, full) = app
+            .api(
+                "GET",
+                &format!("/api/v1/invoices/{}", invoice["invoice_id"].as_str()?),
+                None,
+            )
+            .await;
+        matches!(
+            full["payment"]["status"].as_str(),
+            Some("completed" | "failed")
+        )
+        .then_some(full)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_ended_session_is_invoiced_and_charged_once() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    payg_default(&app).await;
+    let user = driver(&app, "ada@example.org", "tok_visa", "RFID-ADA").await;
+
+    let tx = charge(&app, "CP-B1", "RFID-ADA", 12_345).await;
+
+    let invoice = settled_invoice(&app, &user).await;
+    let year = chrono::Utc::now().format("%Y").to_string();
+    assert_eq!(invoice["invoice_number"], format!("{year}-000001"));
+    assert_eq!(invoice["session_id"], tx);
+    assert_eq!(invoice["kind"], "session");
+    let lines: Vec<i64> = invoice["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["amount"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        [735, 50],
+        "12.345 kWh at 0.595 = 7.345275 → 7.35; session fee 0.50"
+    );
+    assert_eq!(
+        (
+            invoice["net"].clone(),
+            invoice["vat"].clone(),
+            invoice["gross"].clone()
+        ),
+        (
+            json!({"amount": 785, "currency": "EUR"}),
+            json!({"amount": 149, "currency": "EUR"}),
+            json!({"amount": 934, "currency": "EUR"})
+        )
+    );
+    assert_eq!(invoice["status"], "paid");
+    let payment = &invoice["payment"];
+    assert_eq!(payment["status"], "completed");
+    assert_eq!(payment["amount"], json!({"amount": 934, "currency": "EUR"}));
+    assert_eq!(payment["attempts"], 1);
+    assert!(
+        payment["gateway_charge_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("ch_sandbox_")
+    );
+
+    eventually(WAIT, "the payment event published", || async {
+        (events(&app, "PAYMENT_COMPLETED").await.len() == 1).then_some(())
+    })
+    .await;
+    let generated = events(&app, "INVOICE_GENERATED").await;
+    assert_eq!(generated.len(), 1, "{generated:?}");
+    assert_eq!(generated[0]["aggregate_id"], invoice["invoice_id"]);
+    assert!(events(&app, "PAYMENT_FAILED").await.is_empty());
+    assert_eq!(
+        app.metric("jucr_billing_sessions_total{outcome=\"invoiced\"}")
+            .await,
+        1.0
+    );
+
+    // A token that belongs to nobody charges, but nobody is billed.
+    app.register_token("RFID-ANON", json!({"status": "Accepted"}))
+        .await;
+    charge(&app, "CP-B2", "RFID-ANON", 5_000).await;
+    eventually(WAIT, "the anonymous session seen by billing", || async {
+        let seen = app
+            .metrics()
+            .await
+            .contains("jucr_billing_sessions_total{outcome=\"no_account\"} 1");
+        seen.then_some(())
+    })
+    .await;
+    let (_, all) = app.api("GET", "/api/v1/invoices", None).await;
+    assert_eq!(all.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_declined_card_fails_the_payment_and_the_dunning_retry_uses_a_new_card() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[
+            ("JUCR__BILLING__DECLINE_RETRY_SECS", "2"),
+            ("JUCR__BILLING__SCHEDULE_INTERVAL_MS", "100"),
+        ],
+    )
+    .await;
+    payg_default(&app).await;
+    let fixes = driver(&app, "fixes@example.org", "tok_chargeDeclined", "RFID-FIX").await;
+    let stuck = driver(&app, "stuck@example.org", "tok_chargeDeclined", "RFID-STK").await;
+
+    charge(&app, "CP-D1", "RFID-FIX", 10_000).await;
+    let failed = eventually(WAIT, "PAYMENT_FAILED for the first driver", || async {
+        events(&app, "PAYMENT_FAILED")
+            .await
+            .into_iter()
+            .find(|e| e["payload"]["user_id"] == fixes.as_str())
+    })
+    .await;
+    assert_eq!(failed["payload"]["will_retry"], true, "{failed}");
+    assert_eq!(failed["payload"]["declines"], 1);
+    assert!(
+        failed["payload"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("declined")
+    );
+    // The driver adds a working card before the retry.
+    add_card(&app, &fixes, "tok_visa").await;
+    let invoice = settled_invoice(&app, &fixes).await;
+    assert_eq!(invoice["payment"]["status"], "completed", "{invoice}");
+    assert_eq!(invoice["payment"]["attempts"], 2);
+    assert_eq!(invoice["status"], "paid");
+
+    // Without a new card the retry is declined again, and that is final.
+    charge(&app, "CP-D2", "RFID-STK", 10_000).await;
+    let invoice = settled_invoice(&app, &stuck).await;
+    assert_eq!(invoice["payment"]["status"], "failed", "{invoice}");
+    assert_eq!(
+        (
+            invoice["payment"]["attempts"].clone(),
+            invoice["payment"]["declines"].clone()
+        ),
+        (json!(2), json!(2))
+    );
+    assert_eq!(invoice["status"], "payment_failed");
+    let stuck_failures: Vec<Value> = eventually(WAIT, "both failures published", || async {
+        let all: Vec<Value> = events(&app, "PAYMENT_FAILED")
+            .await
+            .into_iter()
+            .filter(|e| e["payload"]["user_id"] == stuck.as_str())
+            .collect();
+        (all.len() == 2).then_some(all)
+    })
+    .await;
+    assert_eq!(
+        stuck_failures[0]["payload"]["will_retry"], false,
+        "newest first: the last failure is final"
+    );
+    assert_eq!(stuck_failures[1]["payload"]["will_retry"], true);
+    assert_eq!(events(&app, "PAYMENT_COMPLETED").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_gateway_that_does_not_answer_is_retried_quietly_until_the_charge_goes_through() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[
+            ("JUCR__BILLING__GATEWAY_TIMEOUT_MS", "300"),
+            ("JUCR__BILLING__TRANSIENT_RETRY_MS", "100"),
+            ("JUCR__BILLING__SCHEDULE_INTERVAL_MS", "100"),
+        ],
+    )
+    .await;
+    payg_default(&app).await;
+    let user = driver(&app, "slow@example.org", "tok_timeoutOnce", "RFID-SLOW").await;
+    charge(&app, "CP-T1", "RFID-SLOW", 2_000).await;
+
+    let invoice = settled_invoice(&app, &user).await;
+    assert_eq!(invoice["payment"]["status"], "completed", "{invoice}");
+    assert_eq!(invoice["payment"]["attempts"], 2);
+    assert_eq!(invoice["payment"]["declines"], 0);
+    assert_eq!(
+        app.metric("jucr_payment_attempts_total{outcome=\"unavailable\"}")
+            .await,
+        1.0
+    );
+    eventually(WAIT, "PAYMENT_COMPLETED published", || async {
+        (events(&app, "PAYMENT_COMPLETED").await.len() == 1).then_some(())
+    })
+    .await;
+    assert!(
+        events(&app, "PAYMENT_FAILED").await.is_empty(),
+        "a transient failure that recovers is not reported"
+    );
+}
+
+#[tokio::test]
+async fn a_crash_after_the_invoice_is_stored_still_bills_once() {
+    let mut app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[
+            ("JUCR__TESTING__FAULT_INJECTION", "true"),
+            ("JUCR__TESTING__CRASH_POINT", "billing.after_invoice"),
+        ],
+    )
+    .await;
+    payg_default(&app).await;
+    let user = driver(&app, "crash@example.org", "tok_visa", "RFID-CRASH").await;
+    charge(&app, "CP-C1", "RFID-CRASH", 7_000).await;
+
+    let status = app.exited(WAIT).await;
+    assert!(!status.success(), "the process aborted mid-way: {status}");
+    assert!(app.log().contains("crashing at billing.after_invoice"));
+
+    app.set_setting("JUCR__TESTING__CRASH_POINT", None);
+    app.restart_stopped().await;
+    let invoice = settled_invoice(&app, &user).await;
+    assert_eq!(invoice["payment"]["status"], "completed");
+    eventually(WAIT, "the outbox relayed after the restart", || async {
+        (app.metric("jucr_outbox_pending_events").await == 0.0
+            && events(&app, "PAYMENT_COMPLETED").await.len() == 1)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(invoices_of(&app, &user).await.len(), 1, "one invoice");
+    assert_eq!(events(&app, "INVOICE_GENERATED").await.len(), 1);
+    assert_eq!(events(&app, "SESSION_ENDED").await.len(), 1);
+}
+
+#[tokio::test]
+async fn tariffs_overrides_and_plans_are_managed_through_the_api() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (status, flat) = app
+        .api(
+            "POST",
+            "/api/v1/tariffs",
+            Some(json!({
+                "name": "Flat 49", "currency": "EUR", "vat_basis_points": 1900, "kind": "flat_rate",
+                "monthly_fee": 4900, "included_energy_wh": 300000, "price_per_kwh_milli": 45000
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{flat}");
+    let flat_id = flat["tariff_id"].as_str().unwrap().to_owned();
+    for (bad, why) in [
+        (
+            json!({"name": "x", "currency": "EUR", "vat_basis_points": 1900, "kind": "gratis"}),
+            "unknown kind",
+        ),
+        (
+            json!({"name": "x", "currency": "EURO", "vat_basis_points": 0, "kind": "pay_as_you_go",
+                "price_per_kwh_milli": 1, "session_fee": 0, "idle_fee_per_minute": 0, "idle_grace_minutes": 0}),
+            "currency",
+        ),
+        (
+            json!({"name": "x", "currency": "EUR", "vat_basis_points": 20000, "kind": "pay_as_you_go",
+                "price_per_kwh_milli": 1, "session_fee": 0, "idle_fee_per_minute": 0, "idle_grace_minutes": 0}),
+            "VAT over 100 %",
+        ),
+        (
+            json!({"name": "x", "currency": "EUR", "vat_basis_points": 0, "kind": "pay_as_you_go",
+                "price_per_kwh_milli": -1, "session_fee": 0, "idle_fee_per_minute": 0, "idle_grace_minutes": 0}),
+            "negative price",
+        ),
+    ] {
+        let (status, body) = app.api("POST", "/api/v1/tariffs", Some(bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{why}: {body}");
+        assert!(body["error"]["message"].is_string());
+    }
+    let (status, _) = app
+        .api(
+            "POST",
+            "/api/v1/tariffs",
+            Some(json!({
+                "name": "Flat 49", "currency": "EUR", "vat_basis_points": 1900, "kind": "flat_rate",
+                "monthly_fee": 1, "included_energy_wh": 1, "price_per_kwh_milli": 1
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "names are unique");
+    let (_, listed) = app.api("GET", "/api/v1/tariffs", None).await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+
+    let user = driver(&app, "flat@example.org", "tok_visa", "RFID-FLAT").await;
+    let plan = json!({"tariff_id": flat_id});
+    let (status, body) = app
+        .api(
+            "PUT",
+            &format!("/api/v1/users/{user}/plan"),
+            Some(plan.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["subscription_invoices_issued"], 1,
+        "the first month at once"
+    );
+    let (_, again) = app
+        .api("PUT", &format!("/api/v1/users/{user}/plan"), Some(plan))
+        .await;
+    assert_eq!(again["subscription_invoices_issued"], 0, "once a month");
+    let (status, body) = app
+        .api(
+            "PUT",
+            &format!("/api/v1/users/{}/plan", uuid::Uuid::new_v4()),
+            Some(json!({"tariff_id": flat_id})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = app
+        .api(
+            "PUT",
+            &format!("/api/v1/users/{user}/plan"),
+            Some(json!({"tariff_id": uuid::Uuid::new_v4()})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+
+    // A session within the fair-use cap costs nothing: paid on issue, no payment.
+    charge(&app, "CP-F1", "RFID-FLAT", 40_000).await;
+    let invoices = eventually(WAIT, "the session invoice", || async {
+        let all = invoices_of(&app, &user).await;
+        (all.len() == 2).then_some(all)
+    })
+    .await;
+    let session = invoices.iter().find(|i| i["kind"] == "session").unwrap();
+    assert_eq!(session["gross"]["amount"], 0);
+    assert_eq!(session["status"], "paid");
+    let month = invoices
+        .iter()
+        .find(|i| i["kind"] == "subscription")
+        .unwrap();
+    assert_eq!(month["gross"]["amount"], 5831, "49.00 + 19 % VAT");
+    let subscription = settled_invoice_by_id(&app, month["invoice_id"].as_str().unwrap()).await;
+    assert_eq!(subscription["payment"]["status"], "completed");
+
+    // A charger's own tariff wins over the plan.
+    let (status, site) = app
+        .api(
+            "POST",
+            "/api/v1/tariffs",
+            Some(json!({
+                "name": "Site", "currency": "EUR", "vat_basis_points": 1900, "kind": "pay_as_you_go",
+                "price_per_kwh_milli": 100000, "session_fee": 0, "idle_fee_per_minute": 0, "idle_grace_minutes": 0
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{site}");
+    app.register_charger("CP-F2", "charger-password-0001").await;
+    let (status, body) = app
+        .api(
+            "PUT",
+            "/api/v1/chargers/CP-F2/tariff",
+            Some(json!({"tariff_id": site["tariff_id"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    charge(&app, "CP-F2", "RFID-FLAT", 1_000).await;
+    let site_invoice = eventually(WAIT, "the site invoice", || async {
+        invoices_of(&app, &user)
+            .await
+            .into_iter()
+            .find(|i| i["tariff_name"] == "Site")
+    })
+    .await;
+    assert_eq!(site_invoice["gross"]["amount"], 119, "1 kWh at 1.00 + VAT");
+    let (status, _) = app
+        .api(
+            "PUT",
+            "/api/v1/chargers/NOPE/tariff",
+            Some(json!({"tariff_id": null})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = app
+        .api(
+            "GET",
+            &format!("/api/v1/invoices/{}", uuid::Uuid::new_v4()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = app.api("GET", "/api/v1/invoices/not-a-uuid", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, body) = app
+        .api(
+            "POST",
+            &format!("/api/v1/users/{user}/payment-methods"),
+            Some(json!({"gateway_token": "4242424242424242"})),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "card numbers are refused: {body}"
+    );
+}
+
+async fn settled_invoice_by_id(app: &TestApp, id: &str) -> Value {
+    eventually(WAIT, "a settled payment", || async {
+        let (_, full) = app
+            .api("GET", &format!("/api/v1/invoices/{id}"), None)
+            .await;
+        matches!(
+            full["payment"]["status"].as_str(),
+            Some("completed" | "failed")
+        )
+        .then_some(full)
+    })
+    .await
+}
