@@ -147,6 +147,9 @@ pub struct EventSettings {
     pub amqp_exchange: String,
     /// Deliveries of one event to a consumer before it is dead-lettered.
     pub delivery_limit: u32,
+    /// Whether this replica runs the consumers (billing, webhooks) of a broker bus.
+    /// Off: it only publishes, and other replicas (workers) consume.
+    pub consume: bool,
 }
 
 /// Invoices, payments and subscriptions (the billing actor).

@@ -111,15 +111,24 @@ impl Application {
         let mut consumer_tasks = Vec::new();
         let bus: Arc<dyn EventBus> = match (events.bus, &events.amqp_url) {
             (BusKind::Rabbitmq, Some(url)) => {
-                for consumer in consumers {
-                    consumer_tasks.push(tokio::spawn(amqp::run_consumer(
-                        url.clone(),
-                        events.amqp_exchange.clone(),
-                        consumer,
-                        events.delivery_limit,
-                    )));
+                if events.consume {
+                    for consumer in &consumers {
+                        consumer_tasks.push(tokio::spawn(amqp::run_consumer(
+                            url.clone(),
+                            events.amqp_exchange.clone(),
+                            consumer.clone(),
+                            events.delivery_limit,
+                        )));
+                    }
+                } else {
+                    tracing::info!(
+                        "events.consume is off: this replica publishes events, others consume them"
+                    );
                 }
-                Arc::new(AmqpBus::new(url.clone(), events.amqp_exchange.clone()))
+                Arc::new(
+                    AmqpBus::new(url.clone(), events.amqp_exchange.clone())
+                        .with_topology(consumers, events.delivery_limit),
+                )
             }
             _ => Arc::new(LocalBus::new(consumers)),
         };

@@ -73,6 +73,10 @@ pub struct AmqpBus {
     url: SecretString,
     exchange: String,
     link: Mutex<Option<Link>>,
+    /// Consumer queues declared on every (re)connection, so that no event is published
+    /// before its queues exist (an unroutable message would be dropped).
+    topology: Vec<Arc<dyn EventConsumer>>,
+    delivery_limit: u32,
 }
 
 impl AmqpBus {
@@ -82,7 +86,20 @@ impl AmqpBus {
             url,
             exchange,
             link: Mutex::new(None),
+            topology: Vec::new(),
+            delivery_limit: 5,
         }
+    }
+
+    /// Declares these consumers' queues whenever it connects.
+    pub fn with_topology(
+        mut self,
+        consumers: Vec<Arc<dyn EventConsumer>>,
+        delivery_limit: u32,
+    ) -> Self {
+        self.topology = consumers;
+        self.delivery_limit = delivery_limit;
+        self
     }
 }
 
@@ -95,6 +112,15 @@ impl EventBus for AmqpBus {
             .is_none_or(|l| !l.channel.status().connected())
         {
             let fresh = open(&self.url, &self.exchange).await?;
+            for consumer in &self.topology {
+                declare_consumer(
+                    &fresh.channel,
+                    &self.exchange,
+                    &**consumer,
+                    self.delivery_limit,
+                )
+                .await?;
+            }
             fresh
                 .channel
                 .confirm_select(ConfirmSelectOptions::default())

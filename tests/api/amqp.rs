@@ -14,8 +14,12 @@ use secrecy::SecretString;
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use crate::billing::{charge, driver, events, invoices_of, payg_default, settled_invoice};
 use crate::charge_point::ChargePoint;
 use crate::helpers::{Backend, TestApp, eventually, now};
+use tempfile::TempDir;
+
+const WAIT: Duration = Duration::from_secs(20);
 
 /// A fresh RabbitMQ vhost, deleted when dropped.
 pub struct TestVhost {
@@ -252,4 +256,264 @@ async fn the_binary_publishes_its_session_events_to_rabbitmq() {
     })
     .await;
     consumer.abort();
+}
+
+/// The number of messages (ready and unacknowledged) in `queue` of `vhost`.
+async fn queue_depth(node: Option<&str>, vhost: &str, queue: &str) -> Option<u64> {
+    let mut args = vec!["-q"];
+    if let Some(node) = node {
+        args.extend(["-n", node]);
+    }
+    args.extend([
+        "list_queues",
+        "-p",
+        vhost,
+        "name",
+        "messages",
+        "--no-table-headers",
+    ]);
+    let out = tokio::process::Command::new("rabbitmqctl")
+        .args(&args)
+        .output()
+        .await
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let mut cols = l.split_whitespace();
+        (cols.next() == Some(queue))
+            .then(|| cols.next()?.parse().ok())
+            .flatten()
+    })
+}
+
+#[tokio::test]
+async fn with_rabbitmq_a_session_ended_delivered_twice_is_billed_once() {
+    let vhost = TestVhost::create();
+    let app = TestApp::spawn_with(
+        Backend::Postgres,
+        &[
+            ("JUCR__EVENTS__BUS", "rabbitmq"),
+            ("JUCR__EVENTS__AMQP_URL", &vhost.url),
+        ],
+    )
+    .await;
+    payg_default(&app).await;
+    let user = driver(&app, "mq@example.org", "tok_visa", "RFID-MQ").await;
+    charge(&app, "CP-MQ2", "RFID-MQ", 3_000).await;
+    let invoice = settled_invoice(&app, &user).await;
+    assert_eq!(invoice["payment"]["status"], "completed");
+
+    // The broker hands the same SESSION_ENDED over again, twice (a redelivery after a
+    // lost ack looks exactly like this).
+    let stored = events(&app, "SESSION_ENDED").await;
+    assert_eq!(stored.len(), 1);
+    let mut ended = stored[0].clone();
+    ended.as_object_mut().unwrap().remove("published_at");
+    let ended: DomainEvent = serde_json::from_value(ended).unwrap();
+    let bus = AmqpBus::new(SecretString::from(vhost.url.clone()), "jucr.events".into());
+    bus.publish(&ended).await.unwrap();
+    bus.publish(&ended).await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the duplicates consumed",
+        || async {
+            (queue_depth(None, &vhost.name, "jucr.billing").await == Some(0)).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        queue_depth(None, &vhost.name, "jucr.billing.dead").await,
+        Some(0),
+        "handled, not dead-lettered"
+    );
+    assert_eq!(invoices_of(&app, &user).await.len(), 1, "one invoice");
+    assert_eq!(events(&app, "INVOICE_GENERATED").await.len(), 1);
+    assert_eq!(events(&app, "PAYMENT_COMPLETED").await.len(), 1);
+}
+
+/// A RabbitMQ node of the test's own (own port, own data directory), so that it can be
+/// restarted without disturbing the tests that share the machine's broker.
+pub struct PrivateBroker {
+    pub node: String,
+    pub port: u16,
+    _dir: TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn on_node(node: &str, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new("rabbitmqctl")
+        .args(["-q", "-n", node])
+        .args(args)
+        .output()
+        .await
+        .expect("rabbitmqctl must be installed for the tests")
+}
+
+impl PrivateBroker {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().display().to_string();
+        let (port, dist) = (free_port(), free_port());
+        let node = format!(
+            "jucr_test_{}@localhost",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        std::fs::write(dir.path().join("enabled_plugins"), "").unwrap();
+        std::fs::write(
+            dir.path().join("rabbitmq.conf"),
+            format!("listeners.tcp.default = 127.0.0.1:{port}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("env.conf"),
+            format!(
+                "NODENAME={node}\nERL_EPMD_ADDRESS=127.0.0.1\nDIST_PORT={dist}\nMNESIA_BASE={path}/mnesia\n\
+                 LOG_BASE={path}/log\nENABLED_PLUGINS_FILE={path}/enabled_plugins\nPID_FILE={path}/pid\n\
+                 CONFIG_FILE={path}/rabbitmq.conf\n"
+            ),
+        )
+        .unwrap();
+        // The broker runs as the rabbitmq user when started by root (the Debian wrapper).
+        let _ = std::process::Command::new("chown")
+            .args(["-R", "rabbitmq", &path])
+            .status();
+        let started = std::process::Command::new("rabbitmq-server")
+            .arg("-detached")
+            .env("RABBITMQ_CONF_ENV_FILE", dir.path().join("env.conf"))
+            .status()
+            .expect("rabbitmq-server must be installed for the tests");
+        assert!(started.success(), "rabbitmq-server -detached: {started}");
+        let broker = PrivateBroker {
+            node,
+            port,
+            _dir: dir,
+        };
+        broker.await_running().await;
+        broker
+    }
+
+    async fn await_running(&self) {
+        eventually(Duration::from_secs(60), "the private broker up", || async {
+            on_node(&self.node, &["await_startup", "--timeout", "5"])
+                .await
+                .status
+                .success()
+                .then_some(())
+        })
+        .await;
+    }
+
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// Stops the broker (the Erlang node stays up, the broker and its listeners go).
+    pub async fn stop_app(&self) {
+        let out = on_node(&self.node, &["stop_app"]).await;
+        assert!(
+            out.status.success(),
+            "stop_app: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub async fn start_app(&self) {
+        let out = on_node(&self.node, &["start_app"]).await;
+        assert!(
+            out.status.success(),
+            "start_app: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.await_running().await;
+    }
+
+    pub async fn depth(&self, queue: &str) -> Option<u64> {
+        queue_depth(Some(&self.node), "/", queue).await
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        // Synchronous: Drop cannot await. The data directory goes with `_dir` after this.
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["-q", "-n", &self.node, "stop"])
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn across_a_broker_restart_the_outbox_drains_and_every_session_is_billed_once() {
+    let broker = PrivateBroker::start().await;
+    // This replica publishes only; the consumers run after the broker restart.
+    let mut app = TestApp::spawn_with(
+        Backend::Postgres,
+        &[
+            ("JUCR__EVENTS__BUS", "rabbitmq"),
+            ("JUCR__EVENTS__AMQP_URL", &broker.url()),
+            ("JUCR__EVENTS__CONSUME", "false"),
+            ("JUCR__EVENTS__RELAY_INTERVAL_MS", "100"),
+        ],
+    )
+    .await;
+    payg_default(&app).await;
+    let user = driver(&app, "restart@example.org", "tok_visa", "RFID-RST").await;
+
+    // Published before the restart, consumed after it.
+    charge(&app, "CP-R1", "RFID-RST", 1_000).await;
+    eventually(
+        WAIT,
+        "SESSION_ENDED waiting in the billing queue",
+        || async { (broker.depth("jucr.billing").await == Some(1)).then_some(()) },
+    )
+    .await;
+
+    // Ended while the broker is down: the event waits in the outbox.
+    broker.stop_app().await;
+    charge(&app, "CP-R2", "RFID-RST", 2_000).await;
+    eventually(WAIT, "the relay failing, the event kept", || async {
+        (app.metric("jucr_outbox_pending_events").await >= 1.0).then_some(())
+    })
+    .await;
+
+    broker.start_app().await;
+    eventually(
+        Duration::from_secs(60),
+        "the outbox drained into the broker",
+        || async {
+            let drained = app.metric("jucr_outbox_pending_events").await == 0.0
+                && events(&app, "SESSION_ENDED")
+                    .await
+                    .iter()
+                    .all(|e| e["published_at"].is_string());
+            (drained && broker.depth("jucr.billing").await == Some(2)).then_some(())
+        },
+    )
+    .await;
+
+    // Consumers start: both sessions are billed, each once.
+    app.set_setting("JUCR__EVENTS__CONSUME", Some("true"));
+    app.restart(libc::SIGTERM).await;
+    let invoices = eventually(WAIT, "both sessions invoiced and paid", || async {
+        let all = invoices_of(&app, &user).await;
+        (all.len() == 2 && all.iter().all(|i| i["status"] == "paid")).then_some(all)
+    })
+    .await;
+    let mut energies: Vec<i64> = invoices
+        .iter()
+        .map(|i| i["energy_wh"].as_i64().unwrap())
+        .collect();
+    energies.sort();
+    assert_eq!(energies, [1_000, 2_000]);
+    eventually(WAIT, "two payments, published", || async {
+        (events(&app, "PAYMENT_COMPLETED").await.len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(events(&app, "INVOICE_GENERATED").await.len(), 2);
+    assert_eq!(broker.depth("jucr.billing.dead").await, Some(0));
 }

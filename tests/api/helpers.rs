@@ -391,7 +391,12 @@ impl TestApp {
 /// this build (the service installs ring, see STACK.md); the tests install it too.
 pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
+    // Idle connections are dropped before the server's 5 s keep-alive closes them, so
+    // that a request never races a closing connection.
+    reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(2))
+        .build()
+        .expect("a default client builds")
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
