@@ -15,3 +15,4 @@ mod rest_api;
 mod restart;
 mod supervision;
 mod tls;
+mod webhooks;
