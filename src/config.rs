@@ -167,6 +167,9 @@ pub struct BillingSettings {
     /// Transient failures are retried after this long, doubling, `transient_attempts` times.
     pub transient_retry_ms: u64,
     pub transient_attempts: u32,
+    /// OCPP 2.0.1 chargers are told a session's running cost (CostUpdated) when it
+    /// changes, at most this often.
+    pub cost_update_interval_secs: u64,
     /// After a decline, the payment is tried again after each of these in turn (dunning).
     /// From the environment: `JUCR__BILLING__DECLINE_RETRY_SECS=86400,259200` (or one number).
     #[serde(deserialize_with = "one_or_many")]

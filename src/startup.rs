@@ -59,7 +59,11 @@ impl Application {
             metrics.clone(),
         );
         // Registries start before HttpServer::new: its closure runs once per worker.
-        let registry = StationRegistry::new(store.clone(), writer.clone(), metrics.clone()).start();
+        let registry = StationRegistry::new(store.clone(), writer.clone(), metrics.clone())
+            .with_cost_updates(Duration::from_secs(
+                settings.billing.cost_update_interval_secs,
+            ))
+            .start();
         let active = store
             .active_sessions()
             .await

@@ -24,6 +24,7 @@ use super::registry::{
     ChargerUpdate, Connected, Disconnected, FindSession, OpenSession, SessionHandle, TokenBusy,
 };
 use super::session::{EndError, EndSession, RecordSamples, SetToken};
+use crate::domain::money::Money;
 use crate::domain::ports::StoreError;
 use crate::domain::{
     Availability, CallEffect, ChargerId, ChargerRequest, ChargerResponse, ConnectorId,
@@ -108,6 +109,10 @@ struct TransactionOutcome {
     live: Option<(SessionHandle, bool)>,
     /// The connector whose transaction this event ended.
     ended_on: Option<ConnectorId>,
+    /// The final cost, for the answer to an end.
+    total_cost: Option<Money>,
+    /// The running cost, when the charger should be told it (CostUpdated).
+    cost_update: Option<Money>,
 }
 
 struct RemoteStart {
@@ -546,6 +551,8 @@ impl ChargerActor {
                                 transaction_id: stored.transaction_id,
                                 live: None,
                                 ended_on: None,
+                                total_cost: None,
+                                cost_update: None,
                             });
                         }
                         // ...or a transaction we never saw. Ids we allocate cannot be made up.
@@ -556,6 +563,8 @@ impl ChargerActor {
                                 transaction_id: tx.clone(),
                                 live: None,
                                 ended_on: None,
+                                total_cost: None,
+                                cost_update: None,
                             });
                         }
                     }
@@ -592,22 +601,32 @@ impl ChargerActor {
                     if let Some(token) = event.id_token {
                         handle.addr.do_send(SetToken(token));
                     }
-                    if !event.samples.is_empty() {
-                        handle.addr.do_send(RecordSamples(event.samples));
-                    }
+                    let cost_update = if event.samples.is_empty() {
+                        None
+                    } else {
+                        handle
+                            .addr
+                            .send(RecordSamples(event.samples))
+                            .await
+                            .ok()
+                            .flatten()
+                    };
                     let started = kind == TransactionEventKind::Started;
                     Ok(TransactionOutcome {
                         info,
                         transaction_id,
                         live: Some((handle, started)),
                         ended_on: None,
+                        total_cost: None,
+                        cost_update,
                     })
                 }
                 TransactionEventKind::Ended => {
                     let connector = handle.connector_id;
+                    let mut total_cost = None;
                     match handle.addr.send(EndSession(event)).await {
-                        Ok(Ok(_)) | Ok(Err(EndError::Session(SessionError::AlreadyStopped(_)))) => {
-                        }
+                        Ok(Ok(ended)) => total_cost = ended.cost_estimate,
+                        Ok(Err(EndError::Session(SessionError::AlreadyStopped(_)))) => {}
                         Ok(Err(EndError::Store(e))) => return Err(e),
                         Err(_) => {
                             return Err(StoreError::Backend(
@@ -620,11 +639,13 @@ impl ChargerActor {
                         transaction_id,
                         live: None,
                         ended_on: Some(connector),
+                        total_cost,
+                        cost_update: None,
                     })
                 }
             }
         };
-        ctx.wait(work.instrument(self.span.clone()).into_actor(self).map(move |result, act, _| match result {
+        ctx.wait(work.instrument(self.span.clone()).into_actor(self).map(move |result, act, ctx| match result {
             Ok(outcome) => {
                 match outcome.live {
                     Some((handle, started)) => {
@@ -644,11 +665,39 @@ impl ChargerActor {
                         act.set_availability(connector, availability);
                     }
                 }
-                let response = ChargerResponse::Transaction { transaction_id: outcome.transaction_id, id_token_info: outcome.info };
+                if let (Some(cost), OcppVersion::V201) = (outcome.cost_update, act.version) {
+                    act.tell_cost(&outcome.transaction_id, cost, ctx);
+                }
+                let response = ChargerResponse::Transaction {
+                    transaction_id: outcome.transaction_id,
+                    id_token_info: outcome.info,
+                    total_cost: outcome.total_cost,
+                };
                 act.reply(&id, action, Ok(response));
             }
             Err(e) => act.internal_error(&id, action, &e),
         }));
+    }
+
+    /// Tells a 2.0.1 charger the running cost of a transaction (CostUpdated, K-section
+    /// of OCPP 2.0.1 Part 2); the answer is not waited for.
+    fn tell_cost(&mut self, transaction_id: &TransactionId, cost: Money, ctx: &mut Context<Self>) {
+        let (reply, answer) = oneshot::channel();
+        ctx.notify(SendCall {
+            action: "CostUpdated".into(),
+            payload: serde_json::json!({
+                "totalCost": cost.as_decimal(),
+                "transactionId": transaction_id.0,
+            }),
+            reply,
+        });
+        // Kept until answered: a call whose requester is gone is not sent.
+        let span = self.span.clone();
+        actix::spawn(async move {
+            if let Ok(Err(e)) = answer.await {
+                span.in_scope(|| tracing::debug!(error = ?e, "CostUpdated not taken"));
+            }
+        });
     }
 
     /// A new transaction on a connector ends whatever this charger still had open there

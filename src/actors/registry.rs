@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::batch_writer::BatchWriter;
 use super::charger::{CallFailure, ChargerActor, SendCall, Shutdown, Superseded};
-use super::session::{SessionActor, Snapshot};
+use super::session::{LiveSession, SessionActor, Snapshot};
 use crate::domain::ports::Store;
 use crate::domain::{
     ChargerId, ConnectorId, ConnectorState, IdToken, Session, SessionId, TransactionId,
@@ -59,6 +59,8 @@ pub struct StationRegistry {
     store: Arc<dyn Store>,
     writer: BatchWriter,
     metrics: Arc<Metrics>,
+    /// How often at most a charger is told a session's running cost.
+    cost_update_interval: std::time::Duration,
     chargers: HashMap<ChargerId, Connection>,
     sessions: HashMap<SessionKey, SessionHandle>,
     by_id: HashMap<SessionId, SessionKey>,
@@ -72,11 +74,18 @@ impl StationRegistry {
             store,
             writer,
             metrics,
+            cost_update_interval: std::time::Duration::from_secs(60),
             chargers: HashMap::new(),
             sessions: HashMap::new(),
             by_id: HashMap::new(),
             tokens: HashMap::new(),
         }
+    }
+
+    /// How often at most chargers are told the running cost of a session.
+    pub fn with_cost_updates(mut self, every: std::time::Duration) -> Self {
+        self.cost_update_interval = every;
+        self
     }
 
     /// Starts (or finds) the actor of an active session.
@@ -96,6 +105,7 @@ impl StationRegistry {
                 ctx.address(),
                 self.metrics.clone(),
             )
+            .cost_update_interval(self.cost_update_interval)
             .start(),
         };
         if let Some(token) = &session.id_token {
@@ -438,7 +448,7 @@ pub trait ChargerDirectory: Send + Sync {
         payload: Value,
     ) -> Result<Value, CallFailure>;
     /// The live state of an active session, if it is live here.
-    async fn live_session(&self, id: SessionId) -> Option<Session>;
+    async fn live_session(&self, id: SessionId) -> Option<LiveSession>;
     /// Tells every connected charger to close (shutdown); returns how many.
     async fn close_all(&self) -> usize;
 }
@@ -488,7 +498,7 @@ impl ChargerDirectory for LocalDirectory {
         answer.await.unwrap_or(Err(CallFailure::Disconnected))
     }
 
-    async fn live_session(&self, id: SessionId) -> Option<Session> {
+    async fn live_session(&self, id: SessionId) -> Option<LiveSession> {
         let addr = self.registry.send(SessionById(id)).await.ok().flatten()?;
         addr.send(Snapshot).await.ok()
     }

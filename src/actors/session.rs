@@ -4,14 +4,20 @@
 //! end durably. On restart the registry rebuilds it from storage.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use tracing::Instrument;
 
 use super::batch_writer::BatchWriter;
 use super::registry::{SessionClosed, StationRegistry, TokenInUse};
+use crate::domain::billing::{TariffRecord, month_start};
+use crate::domain::money::Money;
 use crate::domain::ports::{SessionProgress, SessionSample, Store, StoreError};
-use crate::domain::{IdToken, MeterSample, Session, SessionError, TransactionEvent};
+use crate::domain::tariff::SessionUsage;
+use crate::domain::{IdToken, Measurand, MeterSample, Session, SessionError, TransactionEvent};
 use crate::metrics::Metrics;
 
 pub struct SessionActor {
@@ -21,6 +27,31 @@ pub struct SessionActor {
     registry: Addr<StationRegistry>,
     metrics: Arc<Metrics>,
     span: tracing::Span,
+    /// The tariff that will bill this session, once the driver is known.
+    pricing: Option<Pricing>,
+    /// When the energy register last rose: idle time (for the idle fee) starts there.
+    energy_rose_at: Option<DateTime<Utc>>,
+    /// The last cost told to the charger (CostUpdated), and when.
+    cost_told: Option<(Money, Instant)>,
+    cost_update_interval: Duration,
+}
+
+/// What the session will cost is computed with the tariff billing will use.
+#[derive(Debug, Clone)]
+struct Pricing {
+    tariff: TariffRecord,
+    /// Energy already invoiced this month under the same flat rate (fair use).
+    month_energy_before_wh: i64,
+}
+
+/// A running session as the APIs show it: its figures and its cost so far.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveSession {
+    #[serde(flatten)]
+    pub session: Session,
+    /// Gross (with VAT) under the applicable tariff; idle fees count from when the
+    /// energy register stopped rising. `None` until a tariff is known.
+    pub cost_estimate: Option<Money>,
 }
 
 impl SessionActor {
@@ -33,12 +64,88 @@ impl SessionActor {
     ) -> Self {
         let span = tracing::info_span!("session", charger_id = %session.charger_id, session_id = %session.session_id);
         SessionActor {
+            energy_rose_at: session.last_meter_at,
             session,
             store,
             writer,
             registry,
             metrics,
             span,
+            pricing: None,
+            cost_told: None,
+            cost_update_interval: Duration::from_secs(60),
+        }
+    }
+
+    /// How often at most the charger is told the running cost.
+    pub fn cost_update_interval(mut self, every: Duration) -> Self {
+        self.cost_update_interval = every;
+        self
+    }
+
+    /// Looks up the tariff that will bill this session (the driver behind its token,
+    /// then overrides, plan, default); one round of reads per session, not per sample.
+    fn price(&mut self, ctx: &mut Context<Self>) {
+        let Some(token) = self.session.id_token.clone() else {
+            return;
+        };
+        let store = self.store.clone();
+        let charger = self.session.charger_id.clone();
+        let since = month_start(self.session.started_at);
+        let lookup = async move {
+            let Some(user) = store.token_owner(&token).await? else {
+                return Ok(None);
+            };
+            let Some(tariff) = store
+                .tariff_candidates(&charger, Some(user))
+                .await?
+                .applicable()
+            else {
+                return Ok(None);
+            };
+            let month_energy_before_wh = if tariff.tariff.monthly_charge().is_some() {
+                store
+                    .invoiced_energy_wh(user, tariff.tariff_id, since)
+                    .await?
+            } else {
+                0
+            };
+            Ok::<_, StoreError>(Some(Pricing {
+                tariff,
+                month_energy_before_wh,
+            }))
+        }
+        .instrument(self.span.clone());
+        ctx.spawn(lookup.into_actor(self).map(|result, act, _| match result {
+            Ok(pricing) => act.pricing = pricing,
+            Err(e) => {
+                act.span.in_scope(
+                    || tracing::warn!(error = %e, "no cost estimate: tariff lookup failed"),
+                )
+            }
+        }));
+    }
+
+    /// The cost so far (at `now` for the idle fee).
+    fn cost(&self, now: DateTime<Utc>) -> Option<Money> {
+        let pricing = self.pricing.as_ref()?;
+        let idle_minutes = self
+            .energy_rose_at
+            .map(|at| now.signed_duration_since(at).num_minutes().max(0))
+            .and_then(|m| u32::try_from(m).ok())
+            .unwrap_or(0);
+        let charge = pricing.tariff.tariff.session_charge(&SessionUsage {
+            energy_wh: self.session.energy_wh,
+            idle_minutes,
+            month_energy_before_wh: pricing.month_energy_before_wh,
+        });
+        Some(charge.gross)
+    }
+
+    fn live(&self) -> LiveSession {
+        LiveSession {
+            session: self.session.clone(),
+            cost_estimate: self.cost(Utc::now()),
         }
     }
 }
@@ -46,8 +153,9 @@ impl SessionActor {
 impl Actor for SessionActor {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Self::Context) {
+    fn started(&mut self, ctx: &mut Self::Context) {
         self.metrics.active_sessions.inc();
+        self.price(ctx);
         self.span
             .in_scope(|| tracing::debug!("session actor started"));
     }
@@ -70,16 +178,32 @@ impl SessionActor {
     }
 }
 
-/// Meter samples for this session. Sent by `ChargerActor` (MeterValues, TransactionEvent).
+/// Meter samples for this session. Sent by `ChargerActor` (MeterValues, TransactionEvent);
+/// answered with the running cost when the charger should be told it (it changed, and
+/// the last time was at least `billing.cost_update_interval_secs` ago).
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Option<Money>")]
 pub struct RecordSamples(pub Vec<MeterSample>);
 
 impl Handler<RecordSamples> for SessionActor {
-    type Result = ();
+    type Result = Option<Money>;
 
-    fn handle(&mut self, RecordSamples(samples): RecordSamples, _: &mut Self::Context) {
+    fn handle(
+        &mut self,
+        RecordSamples(samples): RecordSamples,
+        _: &mut Self::Context,
+    ) -> Option<Money> {
+        let before = self.session.energy_wh;
         let changed = self.session.apply_samples(&samples);
+        if self.session.energy_wh > before {
+            // The first reading of the new register value: the car drew energy until then.
+            self.energy_rose_at = samples
+                .iter()
+                .filter(|s| s.measurand == Measurand::EnergyImportRegister)
+                .map(|s| s.timestamp)
+                .max()
+                .or(self.energy_rose_at);
+        }
         let id = self.session.session_id;
         self.writer.samples(
             samples
@@ -93,6 +217,15 @@ impl Handler<RecordSamples> for SessionActor {
         if changed {
             self.write_progress(self.session.id_token.clone());
         }
+        let cost = self.cost(Utc::now())?;
+        let due = match self.cost_told {
+            None => true,
+            Some((told, at)) => told != cost && at.elapsed() >= self.cost_update_interval,
+        };
+        due.then(|| {
+            self.cost_told = Some((cost, Instant::now()));
+            cost
+        })
     }
 }
 
@@ -105,11 +238,12 @@ pub struct SetToken(pub IdToken);
 impl Handler<SetToken> for SessionActor {
     type Result = ();
 
-    fn handle(&mut self, SetToken(token): SetToken, _: &mut Self::Context) {
+    fn handle(&mut self, SetToken(token): SetToken, ctx: &mut Self::Context) {
         if self.session.id_token.as_ref() == Some(&token) {
             return;
         }
         self.session.id_token = Some(token.clone());
+        self.price(ctx);
         self.registry.do_send(TokenInUse {
             token: token.clone(),
             session_id: self.session.session_id,
@@ -127,13 +261,14 @@ pub enum EndError {
 }
 
 /// The transaction has ended. Sent by `ChargerActor` (StopTransaction, TransactionEvent
-/// Ended); answered once the end is stored, after which the actor stops.
+/// Ended); answered once the end is stored (with the final cost, when a tariff is
+/// known), after which the actor stops.
 #[derive(Message)]
-#[rtype(result = "Result<Session, EndError>")]
+#[rtype(result = "Result<LiveSession, EndError>")]
 pub struct EndSession(pub TransactionEvent);
 
 impl Handler<EndSession> for SessionActor {
-    type Result = ResponseActFuture<Self, Result<Session, EndError>>;
+    type Result = ResponseActFuture<Self, Result<LiveSession, EndError>>;
 
     fn handle(&mut self, EndSession(stop): EndSession, _: &mut Self::Context) -> Self::Result {
         let mut ended = self.session.clone();
@@ -148,6 +283,9 @@ impl Handler<EndSession> for SessionActor {
         };
         Box::pin(write.into_actor(self).map(move |result, act, ctx| {
             result?;
+            if ended.energy_wh > act.session.energy_wh {
+                act.energy_rose_at = ended.stopped_at;
+            }
             act.session = ended.clone();
             act.span
                 .in_scope(|| tracing::info!(energy_wh = ended.energy_wh, "session ended"));
@@ -155,20 +293,24 @@ impl Handler<EndSession> for SessionActor {
                 session: ended.clone(),
             });
             ctx.stop();
-            Ok(ended)
+            let stopped_at = ended.stopped_at.unwrap_or_else(Utc::now);
+            Ok(LiveSession {
+                session: ended,
+                cost_estimate: act.cost(stopped_at),
+            })
         }))
     }
 }
 
-/// The session as it stands now. Sent by the registry for the APIs.
+/// The session as it stands now, with its cost so far. Sent by the registry for the APIs.
 #[derive(Message)]
-#[rtype(result = "Session")]
+#[rtype(result = "LiveSession")]
 pub struct Snapshot;
 
 impl Handler<Snapshot> for SessionActor {
     type Result = MessageResult<Snapshot>;
 
     fn handle(&mut self, _: Snapshot, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.session.clone())
+        MessageResult(self.live())
     }
 }

@@ -71,6 +71,13 @@ impl Money {
             currency,
         }
     }
+
+    /// The amount in major units, for wire formats that want a decimal number (OCPP
+    /// `totalCost`). Exact for every amount below 2^53 cents; only ever shown, never
+    /// computed with.
+    pub fn as_decimal(&self) -> f64 {
+        self.amount as f64 / 100.0
+    }
 }
 
 impl fmt::Display for Money {

@@ -153,6 +153,8 @@ pub enum ChargerResponse {
     Transaction {
         transaction_id: TransactionId,
         id_token_info: Option<IdTokenInfo>,
+        /// The final cost with taxes, for the answer to an end (2.0.1 `totalCost`).
+        total_cost: Option<super::money::Money>,
     },
     DataTransfer {
         status: DataTransferStatus,

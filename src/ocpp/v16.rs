@@ -303,6 +303,7 @@ pub fn encode_response(action: &str, response: &ChargerResponse) -> Result<Value
         ChargerResponse::Transaction {
             transaction_id,
             id_token_info,
+            ..
         } if action == "StartTransaction" => {
             let id: i64 = transaction_id.0.parse().map_err(|_| {
                 violation(
@@ -410,6 +411,7 @@ mod tests {
                 ChargerResponse::Transaction {
                     transaction_id: TransactionId("12".into()),
                     id_token_info: Some(info),
+                    total_cost: None,
                 },
             ),
             (
@@ -417,6 +419,7 @@ mod tests {
                 ChargerResponse::Transaction {
                     transaction_id: TransactionId("12".into()),
                     id_token_info: None,
+                    total_cost: None,
                 },
             ),
             (

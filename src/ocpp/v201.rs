@@ -477,13 +477,19 @@ pub fn encode_response(_action: &str, response: &ChargerResponse) -> Result<Valu
         }
         ChargerResponse::Authorize(info) => json!({ "idTokenInfo": id_token_info(info) }),
         ChargerResponse::Transaction {
-            id_token_info: Some(info),
+            id_token_info: info,
+            total_cost,
             ..
-        } => json!({ "idTokenInfo": id_token_info(info) }),
-        ChargerResponse::Transaction {
-            id_token_info: None,
-            ..
-        } => json!({}),
+        } => {
+            let mut answer = json!({});
+            if let Some(info) = info {
+                answer["idTokenInfo"] = id_token_info(info);
+            }
+            if let Some(cost) = total_cost {
+                answer["totalCost"] = json!(cost.as_decimal());
+            }
+            answer
+        }
         ChargerResponse::DataTransfer { status, data } => {
             let status = status.as_str();
             match data {
@@ -576,6 +582,7 @@ mod tests {
                 ChargerResponse::Transaction {
                     transaction_id: TransactionId("t".into()),
                     id_token_info: Some(info),
+                    total_cost: None,
                 },
             ),
             (
@@ -583,6 +590,10 @@ mod tests {
                 ChargerResponse::Transaction {
                     transaction_id: TransactionId("t".into()),
                     id_token_info: None,
+                    total_cost: Some(crate::domain::money::Money::new(
+                        934,
+                        crate::domain::money::Currency::EUR,
+                    )),
                 },
             ),
             (

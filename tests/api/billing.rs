@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::charge_point::ChargePoint;
 use crate::helpers::{Backend, TestApp, eventually, now};
+use crate::ocpp201::{energy, event, station};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -506,4 +507,82 @@ async fn settled_invoice_by_id(app: &TestApp, id: &str) -> Value {
         .then_some(full)
     })
     .await
+}
+
+#[tokio::test]
+async fn the_running_cost_is_shown_and_told_to_a_2_0_1_charger() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[("JUCR__BILLING__COST_UPDATE_INTERVAL_SECS", "0")],
+    )
+    .await;
+    payg_default(&app).await;
+    let user = driver(&app, "live@example.org", "tok_visa", "RFID-LIVE").await;
+    let mut cp = station(&app, "CS-COST").await;
+    let token = json!({"idToken": {"idToken": "RFID-LIVE", "type": "ISO14443"}});
+    cp.call(
+        "TransactionEvent",
+        event(
+            "Started",
+            0,
+            "TX-C",
+            "Authorized",
+            json!({"idToken": token["idToken"], "meterValue": energy(0.0)}),
+        ),
+    )
+    .await;
+    let session = eventually(WAIT, "a cost estimate for the new session", || async {
+        let (_, sessions) = app
+            .api("GET", "/api/v1/sessions?charger_id=CS-COST", None)
+            .await;
+        let s = sessions.as_array()?.first()?.clone();
+        s["cost_estimate"].is_object().then_some(s)
+    })
+    .await;
+    assert_eq!(
+        session["cost_estimate"],
+        json!({"amount": 60, "currency": "EUR"}),
+        "the session fee with VAT before any energy"
+    );
+
+    // 10 kWh: 5.95 + 0.50 = 6.45 net, 1.2255 → 1.23 VAT, 7.68 gross.
+    let updated = event(
+        "Updated",
+        1,
+        "TX-C",
+        "MeterValuePeriodic",
+        json!({"meterValue": energy(10_000.0)}),
+    );
+    cp.call("TransactionEvent", updated).await;
+    let (id, action, payload) = cp.next_server_call().await;
+    assert_eq!(action, "CostUpdated");
+    assert_eq!(payload, json!({"totalCost": 7.68, "transactionId": "TX-C"}));
+    cp.respond(&id, json!({})).await;
+    let id = session["session_id"].as_i64().unwrap();
+    let (_, live) = app
+        .api("GET", &format!("/api/v1/sessions/{id}"), None)
+        .await;
+    assert_eq!(live["cost_estimate"]["amount"], 768);
+
+    let ended = cp
+        .call(
+            "TransactionEvent",
+            event(
+                "Ended",
+                2,
+                "TX-C",
+                "EVDeparted",
+                json!({"meterValue": energy(10_000.0)}),
+            ),
+        )
+        .await;
+    assert_eq!(
+        ended["totalCost"], 7.68,
+        "the final cost in the answer to the end"
+    );
+    let invoice = settled_invoice(&app, &user).await;
+    assert_eq!(
+        invoice["gross"]["amount"], 768,
+        "the estimate is what is billed"
+    );
 }

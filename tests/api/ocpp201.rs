@@ -10,7 +10,7 @@ use crate::helpers::{Backend, TestApp, eventually, now, time_in};
 
 const PASSWORD: &str = "station-password-0001";
 
-fn event(kind: &str, seq: u64, tx: &str, trigger: &str, extra: Value) -> Value {
+pub fn event(kind: &str, seq: u64, tx: &str, trigger: &str, extra: Value) -> Value {
     let mut e = json!({
         "eventType": kind, "timestamp": now(), "triggerReason": trigger, "seqNo": seq,
         "transactionInfo": {"transactionId": tx}, "evse": {"id": 1, "connectorId": 1}
@@ -21,11 +21,11 @@ fn event(kind: &str, seq: u64, tx: &str, trigger: &str, extra: Value) -> Value {
     e
 }
 
-fn energy(wh: f64) -> Value {
+pub fn energy(wh: f64) -> Value {
     json!([{"timestamp": now(), "sampledValue": [{"value": wh, "measurand": "Energy.Active.Import.Register", "unitOfMeasure": {"unit": "Wh"}}]}])
 }
 
-async fn station(app: &TestApp, id: &str) -> ChargePoint {
+pub async fn station(app: &TestApp, id: &str) -> ChargePoint {
     app.register_charger(id, PASSWORD).await;
     let mut cp = ChargePoint::connect_201(app.ws_url(id), id, Some(PASSWORD)).await;
     let boot = cp

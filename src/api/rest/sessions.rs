@@ -3,6 +3,7 @@
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
+use crate::actors::session::LiveSession;
 use crate::api::ApiState;
 use crate::api::auth::Operator;
 use crate::api::error::ApiError;
@@ -41,22 +42,31 @@ pub async fn list(
             .transpose()?,
         limit: query.limit.unwrap_or(100).clamp(1, 1000),
     };
-    let mut sessions = state.services.store.sessions(&filter).await?;
-    for session in sessions
-        .iter_mut()
-        .filter(|s| s.status == SessionStatus::Active)
-    {
-        if let Some(live) = state.directory.live_session(session.session_id).await {
-            *session = live;
-        }
+    let stored = state.services.store.sessions(&filter).await?;
+    let mut sessions = Vec::with_capacity(stored.len());
+    for session in stored {
+        sessions.push(live_or_stored(&state, session).await);
     }
     Ok(HttpResponse::Ok().json(sessions))
+}
+
+/// A running session as its actor has it (with its cost so far), else as stored.
+async fn live_or_stored(state: &ApiState, session: Session) -> LiveSession {
+    if session.status == SessionStatus::Active
+        && let Some(live) = state.directory.live_session(session.session_id).await
+    {
+        return live;
+    }
+    LiveSession {
+        session,
+        cost_estimate: None,
+    }
 }
 
 #[derive(Serialize)]
 struct SessionDetail {
     #[serde(flatten)]
-    session: Session,
+    session: LiveSession,
     meter_values: Vec<MeterSample>,
 }
 
@@ -76,10 +86,7 @@ pub async fn get(
         .session(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("session {id} does not exist")))?;
-    let session = match stored.status {
-        SessionStatus::Active => state.directory.live_session(id).await.unwrap_or(stored),
-        SessionStatus::Completed => stored,
-    };
+    let session = live_or_stored(&state, stored).await;
     let meter_values = store.samples(id).await?;
     Ok(HttpResponse::Ok().json(SessionDetail {
         session,
