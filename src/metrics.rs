@@ -37,6 +37,10 @@ pub struct Metrics {
     pub payment_attempts: IntCounterVec,
     /// Webhook delivery attempts by outcome (`delivered`, `failed`).
     pub webhook_attempts: IntCounterVec,
+    /// Live updates not sent to other replicas (the outbound buffer was full).
+    pub live_dropped: IntCounter,
+    /// 1 while this replica's live link to the other replicas (cloud) is up.
+    pub live_link_up: IntGauge,
 }
 
 impl Metrics {
@@ -130,6 +134,16 @@ impl Metrics {
             &["outcome"],
         )
         .expect("static metric definition; qed");
+        let live_dropped = IntCounter::new(
+            "live_updates_dropped_total",
+            "Live updates not sent to other replicas",
+        )
+        .expect("static metric definition; qed");
+        let live_link_up = IntGauge::new(
+            "live_link_up",
+            "1 while the live link to the other replicas is up",
+        )
+        .expect("static metric definition; qed");
         for metric in [
             Box::new(connected_chargers.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(active_sessions.clone()),
@@ -146,6 +160,8 @@ impl Metrics {
             Box::new(sessions_billed.clone()),
             Box::new(payment_attempts.clone()),
             Box::new(webhook_attempts.clone()),
+            Box::new(live_dropped.clone()),
+            Box::new(live_link_up.clone()),
         ] {
             registry
                 .register(metric)
@@ -168,6 +184,8 @@ impl Metrics {
             sessions_billed,
             payment_attempts,
             webhook_attempts,
+            live_dropped,
+            live_link_up,
         }
     }
 

@@ -18,7 +18,7 @@ use crate::actors::Services;
 use crate::actors::batch_writer::BatchWriter;
 use crate::actors::billing::{Billing, BillingActor, BillingConsumer};
 use crate::actors::event_bus::LocalBus;
-use crate::actors::notifier::{Notifier, NotifierActor, WebhookConsumer};
+use crate::actors::notifier::{LiveConsumer, LiveHub, Notifier, NotifierActor, WebhookConsumer};
 use crate::actors::outbox_relay::{self, RelayKick};
 use crate::actors::registry::{ChargerDirectory, LocalDirectory, OpenSession, StationRegistry};
 use crate::api::{self, ApiState};
@@ -58,8 +58,32 @@ impl Application {
             p.max_batch,
             metrics.clone(),
         );
+        // Live updates: within this process, and (cloud) between replicas through the bus.
+        let events = &settings.events;
+        let mut consumer_tasks = Vec::new();
+        let live = match (events.bus, &events.amqp_url) {
+            (BusKind::Rabbitmq, Some(url)) => {
+                let (hub, outbound) = LiveHub::linked(metrics.clone());
+                let hub = Arc::new(hub);
+                let deliver = {
+                    let hub = hub.clone();
+                    Arc::new(move |update| hub.deliver(update))
+                };
+                consumer_tasks.push(tokio::spawn(amqp::run_live_link(
+                    url.clone(),
+                    events.amqp_exchange.clone(),
+                    hub.replica.clone(),
+                    outbound,
+                    deliver,
+                    metrics.live_link_up.clone(),
+                )));
+                hub
+            }
+            _ => Arc::new(LiveHub::local(metrics.clone())),
+        };
         // Registries start before HttpServer::new: its closure runs once per worker.
         let registry = StationRegistry::new(store.clone(), writer.clone(), metrics.clone())
+            .with_live(live.clone())
             .with_cost_updates(Duration::from_secs(
                 settings.billing.cost_update_interval_secs,
             ))
@@ -111,8 +135,6 @@ impl Application {
             Arc::new(BillingConsumer(billing.clone())),
             Arc::new(WebhookConsumer(notifier.clone())),
         ];
-        let events = &settings.events;
-        let mut consumer_tasks = Vec::new();
         let bus: Arc<dyn EventBus> = match (events.bus, &events.amqp_url) {
             (BusKind::Rabbitmq, Some(url)) => {
                 if events.consume {
@@ -134,7 +156,11 @@ impl Application {
                         .with_topology(consumers, events.delivery_limit),
                 )
             }
-            _ => Arc::new(LocalBus::new(consumers)),
+            _ => {
+                let mut consumers = consumers;
+                consumers.push(Arc::new(LiveConsumer(live.clone())));
+                Arc::new(LocalBus::new(consumers))
+            }
         };
         tracing::info!(bus = bus.name(), "event bus");
         let relay_task = outbox_relay::spawn(
@@ -154,6 +180,7 @@ impl Application {
             billing,
             notifier,
             gateway,
+            live,
         });
         let directory: Arc<dyn ChargerDirectory> = Arc::new(LocalDirectory::new(registry));
         let state = web::Data::new(ApiState {

@@ -24,6 +24,7 @@ use super::registry::{
     ChargerUpdate, Connected, Disconnected, FindSession, OpenSession, SessionHandle, TokenBusy,
 };
 use super::session::{EndError, EndSession, RecordSamples, SetToken};
+use crate::domain::live::LiveUpdate;
 use crate::domain::money::Money;
 use crate::domain::ports::StoreError;
 use crate::domain::{
@@ -471,6 +472,10 @@ impl ChargerActor {
         self.services
             .writer
             .connector(self.id.clone(), state.clone());
+        self.services.live.publish(LiveUpdate::ChargerStatus {
+            charger_id: self.id.clone(),
+            connector: state.clone(),
+        });
         self.services.registry.do_send(ChargerUpdate {
             charger_id: self.id.clone(),
             conn_id: self.conn_id,

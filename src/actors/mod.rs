@@ -31,5 +31,7 @@ pub struct Services {
     pub relay: outbox_relay::RelayKick,
     pub billing: Addr<billing::BillingActor>,
     pub notifier: Arc<notifier::Notifier>,
+    /// Live updates for whoever watches (operators' streams, the apps' subscriptions).
+    pub live: Arc<notifier::LiveHub>,
     pub gateway: Arc<dyn crate::domain::ports::PaymentGateway>,
 }

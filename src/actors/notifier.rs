@@ -1,5 +1,6 @@
 //! `NotifierActor`: fans domain events out to registered webhooks, signed, with
-//! retries and a delivery log, and to live listeners in this process.
+//! retries and a delivery log; and [`LiveHub`], its live half: session updates,
+//! charger status changes and domain events to whoever listens now, on every replica.
 //!
 //! As a bus consumer (`webhooks`) it only queues deliveries (with its receipt, in one
 //! transaction), so a slow webhook never holds up the bus; the actor delivers them,
@@ -20,10 +21,11 @@ use std::time::Duration;
 use actix::prelude::*;
 use async_trait::async_trait;
 use chrono::Utc;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, mpsc};
 use uuid::Uuid;
 
 use crate::config::Settings;
+use crate::domain::live::LiveUpdate;
 use crate::domain::ports::{BusError, EventConsumer, Receipt, Store, StoreError};
 use crate::domain::webhook::{DeliveryStatus, WebhookDelivery, signed_payload};
 use crate::domain::{DomainEvent, EventType};
@@ -50,7 +52,6 @@ pub struct Notifier {
     http: reqwest::Client,
     /// Wakes the actor to deliver what was just queued.
     wake: Arc<Notify>,
-    live: broadcast::Sender<DomainEvent>,
 }
 
 impl Notifier {
@@ -69,18 +70,7 @@ impl Notifier {
             metrics,
             http,
             wake: Arc::new(Notify::new()),
-            live: broadcast::channel(4096).0,
         })
-    }
-
-    /// Live events in this process (best effort: a listener that falls behind skips ahead).
-    pub fn listen(&self) -> broadcast::Receiver<DomainEvent> {
-        self.live.subscribe()
-    }
-
-    /// Hands an event to live listeners.
-    pub fn publish_live(&self, event: DomainEvent) {
-        let _ = self.live.send(event);
     }
 
     /// Queues the deliveries of `event` (idempotent by event id).
@@ -267,6 +257,87 @@ impl EventConsumer for WebhookConsumer {
                 std::error::Error::source(&e)
             ))
         })
+    }
+}
+
+/// Updates waiting to leave for the other replicas; beyond this, the newest are dropped
+/// (live updates are best effort; what matters is stored and evented).
+const OUTBOUND: usize = 16_384;
+/// Updates a listener may fall behind before it skips ahead.
+const LISTENER_LAG: usize = 4096;
+
+/// The notifier's live half. Updates made on this replica reach its own listeners at
+/// once and, through the bus (cloud), every other replica's; updates from elsewhere
+/// reach the listeners here.
+pub struct LiveHub {
+    local: broadcast::Sender<Arc<LiveUpdate>>,
+    outbound: Option<mpsc::Sender<LiveUpdate>>,
+    /// This replica's id, so that it skips its own updates coming back from the bus.
+    pub replica: String,
+    metrics: Arc<Metrics>,
+}
+
+impl LiveHub {
+    /// A hub for one process (embedded).
+    pub fn local(metrics: Arc<Metrics>) -> Self {
+        LiveHub {
+            local: broadcast::channel(LISTENER_LAG).0,
+            outbound: None,
+            replica: Uuid::new_v4().simple().to_string(),
+            metrics,
+        }
+    }
+
+    /// A hub whose own updates also leave through the returned receiver (cloud).
+    pub fn linked(metrics: Arc<Metrics>) -> (Self, mpsc::Receiver<LiveUpdate>) {
+        let (tx, rx) = mpsc::channel(OUTBOUND);
+        let hub = LiveHub {
+            outbound: Some(tx),
+            ..Self::local(metrics)
+        };
+        (hub, rx)
+    }
+
+    /// An update made here: to the listeners here and, when linked, to the other replicas.
+    pub fn publish(&self, update: LiveUpdate) {
+        if let Some(outbound) = &self.outbound
+            && outbound.try_send(update.clone()).is_err()
+        {
+            self.metrics.live_dropped.inc();
+        }
+        let _ = self.local.send(Arc::new(update));
+    }
+
+    /// An update that came from elsewhere: to the listeners here only.
+    pub fn deliver(&self, update: LiveUpdate) {
+        let _ = self.local.send(Arc::new(update));
+    }
+
+    /// Every update from now on (a listener that falls behind skips ahead, told how far).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveUpdate>> {
+        self.local.subscribe()
+    }
+}
+
+/// Domain events to live listeners, as a consumer of the in-process bus (embedded; in
+/// the cloud each replica's own queue brings them, see `persistence::amqp::run_live_link`).
+pub struct LiveConsumer(pub Arc<LiveHub>);
+
+#[async_trait]
+impl EventConsumer for LiveConsumer {
+    fn name(&self) -> &'static str {
+        "live"
+    }
+
+    fn wants(&self) -> &'static [EventType] {
+        &EventType::ALL
+    }
+
+    async fn handle(&self, event: &DomainEvent) -> Result<(), BusError> {
+        self.0.deliver(LiveUpdate::Event {
+            event: event.clone(),
+        });
+        Ok(())
     }
 }
 

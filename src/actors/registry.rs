@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::batch_writer::BatchWriter;
 use super::charger::{CallFailure, ChargerActor, SendCall, Shutdown, Superseded};
+use super::notifier::LiveHub;
 use super::session::{LiveSession, SessionActor, Snapshot};
 use crate::domain::ports::Store;
 use crate::domain::{
@@ -61,6 +62,7 @@ pub struct StationRegistry {
     metrics: Arc<Metrics>,
     /// How often at most a charger is told a session's running cost.
     cost_update_interval: std::time::Duration,
+    live: Arc<LiveHub>,
     chargers: HashMap<ChargerId, Connection>,
     sessions: HashMap<SessionKey, SessionHandle>,
     by_id: HashMap<SessionId, SessionKey>,
@@ -73,6 +75,7 @@ impl StationRegistry {
         StationRegistry {
             store,
             writer,
+            live: Arc::new(LiveHub::local(metrics.clone())),
             metrics,
             cost_update_interval: std::time::Duration::from_secs(60),
             chargers: HashMap::new(),
@@ -80,6 +83,12 @@ impl StationRegistry {
             by_id: HashMap::new(),
             tokens: HashMap::new(),
         }
+    }
+
+    /// Where session actors publish their live updates.
+    pub fn with_live(mut self, live: Arc<LiveHub>) -> Self {
+        self.live = live;
+        self
     }
 
     /// How often at most chargers are told the running cost of a session.
@@ -106,6 +115,7 @@ impl StationRegistry {
                 self.metrics.clone(),
             )
             .cost_update_interval(self.cost_update_interval)
+            .live_to(self.live.clone())
             .start(),
         };
         if let Some(token) = &session.id_token {

@@ -12,8 +12,10 @@ use serde::Serialize;
 use tracing::Instrument;
 
 use super::batch_writer::BatchWriter;
+use super::notifier::LiveHub;
 use super::registry::{SessionClosed, StationRegistry, TokenInUse};
 use crate::domain::billing::{TariffRecord, month_start};
+use crate::domain::live::LiveUpdate;
 use crate::domain::money::Money;
 use crate::domain::ports::{SessionProgress, SessionSample, Store, StoreError};
 use crate::domain::tariff::SessionUsage;
@@ -34,6 +36,7 @@ pub struct SessionActor {
     /// The last cost told to the charger (CostUpdated), and when.
     cost_told: Option<(Money, Instant)>,
     cost_update_interval: Duration,
+    live: Option<Arc<LiveHub>>,
 }
 
 /// What the session will cost is computed with the tariff billing will use.
@@ -74,6 +77,23 @@ impl SessionActor {
             pricing: None,
             cost_told: None,
             cost_update_interval: Duration::from_secs(60),
+            live: None,
+        }
+    }
+
+    /// Where this session's updates go live.
+    pub fn live_to(mut self, hub: Arc<LiveHub>) -> Self {
+        self.live = Some(hub);
+        self
+    }
+
+    fn publish(&self) {
+        if let Some(hub) = &self.live {
+            let live = self.live();
+            hub.publish(LiveUpdate::SessionUpdated {
+                session: live.session,
+                cost_estimate: live.cost_estimate,
+            });
         }
     }
 
@@ -117,7 +137,10 @@ impl SessionActor {
         }
         .instrument(self.span.clone());
         ctx.spawn(lookup.into_actor(self).map(|result, act, _| match result {
-            Ok(pricing) => act.pricing = pricing,
+            Ok(pricing) => {
+                act.pricing = pricing;
+                act.publish();
+            }
             Err(e) => {
                 act.span.in_scope(
                     || tracing::warn!(error = %e, "no cost estimate: tariff lookup failed"),
@@ -216,6 +239,7 @@ impl Handler<RecordSamples> for SessionActor {
         );
         if changed {
             self.write_progress(self.session.id_token.clone());
+            self.publish();
         }
         let cost = self.cost(Utc::now())?;
         let due = match self.cost_told {
@@ -244,6 +268,7 @@ impl Handler<SetToken> for SessionActor {
         }
         self.session.id_token = Some(token.clone());
         self.price(ctx);
+        self.publish();
         self.registry.do_send(TokenInUse {
             token: token.clone(),
             session_id: self.session.session_id,
@@ -287,6 +312,7 @@ impl Handler<EndSession> for SessionActor {
                 act.energy_rose_at = ended.stopped_at;
             }
             act.session = ended.clone();
+            act.publish();
             act.span
                 .in_scope(|| tracing::info!(energy_wh = ended.energy_wh, "session ended"));
             act.registry.do_send(SessionClosed {

@@ -61,6 +61,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::put().to(rest::billing::charger_tariff),
             )
             .route("/events", web::get().to(rest::events::list))
+            .route("/live", web::get().to(rest::live::stream))
             .route("/id-tokens", web::get().to(rest::id_tokens::list))
             .route("/id-tokens/{id_token}", web::get().to(rest::id_tokens::get))
             .route("/id-tokens/{id_token}", web::put().to(rest::id_tokens::put))

@@ -194,7 +194,7 @@ impl Availability {
 }
 
 /// A connector as last reported (StatusNotification) and as the operator set it (ChangeAvailability).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConnectorState {
     pub connector_id: ConnectorId,
     pub status: ConnectorStatus,

@@ -6,6 +6,7 @@ pub mod billing;
 pub mod charger;
 pub mod events;
 pub mod ids;
+pub mod live;
 pub mod money;
 pub mod ports;
 pub mod requests;

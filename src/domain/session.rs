@@ -141,7 +141,7 @@ impl SessionStatus {
 }
 
 /// A charging session: one OCPP transaction on one connector.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Session {
     pub session_id: SessionId,
     pub charger_id: ChargerId,

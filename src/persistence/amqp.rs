@@ -29,6 +29,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
 
 use crate::domain::DomainEvent;
+use crate::domain::live::LiveUpdate;
 use crate::domain::ports::{BusError, EventBus, EventConsumer};
 
 fn bus_error(what: &str, e: impl std::fmt::Display) -> BusError {
@@ -352,4 +353,147 @@ pub async fn declare(
 ) -> Result<(), BusError> {
     let link = open(url, exchange).await?;
     declare_consumer(&link.channel, exchange, consumer, delivery_limit).await
+}
+
+/// The fanout exchange live updates travel on between replicas.
+pub fn live_exchange_name(exchange: &str) -> String {
+    format!("{exchange}.live")
+}
+
+/// Carries live updates between replicas until the task is dropped: sends this
+/// replica's (batched: whatever is waiting goes in one message) to the fanout exchange
+/// `<exchange>.live`, and hands everything that arrives on its own exclusive queue
+/// (bound to that exchange and to every domain event) to `deliver`, skipping its own.
+/// Best effort, no acks: live updates are not stored, the durable record is elsewhere.
+pub async fn run_live_link(
+    url: SecretString,
+    exchange: String,
+    replica: String,
+    mut outbound: tokio::sync::mpsc::Receiver<LiveUpdate>,
+    deliver: Arc<dyn Fn(LiveUpdate) + Send + Sync>,
+    up: prometheus::IntGauge,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let result = live_link(&url, &exchange, &replica, &mut outbound, &*deliver, &up).await;
+        up.set(0);
+        match result {
+            Ok(()) => tracing::warn!("live link closed; reconnecting"),
+            Err(e) => tracing::warn!(error = %e, "live link failed; reconnecting"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Live updates per message, at most.
+const LIVE_BATCH: usize = 512;
+
+async fn live_link(
+    url: &SecretString,
+    exchange: &str,
+    replica: &str,
+    outbound: &mut tokio::sync::mpsc::Receiver<LiveUpdate>,
+    deliver: &(dyn Fn(LiveUpdate) + Send + Sync),
+    up: &prometheus::IntGauge,
+) -> Result<(), BusError> {
+    let link = open(url, exchange).await?;
+    let channel = &link.channel;
+    let live = live_exchange_name(exchange);
+    channel
+        .exchange_declare(
+            live.as_str().into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| bus_error("declaring the live exchange", e))?;
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| bus_error("declaring this replica's live queue", e))?;
+    let name = queue.name().clone();
+    for (source, key) in [(live.as_str(), ""), (exchange, "#")] {
+        channel
+            .queue_bind(
+                name.clone(),
+                source.into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| bus_error("binding this replica's live queue", e))?;
+    }
+    let mut deliveries = channel
+        .basic_consume(
+            name.clone(),
+            format!("live-{replica}").as_str().into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| bus_error("consuming live updates", e))?;
+    tracing::info!(replica, "live link up");
+    up.set(1);
+    loop {
+        tokio::select! {
+            first = outbound.recv() => {
+                let Some(first) = first else { return Ok(()) };
+                let mut batch = vec![first];
+                while batch.len() < LIVE_BATCH {
+                    match outbound.try_recv() {
+                        Ok(update) => batch.push(update),
+                        Err(_) => break,
+                    }
+                }
+                let payload = serde_json::to_vec(&batch).map_err(|e| bus_error("serializing", e))?;
+                channel
+                    .basic_publish(
+                        live.as_str().into(),
+                        "".into(),
+                        BasicPublishOptions::default(),
+                        &payload,
+                        BasicProperties::default()
+                            .with_content_type("application/json".into())
+                            .with_app_id(replica.into()),
+                    )
+                    .await
+                    .map_err(|e| bus_error("publishing live updates", e))?;
+            }
+            delivery = deliveries.next() => {
+                let Some(delivery) = delivery else { return Ok(()) };
+                let delivery = delivery.map_err(|e| bus_error("receiving", e))?;
+                if delivery.exchange.as_str() == exchange {
+                    if let Ok(event) = serde_json::from_slice::<DomainEvent>(&delivery.data) {
+                        deliver(LiveUpdate::Event { event });
+                    }
+                    continue;
+                }
+                let own = delivery.properties.app_id().as_ref().is_some_and(|a| a.as_str() == replica);
+                if own {
+                    continue;
+                }
+                match serde_json::from_slice::<Vec<LiveUpdate>>(&delivery.data) {
+                    Ok(updates) => updates.into_iter().for_each(deliver),
+                    Err(e) => tracing::warn!(error = %e, "unreadable live updates dropped"),
+                }
+            }
+        }
+    }
 }

@@ -250,6 +250,15 @@ impl TestApp {
         }
     }
 
+    /// A setting this app was started with (e.g. `JUCR__DATABASE__URL`, to start a
+    /// second replica on the same database).
+    pub fn setting(&self, key: &str) -> Option<String> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    }
+
     /// Changes (or with `None` removes) a setting for the next start.
     pub fn set_setting(&mut self, key: &str, value: Option<&str>) {
         self.env.retain(|(k, _)| k != key);

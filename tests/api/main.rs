@@ -7,6 +7,7 @@ mod contract;
 mod events;
 mod helpers;
 mod keepalive;
+mod live;
 mod malformed;
 mod ocpp201;
 mod ocpp_core;

@@ -4,6 +4,7 @@ pub mod billing;
 pub mod chargers;
 pub mod events;
 pub mod id_tokens;
+pub mod live;
 pub mod sessions;
 pub mod users;
 pub mod webhooks;
