@@ -1,32 +1,22 @@
 //! The embedded profile's event bus: in-process, with the same at-least-once contract as
-//! the broker-backed one. An event is "published" once every registered consumer has
-//! handled it; live listeners (the notifier's subscribers) get a copy on a broadcast
-//! channel and may lag.
+//! the broker-backed one. An event is "published" once every registered consumer that
+//! wants it has handled it; a consumer's failure fails the publish, and the outbox relay
+//! tries again later.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tokio::sync::broadcast;
 
 use crate::domain::DomainEvent;
 use crate::domain::ports::{BusError, EventBus, EventConsumer};
 
 pub struct LocalBus {
     consumers: Vec<Arc<dyn EventConsumer>>,
-    live: broadcast::Sender<DomainEvent>,
 }
 
 impl LocalBus {
     pub fn new(consumers: Vec<Arc<dyn EventConsumer>>) -> Self {
-        LocalBus {
-            consumers,
-            live: broadcast::channel(1024).0,
-        }
-    }
-
-    /// A live feed of published events (best effort; a slow listener skips ahead).
-    pub fn listen(&self) -> broadcast::Receiver<DomainEvent> {
-        self.live.subscribe()
+        LocalBus { consumers }
     }
 }
 
@@ -46,7 +36,6 @@ impl EventBus for LocalBus {
                 ))
             })?;
         }
-        let _ = self.live.send(event.clone());
         Ok(())
     }
 

@@ -293,16 +293,15 @@ async fn a_gateway_that_does_not_answer_is_retried_quietly_until_the_charge_goes
     );
 }
 
-#[tokio::test]
-async fn a_crash_after_the_invoice_is_stored_still_bills_once() {
-    let mut app = TestApp::spawn_with(
-        Backend::Sqlite,
-        &[
-            ("JUCR__TESTING__FAULT_INJECTION", "true"),
-            ("JUCR__TESTING__CRASH_POINT", "billing.after_invoice"),
-        ],
-    )
-    .await;
+/// Billing aborts the process after storing an invoice, before its event is
+/// acknowledged; after a restart the session has one invoice and one payment.
+async fn crash_after_the_invoice_then_restart(backend: Backend, bus: &[(&str, &str)]) {
+    let mut settings = vec![
+        ("JUCR__TESTING__FAULT_INJECTION", "true"),
+        ("JUCR__TESTING__CRASH_POINT", "billing.after_invoice"),
+    ];
+    settings.extend_from_slice(bus);
+    let mut app = TestApp::spawn_with(backend, &settings).await;
     payg_default(&app).await;
     let user = driver(&app, "crash@example.org", "tok_visa", "RFID-CRASH").await;
     charge(&app, "CP-C1", "RFID-CRASH", 7_000).await;
@@ -324,6 +323,26 @@ async fn a_crash_after_the_invoice_is_stored_still_bills_once() {
     assert_eq!(invoices_of(&app, &user).await.len(), 1, "one invoice");
     assert_eq!(events(&app, "INVOICE_GENERATED").await.len(), 1);
     assert_eq!(events(&app, "SESSION_ENDED").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_crash_after_the_invoice_is_stored_still_bills_once() {
+    crash_after_the_invoice_then_restart(Backend::Sqlite, &[]).await;
+}
+
+#[tokio::test]
+async fn with_rabbitmq_a_crash_after_the_invoice_is_stored_still_bills_once() {
+    // The unacknowledged SESSION_ENDED goes back to the queue when the process dies and
+    // is delivered again after the restart; the receipt makes it a no-op.
+    let vhost = crate::amqp::TestVhost::create();
+    crash_after_the_invoice_then_restart(
+        Backend::Postgres,
+        &[
+            ("JUCR__EVENTS__BUS", "rabbitmq"),
+            ("JUCR__EVENTS__AMQP_URL", &vhost.url),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
