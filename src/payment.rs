@@ -12,9 +12,10 @@
 //! | `tok_timeout`         | Visa ···0341       | never answers (the caller's timeout fires)       |
 //! | `tok_timeoutOnce`     | Visa ···3220       | never answers the first time per payment, then succeeds |
 //!
-//! Any other token is unknown to the gateway. Charges are idempotent by key, as with a
-//! real processor: a retried payment is charged once. The ledger lives in memory (a
-//! sandbox, not a bank).
+//! Any other token is unknown to the gateway. As with a real processor, the first
+//! outcome of an idempotency key (a charge, or a decline) is replayed for every later
+//! request with that key: a retried payment is charged once, and a retry with a new
+//! card needs a new key. The ledger lives in memory (a sandbox, not a bank).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -60,8 +61,9 @@ fn test_card(token: &str) -> Option<(CardDetails, Behaviour)> {
 
 #[derive(Default)]
 struct Ledger {
-    /// Charges made, by idempotency key.
-    charges: HashMap<Uuid, String>,
+    /// The outcome of each idempotency key, replayed for every later request with that
+    /// key (as card processors do): a charge id, or a decline.
+    outcomes: HashMap<Uuid, Result<String, GatewayError>>,
     /// Attempts seen, by idempotency key.
     attempts: HashMap<Uuid, u32>,
 }
@@ -97,27 +99,27 @@ impl PaymentGateway for SandboxGateway {
                 .ledger
                 .lock()
                 .expect("ledger lock is never poisoned: no panics while held; qed");
-            if let Some(done) = ledger.charges.get(&request.idempotency_key) {
-                return Ok(done.clone());
+            if let Some(outcome) = ledger.outcomes.get(&request.idempotency_key) {
+                return outcome.clone();
             }
             let attempt = ledger.attempts.entry(request.idempotency_key).or_default();
             *attempt += 1;
             *attempt
         };
-        match behaviour {
-            Behaviour::Decline => Err(GatewayError::Declined("card declined".into())),
+        let outcome = match behaviour {
             Behaviour::Hang => std::future::pending().await,
             Behaviour::HangOnce if attempt == 1 => std::future::pending().await,
+            Behaviour::Decline => Err(GatewayError::Declined("card declined".into())),
             Behaviour::Succeed | Behaviour::HangOnce => {
-                let id = format!("ch_sandbox_{}", Uuid::new_v4().simple());
-                self.ledger
-                    .lock()
-                    .expect("ledger lock is never poisoned: no panics while held; qed")
-                    .charges
-                    .insert(request.idempotency_key, id.clone());
-                Ok(id)
+                Ok(format!("ch_sandbox_{}", Uuid::new_v4().simple()))
             }
-        }
+        };
+        self.ledger
+            .lock()
+            .expect("ledger lock is never poisoned: no panics while held; qed")
+            .outcomes
+            .insert(request.idempotency_key, outcome.clone());
+        outcome
     }
 }
 
@@ -149,12 +151,20 @@ mod tests {
             gateway.charge(&request("tok_visa", key)).await.unwrap(),
             first
         );
+        let declined = Uuid::new_v4();
         assert!(matches!(
             gateway
-                .charge(&request("tok_chargeDeclined", Uuid::new_v4()))
+                .charge(&request("tok_chargeDeclined", declined))
                 .await,
             Err(GatewayError::Declined(_))
         ));
+        assert!(
+            matches!(
+                gateway.charge(&request("tok_visa", declined)).await,
+                Err(GatewayError::Declined(_))
+            ),
+            "a key's decline is replayed, even with another card"
+        );
         let once = Uuid::new_v4();
         let wait = std::time::Duration::from_millis(50);
         let first =

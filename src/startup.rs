@@ -117,20 +117,25 @@ impl Application {
         let gateway: Arc<dyn PaymentGateway> = match settings.billing.gateway {
             GatewayKind::Sandbox => Arc::new(SandboxGateway::new()),
         };
-        let billing = BillingActor::new(Arc::new(Billing::new(
-            store.clone(),
-            gateway.clone(),
-            settings.clone(),
-            metrics.clone(),
-            relay.clone(),
-        )))
+        // Workers run the billing and webhook schedules; a publish-only replica does not.
+        let worker = events.bus == BusKind::InProcess || events.consume;
+        let billing = BillingActor::new(
+            Arc::new(Billing::new(
+                store.clone(),
+                gateway.clone(),
+                settings.clone(),
+                metrics.clone(),
+                relay.clone(),
+            )),
+            worker,
+        )
         .start();
         let notifier = Arc::new(Notifier::new(
             store.clone(),
             settings.clone(),
             metrics.clone(),
         )?);
-        NotifierActor::new(notifier.clone()).start();
+        NotifierActor::new(notifier.clone(), worker).start();
         let consumers: Vec<Arc<dyn EventConsumer>> = vec![
             Arc::new(BillingConsumer(billing.clone())),
             Arc::new(WebhookConsumer(notifier.clone())),

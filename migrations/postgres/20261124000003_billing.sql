@@ -80,6 +80,12 @@ CREATE TABLE payment (
     status            TEXT NOT NULL,
     attempts          BIGINT NOT NULL DEFAULT 0,
     declines          BIGINT NOT NULL DEFAULT 0,
+    -- Transient failures since the last reported one, and failures reported (PAYMENT_FAILED).
+    transient_streak  BIGINT NOT NULL DEFAULT 0,
+    reported_failures BIGINT NOT NULL DEFAULT 0,
+    -- The gateway idempotency key of the current round: kept across quiet retries,
+    -- new after each reported failure (a processor replays a key's first outcome).
+    charge_key        UUID NOT NULL,
     next_attempt_at   TIMESTAMPTZ,
     last_error        TEXT,
     gateway_charge_id TEXT,

@@ -81,6 +81,12 @@ CREATE TABLE payment (
     status            TEXT NOT NULL,
     attempts          INTEGER NOT NULL DEFAULT 0,
     declines          INTEGER NOT NULL DEFAULT 0,
+    -- Transient failures since the last reported one, and failures reported (PAYMENT_FAILED).
+    transient_streak  INTEGER NOT NULL DEFAULT 0,
+    reported_failures INTEGER NOT NULL DEFAULT 0,
+    -- The gateway idempotency key of the current round: kept across quiet retries,
+    -- new after each reported failure (a processor replays a key's first outcome).
+    charge_key        BLOB NOT NULL,
     next_attempt_at   TEXT,
     last_error        TEXT,
     gateway_charge_id TEXT,

@@ -48,6 +48,8 @@ pub struct Billing {
     settings: Arc<Settings>,
     metrics: Arc<Metrics>,
     relay: RelayKick,
+    /// Wakes the actor when a payment is due now.
+    due: Arc<tokio::sync::Notify>,
 }
 
 impl Billing {
@@ -64,6 +66,7 @@ impl Billing {
             settings,
             metrics,
             relay,
+            due: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -72,12 +75,29 @@ impl Billing {
             consumer: CONSUMER,
             event_id: event.id,
         };
-        match event.event_type {
+        let result = match event.event_type {
             EventType::SessionEnded => self.invoice_session(receipt, event).await,
             EventType::InvoiceGenerated => self.open_payment(receipt, event).await,
             _ => Ok(()),
+        };
+        match result {
+            // Permanent: the event refers to something that does not exist. Retrying
+            // cannot help and would hold up the events behind it; it is recorded, logged
+            // and counted instead.
+            Err(StoreError::NotFound(what)) => {
+                tracing::error!(event_id = %event.id, event_type = %event.event_type, what, "event refers to nothing billable; skipped");
+                self.metrics
+                    .sessions_billed
+                    .with_label_values(&["unbillable"])
+                    .inc();
+                self.store
+                    .mark_processed(receipt)
+                    .await
+                    .map_err(store_failed)?;
+                Ok(())
+            }
+            other => other.map_err(store_failed),
         }
-        .map_err(store_failed)
     }
 
     /// SESSION_ENDED: who pays, under which tariff, how much; the invoice.
@@ -118,6 +138,7 @@ impl Billing {
             };
             let stopped_at = session.stopped_at.unwrap_or(event.occurred_at);
             let samples = self.store.samples(id).await?;
+            let final_register = session.meter_stop_wh;
             let month_energy_before_wh = if tariff.tariff.monthly_charge().is_some() {
                 self.store
                     .invoiced_energy_wh(user, tariff.tariff_id, month_start(stopped_at))
@@ -127,7 +148,7 @@ impl Billing {
             };
             let charge = tariff.tariff.session_charge(&SessionUsage {
                 energy_wh: session.energy_wh,
-                idle_minutes: idle_minutes(&samples, stopped_at),
+                idle_minutes: idle_minutes(&samples, final_register, stopped_at),
                 month_energy_before_wh,
             });
             let invoice = NewInvoice {
@@ -186,14 +207,19 @@ impl Billing {
             status: PaymentStatus::Pending,
             attempts: 0,
             declines: 0,
+            transient_streak: 0,
+            reported_failures: 0,
+            charge_key: Uuid::new_v4(),
             next_attempt_at: Some(now),
             last_error: None,
             gateway_charge_id: None,
             created_at: now,
             updated_at: now,
         };
+        // The attempt runs on the billing actor, not here: a slow gateway must not hold up
+        // the bus.
         if self.store.open_payment(receipt, &payment).await? {
-            self.attempt(payment.payment_id).await?;
+            self.due.notify_one();
         }
         Ok(())
     }
@@ -214,7 +240,7 @@ impl Billing {
                 None => Err(GatewayError::InvalidToken("the driver has no payment method".into())),
                 Some(method) => {
                     let request = ChargeRequest {
-                        idempotency_key: payment.payment_id,
+                        idempotency_key: payment.charge_key,
                         gateway_token: method.gateway_token.clone(),
                         amount: payment.amount,
                         description: format!("jucr invoice {}", payment.invoice_id),
@@ -253,25 +279,33 @@ impl Billing {
                     self.metrics.payment_attempts.with_label_values(&[outcome]).inc();
                     if error.needs_driver() {
                         next.declines += 1;
+                        next.transient_streak = 0;
+                    } else {
+                        next.transient_streak += 1;
                     }
                     next.last_error = Some(error.to_string());
-                    let transient = next.attempts - next.declines;
                     let policy = self.settings.billing.retry_policy();
-                    match policy.after(&error, transient, next.declines) {
+                    let after_wait = |wait: Duration| now + chrono::Duration::from_std(wait).unwrap_or_default();
+                    match policy.after(&error, next.transient_streak, next.reported_failures) {
                         AfterFailure::RetryQuietly(wait) => {
                             tracing::warn!(error = %error, ?wait, "payment attempt failed; retrying");
-                            next.next_attempt_at = Some(now + chrono::Duration::from_std(wait).unwrap_or_default());
+                            next.next_attempt_at = Some(after_wait(wait));
                             None
                         }
                         AfterFailure::ReportAndRetry(wait) => {
                             tracing::warn!(error = %error, ?wait, "payment failed; will retry");
-                            next.next_attempt_at = Some(now + chrono::Duration::from_std(wait).unwrap_or_default());
+                            next.next_attempt_at = Some(after_wait(wait));
+                            next.reported_failures += 1;
+                            next.transient_streak = 0;
+                            // A new round: a processor would replay this key's decline.
+                            next.charge_key = Uuid::new_v4();
                             Some(DomainEvent::payment_outcome(&next, true))
                         }
                         AfterFailure::GiveUp => {
                             tracing::warn!(error = %error, "payment failed for good");
                             next.status = PaymentStatus::Failed;
                             next.next_attempt_at = None;
+                            next.reported_failures += 1;
                             Some(DomainEvent::payment_outcome(&next, false))
                         }
                     }
@@ -341,14 +375,19 @@ pub struct BillingActor {
     billing: Arc<Billing>,
     busy: Arc<AtomicBool>,
     last_subscription_run: Option<Instant>,
+    /// Whether this replica runs the schedule (payment retries, subscription runs).
+    scheduled: bool,
 }
 
 impl BillingActor {
-    pub fn new(billing: Arc<Billing>) -> Self {
+    /// `scheduled`: run the schedule here (workers); without it, payments opened here
+    /// are still attempted at once.
+    pub fn new(billing: Arc<Billing>, scheduled: bool) -> Self {
         BillingActor {
             billing,
             busy: Arc::new(AtomicBool::new(false)),
             last_subscription_run: None,
+            scheduled,
         }
     }
 
@@ -386,8 +425,44 @@ impl Actor for BillingActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let every = Duration::from_millis(self.billing.settings.billing.schedule_interval_ms);
-        ctx.run_interval(every, |act, ctx| act.tick(ctx));
+        if self.scheduled {
+            let every = Duration::from_millis(self.billing.settings.billing.schedule_interval_ms);
+            ctx.run_interval(every, |act, ctx| act.tick(ctx));
+        }
+        let due = self.billing.due.clone();
+        let me = ctx.address();
+        ctx.spawn(
+            async move {
+                loop {
+                    due.notified().await;
+                    if me.try_send(PaymentsDue).is_err() {
+                        break;
+                    }
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+/// A payment is due now. Sent by the actor itself when billing opened one.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct PaymentsDue;
+
+impl Handler<PaymentsDue> for BillingActor {
+    type Result = ();
+
+    fn handle(&mut self, _: PaymentsDue, ctx: &mut Self::Context) {
+        let billing = self.billing.clone();
+        ctx.spawn(
+            async move {
+                if let Err(e) = billing.retry_due().await {
+                    tracing::warn!(error = %e, "payment attempts failed; next round");
+                }
+            }
+            .into_actor(self),
+        );
     }
 }
 

@@ -21,6 +21,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use async_trait::async_trait;
 use chrono::Utc;
+use futures_util::StreamExt;
 use tokio::sync::{Notify, broadcast, mpsc};
 use uuid::Uuid;
 
@@ -35,6 +36,8 @@ use crate::metrics::Metrics;
 pub const CONSUMER: &str = "webhooks";
 
 const ROUND: u32 = 100;
+/// Deliveries in flight at once.
+const PARALLEL_DELIVERIES: usize = 16;
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(3600);
 
 /// The signature header value for `body` sent at `timestamp`.
@@ -62,6 +65,8 @@ impl Notifier {
     ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(settings.notifier.webhook_timeout_ms))
+            // A redirect would turn the POST into a GET without the event: not a delivery.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("jucr-webhooks/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Notifier {
@@ -85,12 +90,16 @@ impl Notifier {
         Ok(())
     }
 
-    /// Attempts every due delivery.
+    /// Attempts every due delivery, several at once, so that a slow endpoint does not
+    /// hold up the others.
     pub async fn deliver_due(&self) -> Result<(), StoreError> {
-        for id in self.store.due_deliveries(Utc::now(), ROUND).await? {
-            self.deliver(id).await?;
-        }
-        Ok(())
+        let due = self.store.due_deliveries(Utc::now(), ROUND).await?;
+        let results: Vec<_> = futures_util::stream::iter(due)
+            .map(|id| self.deliver(id))
+            .buffer_unordered(PARALLEL_DELIVERIES)
+            .collect()
+            .await;
+        results.into_iter().collect()
     }
 
     async fn deliver(&self, id: Uuid) -> Result<(), StoreError> {
@@ -131,7 +140,8 @@ impl Notifier {
                 Some(if e.is_timeout() {
                     format!("no answer within {timeout:?}")
                 } else {
-                    format!("request failed: {e}")
+                    // Without the URL: it may hold credentials or tokens.
+                    format!("request failed: {}", e.without_url())
                 })
             }
         };
@@ -173,13 +183,16 @@ impl Notifier {
 pub struct NotifierActor {
     notifier: Arc<Notifier>,
     busy: Arc<AtomicBool>,
+    /// Whether this replica retries due deliveries on a schedule (workers).
+    scheduled: bool,
 }
 
 impl NotifierActor {
-    pub fn new(notifier: Arc<Notifier>) -> Self {
+    pub fn new(notifier: Arc<Notifier>, scheduled: bool) -> Self {
         NotifierActor {
             notifier,
             busy: Arc::new(AtomicBool::new(false)),
+            scheduled,
         }
     }
 
@@ -219,8 +232,10 @@ impl Actor for NotifierActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let every = Duration::from_millis(self.notifier.settings.notifier.schedule_interval_ms);
-        ctx.run_interval(every, |act, ctx| act.round(ctx));
+        if self.scheduled {
+            let every = Duration::from_millis(self.notifier.settings.notifier.schedule_interval_ms);
+            ctx.run_interval(every, |act, ctx| act.round(ctx));
+        }
         let wake = self.notifier.wake.clone();
         let me = ctx.address();
         ctx.spawn(

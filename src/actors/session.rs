@@ -111,7 +111,8 @@ impl SessionActor {
         };
         let store = self.store.clone();
         let charger = self.session.charger_id.clone();
-        let since = month_start(self.session.started_at);
+        // Fair use counts this month's invoices so far (billing counts them at the end).
+        let since = month_start(Utc::now());
         let lookup = async move {
             let Some(user) = store.token_owner(&token).await? else {
                 return Ok(None);

@@ -55,6 +55,9 @@ pub enum ApiError {
     ChargerBusy,
     #[error("storage is not reachable")]
     Unavailable,
+    /// A service we depend on (the payment gateway) failed; try again later.
+    #[error("{0}")]
+    Upstream(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -79,6 +82,7 @@ impl ApiError {
             ApiError::OcppTimeout => (StatusCode::GATEWAY_TIMEOUT, "ocpp_timeout"),
             ApiError::ChargerBusy => (StatusCode::SERVICE_UNAVAILABLE, "charger_busy"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

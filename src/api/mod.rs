@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod error;
 pub mod health;
+pub mod limit;
 pub mod ocpp;
 pub mod rest;
 pub mod tls;

@@ -35,57 +35,9 @@ use crate::security;
 
 use super::tls::{self, TlsConnection};
 
-/// Counts failed charger authentications per address and refuses an address that
-/// failed too often within the window (429), before any password is checked.
-pub struct AuthLimiter {
-    limit: u32,
-    window: Duration,
-    failures:
-        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
-}
-
-impl AuthLimiter {
-    /// Entries kept before expired ones are swept.
-    const SWEEP_AT: usize = 10_000;
-
-    pub fn new(limit: u32, window: Duration) -> Self {
-        AuthLimiter {
-            limit,
-            window,
-            failures: Default::default(),
-        }
-    }
-
-    fn blocked(&self, peer: Option<std::net::IpAddr>) -> bool {
-        let Some(peer) = peer else { return false };
-        let failures = self
-            .failures
-            .lock()
-            .expect("the limiter lock is never held across a panic; qed");
-        failures
-            .get(&peer)
-            .is_some_and(|(count, since)| *count >= self.limit && since.elapsed() < self.window)
-    }
-
-    fn failed(&self, peer: Option<std::net::IpAddr>) {
-        let Some(peer) = peer else { return };
-        let mut failures = self
-            .failures
-            .lock()
-            .expect("the limiter lock is never held across a panic; qed");
-        if failures.len() >= Self::SWEEP_AT {
-            let window = self.window;
-            failures.retain(|_, (_, since)| since.elapsed() < window);
-        }
-        let entry = failures
-            .entry(peer)
-            .or_insert((0, std::time::Instant::now()));
-        if entry.1.elapsed() >= self.window {
-            *entry = (0, std::time::Instant::now());
-        }
-        entry.0 += 1;
-    }
-}
+/// Failed charger authentications per address: an address that failed too often
+/// within the window is refused (429) before any password is checked.
+pub type AuthLimiter = super::limit::AttemptLimiter<std::net::IpAddr>;
 
 pub async fn connect(
     req: HttpRequest,
@@ -170,7 +122,7 @@ async fn authenticate(
     limiter: &AuthLimiter,
 ) -> Result<ChargerRegistration, ApiError> {
     let peer = req.peer_addr().map(|a| a.ip());
-    if limiter.blocked(peer) {
+    if peer.is_some_and(|p| limiter.blocked(&p)) {
         tracing::warn!(charger_id = %id, ?peer, "too many failed authentications from this address");
         return Err(ApiError::TooManyAttempts);
     }
@@ -212,7 +164,9 @@ async fn authenticate(
     }
     let refuse = |why: &str| {
         services.metrics.auth_failures.inc();
-        limiter.failed(peer);
+        if let Some(peer) = peer {
+            limiter.failed(&peer);
+        }
         tracing::warn!(charger_id = %id, reason = why, "charger authentication failed");
         ApiError::Unauthorized
     };

@@ -247,6 +247,15 @@ pub struct Payment {
     pub attempts: u32,
     /// How many of them the gateway declined (or could not make: no usable card).
     pub declines: u32,
+    /// Transient failures (timeouts, gateway errors) since the last reported failure.
+    pub transient_streak: u32,
+    /// Failures reported as PAYMENT_FAILED so far (the dunning rounds used).
+    pub reported_failures: u32,
+    /// The idempotency key of the current round of attempts: the same for quiet retries
+    /// of a transient failure, new after a reported failure (a processor replays the
+    /// first outcome of a key, so a new card needs a new key).
+    #[serde(skip)]
+    pub charge_key: Uuid,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub gateway_charge_id: Option<String>,
@@ -277,12 +286,11 @@ impl GatewayError {
 
 /// When failed payments are tried again.
 ///
-/// - A transient failure (gateway down, timeout) is retried after `transient_base`,
-///   doubling each time, at most `transient_attempts` times in a row; only then is the
-///   payment reported failed.
-/// - A decline (or no usable card) is reported at once as PAYMENT_FAILED, and retried
-///   after each of `decline_retries` in turn (dunning); after the last one the payment
-///   has failed for good.
+/// - A transient failure (gateway down, timeout) is retried quietly after
+///   `transient_base`, doubling, until `transient_attempts` failed in a row.
+/// - A decline (or no usable card), or transient failures that outlasted the quiet
+///   retries, are reported as PAYMENT_FAILED and tried again after each of
+///   `decline_retries` in turn (dunning); after the last the payment has failed for good.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
     pub transient_base: Duration,
@@ -293,52 +301,55 @@ pub struct RetryPolicy {
 /// What to do after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AfterFailure {
-    /// Retry quietly after this long.
+    /// Retry quietly after this long, with the same idempotency key.
     RetryQuietly(Duration),
-    /// Report PAYMENT_FAILED, and retry after this long.
+    /// Report PAYMENT_FAILED, and retry after this long (a new round, a new key).
     ReportAndRetry(Duration),
     /// Report PAYMENT_FAILED; the payment has failed for good.
     GiveUp,
 }
 
 impl RetryPolicy {
-    /// `transient_in_a_row` counts this failure too when it is transient; `declines`
-    /// counts this one when it is a decline.
+    /// `transient_streak` counts this failure when it is transient; `reported` is how
+    /// many failures were reported before this one.
     pub fn after(
         &self,
         error: &GatewayError,
-        transient_in_a_row: u32,
-        declines: u32,
+        transient_streak: u32,
+        reported: u32,
     ) -> AfterFailure {
-        if error.needs_driver() {
-            match self
-                .decline_retries
-                .get(declines.saturating_sub(1) as usize)
-            {
-                Some(wait) => AfterFailure::ReportAndRetry(*wait),
-                None => AfterFailure::GiveUp,
-            }
-        } else if transient_in_a_row < self.transient_attempts {
-            let factor = 2u32.saturating_pow(transient_in_a_row.saturating_sub(1).min(16));
-            AfterFailure::RetryQuietly(self.transient_base.saturating_mul(factor))
-        } else {
-            AfterFailure::GiveUp
+        if !error.needs_driver() && transient_streak < self.transient_attempts {
+            let factor = 2u32.saturating_pow(transient_streak.saturating_sub(1).min(16));
+            return AfterFailure::RetryQuietly(self.transient_base.saturating_mul(factor));
+        }
+        match self.decline_retries.get(reported as usize) {
+            Some(wait) => AfterFailure::ReportAndRetry(*wait),
+            None => AfterFailure::GiveUp,
         }
     }
 }
 
 /// Minutes a car stayed plugged in after it stopped drawing energy: from the first
-/// reading of the final energy register value to the end of the session.
-pub fn idle_minutes(samples: &[MeterSample], stopped_at: DateTime<Utc>) -> u32 {
+/// reading of the final energy register value to the end of the session. Only
+/// whole-meter readings count (not per phase); a final register (`meter_stop_wh`) above
+/// the last reading means the car drew energy until the end.
+pub fn idle_minutes(
+    samples: &[MeterSample],
+    final_register_wh: Option<i64>,
+    stopped_at: DateTime<Utc>,
+) -> u32 {
     let mut register: Vec<(DateTime<Utc>, f64)> = samples
         .iter()
-        .filter(|s| s.measurand == Measurand::EnergyImportRegister)
+        .filter(|s| s.measurand == Measurand::EnergyImportRegister && s.phase.is_none())
         .map(|s| (s.timestamp, s.value))
         .collect();
     register.sort_by_key(|(at, _)| *at);
     let Some(&(_, last)) = register.last() else {
         return 0;
     };
+    if final_register_wh.is_some_and(|stop| stop as f64 > last + 0.5) {
+        return 0;
+    }
     let full_since = register
         .iter()
         .rev()
@@ -389,9 +400,18 @@ mod tests {
             energy(40, 9000.0),
             energy(50, 9000.0),
         ];
-        assert_eq!(idle_minutes(&samples, at(75)), 45);
-        assert_eq!(idle_minutes(&[], at(75)), 0);
-        assert_eq!(idle_minutes(&samples[..2], at(30)), 0);
+        assert_eq!(idle_minutes(&samples, None, at(75)), 45);
+        assert_eq!(idle_minutes(&samples, Some(9000), at(75)), 45);
+        assert_eq!(idle_minutes(&[], None, at(75)), 0);
+        assert_eq!(idle_minutes(&samples[..2], None, at(30)), 0);
+        // The register rose after the last reading: charging until the end.
+        assert_eq!(idle_minutes(&samples, Some(9500), at(75)), 0);
+        // Per-phase readings do not count.
+        let mut phase = energy(70, 3000.0);
+        phase.phase = Some("L1".into());
+        let mut with_phase = samples.to_vec();
+        with_phase.push(phase);
+        assert_eq!(idle_minutes(&with_phase, None, at(75)), 45);
     }
 
     #[test]
@@ -405,32 +425,32 @@ mod tests {
     }
 
     #[test]
-    fn transient_failures_back_off_quietly_and_declines_are_dunned() {
+    fn transient_failures_back_off_quietly_and_then_join_the_dunning_schedule() {
+        let day = Duration::from_secs(86_400);
         let policy = RetryPolicy {
             transient_base: Duration::from_secs(1),
             transient_attempts: 3,
-            decline_retries: vec![Duration::from_secs(86_400), Duration::from_secs(259_200)],
+            decline_retries: vec![day, 3 * day],
         };
         let down = GatewayError::Unavailable("timeout".into());
-        assert_eq!(
-            policy.after(&down, 1, 0),
-            AfterFailure::RetryQuietly(Duration::from_secs(1))
-        );
-        assert_eq!(
-            policy.after(&down, 2, 0),
-            AfterFailure::RetryQuietly(Duration::from_secs(2))
-        );
-        assert_eq!(policy.after(&down, 3, 0), AfterFailure::GiveUp);
+        let quiet = |s| AfterFailure::RetryQuietly(Duration::from_secs(s));
+        assert_eq!(policy.after(&down, 1, 0), quiet(1));
+        assert_eq!(policy.after(&down, 2, 0), quiet(2));
+        // An outage that outlasts the quiet retries is reported, and tried again later.
+        assert_eq!(policy.after(&down, 3, 0), AfterFailure::ReportAndRetry(day));
         let declined = GatewayError::Declined("insufficient funds".into());
         assert_eq!(
-            policy.after(&declined, 0, 1),
-            AfterFailure::ReportAndRetry(Duration::from_secs(86_400))
+            policy.after(&declined, 0, 0),
+            AfterFailure::ReportAndRetry(day)
         );
         assert_eq!(
-            policy.after(&declined, 0, 2),
-            AfterFailure::ReportAndRetry(Duration::from_secs(259_200))
+            policy.after(&declined, 0, 1),
+            AfterFailure::ReportAndRetry(3 * day)
         );
-        assert_eq!(policy.after(&declined, 0, 3), AfterFailure::GiveUp);
+        assert_eq!(policy.after(&declined, 0, 2), AfterFailure::GiveUp);
+        // A transient failure during dunning is retried quietly first.
+        assert_eq!(policy.after(&down, 1, 1), quiet(1));
+        assert_eq!(policy.after(&down, 3, 2), AfterFailure::GiveUp);
     }
 
     #[test]

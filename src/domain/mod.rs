@@ -2,6 +2,7 @@
 //! requests chargers make (whatever their OCPP version) and the ports persistence
 //! implements. Pure types and rules: no I/O, no async runtime, no web or database crates.
 
+pub mod account;
 pub mod billing;
 pub mod charger;
 pub mod events;

@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use super::account::{RefreshToken, Rotation, Vehicle};
 use super::billing::{
     CardDetails, GatewayError, Invoice, NewInvoice, Payment, PaymentMethod, TariffCandidates,
     TariffRecord, TariffScope,
@@ -208,6 +209,8 @@ pub struct Receipt<'a> {
 pub struct InvoiceFilter {
     pub user_id: Option<Uuid>,
     pub session_id: Option<SessionId>,
+    /// Skip this many (pagination).
+    pub offset: u32,
     pub limit: u32,
 }
 
@@ -314,6 +317,41 @@ pub trait WebhookStore: Send + Sync {
     async fn deliveries(&self, webhook: Uuid, limit: u32) -> StoreResult<Vec<WebhookDelivery>>;
 }
 
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    async fn set_user_name(&self, user: Uuid, name: Option<&str>) -> StoreResult<()>;
+    async fn user_name(&self, user: Uuid) -> StoreResult<Option<String>>;
+    async fn add_refresh_token(&self, token: &RefreshToken) -> StoreResult<()>;
+    /// Uses up the token with hash `presented` and stores `next` in its family, in one
+    /// step; a token used before revokes its family (see [`Rotation`]). `next.user_id`
+    /// and `next.family_id` are taken from the presented token.
+    async fn rotate_refresh_token(
+        &self,
+        presented: &str,
+        next: &RefreshToken,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Rotation>;
+    /// Revokes the family of the token with this hash; false when there is no such token.
+    async fn revoke_refresh_family(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    async fn add_vehicle(&self, vehicle: &Vehicle) -> StoreResult<()>;
+    /// A user's vehicles, oldest first.
+    async fn vehicles(&self, user: Uuid) -> StoreResult<Vec<Vehicle>>;
+    /// Deletes a vehicle of `user`; false when they have no such vehicle.
+    async fn delete_vehicle(&self, user: Uuid, vehicle: Uuid) -> StoreResult<bool>;
+    /// A user's tokens.
+    async fn user_id_tokens(&self, user: Uuid) -> StoreResult<Vec<IdTokenRecord>>;
+    /// Deletes a token of `user`; false when they have no such token.
+    async fn delete_user_id_token(&self, user: Uuid, token: &IdToken) -> StoreResult<bool>;
+    /// Sessions charged with `user`'s tokens, newest first, `limit` after skipping `offset`.
+    async fn user_sessions(&self, user: Uuid, offset: u32, limit: u32)
+    -> StoreResult<Vec<Session>>;
+    async fn count_user_sessions(&self, user: Uuid) -> StoreResult<u64>;
+}
+
 /// One charge a gateway is asked to make.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChargeRequest {
@@ -339,7 +377,14 @@ pub trait PaymentGateway: Send + Sync {
 /// The whole of what the service persists.
 #[async_trait]
 pub trait Store:
-    ChargerStore + IdTokenStore + SessionStore + UserStore + EventStore + BillingStore + WebhookStore
+    ChargerStore
+    + IdTokenStore
+    + SessionStore
+    + UserStore
+    + EventStore
+    + BillingStore
+    + WebhookStore
+    + AccountStore
 {
     /// Cheap round trip proving the backend answers.
     async fn ping(&self) -> StoreResult<()>;

@@ -41,6 +41,53 @@ pub struct Tariff {
     pub kind: TariffKind,
 }
 
+/// Bounds that keep every amount far inside `i64` (checked when a tariff is created):
+/// prices and fees up to 10^8 minor units (a million euros), per-kWh prices up to 10^8
+/// thousandths (1000 per kWh), included energy up to 10^12 Wh. Session energy is capped at
+/// [`MAX_SESSION_WH`] (a gigawatt-hour: a meter reading beyond it is a fault, not a car).
+pub const MAX_AMOUNT: i64 = 100_000_000;
+pub const MAX_INCLUDED_WH: i64 = 1_000_000_000_000;
+pub const MAX_SESSION_WH: i64 = 1_000_000_000;
+
+impl Tariff {
+    /// Why the tariff's figures are out of bounds, if they are.
+    pub fn out_of_bounds(&self) -> Option<String> {
+        if self.vat_basis_points > 10_000 {
+            return Some("vat_basis_points is at most 10000 (100 %)".into());
+        }
+        let (amounts, included) = match &self.kind {
+            TariffKind::FlatRate {
+                monthly_fee,
+                included_energy_wh,
+                price_per_kwh_milli,
+            } => (
+                vec![*monthly_fee, *price_per_kwh_milli],
+                *included_energy_wh,
+            ),
+            TariffKind::PayAsYouGo {
+                price_per_kwh_milli,
+                session_fee,
+                idle_fee_per_minute,
+                ..
+            } => (
+                vec![*price_per_kwh_milli, *session_fee, *idle_fee_per_minute],
+                0,
+            ),
+        };
+        if amounts.iter().any(|a| !(0..=MAX_AMOUNT).contains(a)) {
+            return Some(format!(
+                "prices and fees must be between 0 and {MAX_AMOUNT}"
+            ));
+        }
+        if !(0..=MAX_INCLUDED_WH).contains(&included) {
+            return Some(format!(
+                "included_energy_wh must be between 0 and {MAX_INCLUDED_WH}"
+            ));
+        }
+        None
+    }
+}
+
 /// What a session used, as billing needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionUsage {
@@ -79,20 +126,22 @@ fn energy_amount(wh: i64, price_per_kwh_milli: i64) -> i64 {
 
 impl Tariff {
     fn charge(&self, lines: Vec<InvoiceLine>) -> Charge {
-        let net: i64 = lines.iter().map(|l| l.amount).sum();
+        let net = lines
+            .iter()
+            .fold(0i64, |sum, l| sum.saturating_add(l.amount));
         let vat = div_round(i128::from(net) * i128::from(self.vat_basis_points), 10_000) as i64;
         Charge {
             lines,
             net: Money::new(net, self.currency),
             vat: Money::new(vat, self.currency),
-            gross: Money::new(net + vat, self.currency),
+            gross: Money::new(net.saturating_add(vat), self.currency),
             vat_basis_points: self.vat_basis_points,
         }
     }
 
     /// What one session costs.
     pub fn session_charge(&self, usage: &SessionUsage) -> Charge {
-        let energy = usage.energy_wh.max(0);
+        let energy = usage.energy_wh.clamp(0, MAX_SESSION_WH);
         let lines = match &self.kind {
             TariffKind::FlatRate {
                 included_energy_wh,
@@ -136,7 +185,7 @@ impl Tariff {
                         description: format!(
                             "Idle fee: {idle} min after {idle_grace_minutes} min grace"
                         ),
-                        amount: i64::from(idle) * idle_fee_per_minute,
+                        amount: i64::from(idle).saturating_mul(*idle_fee_per_minute),
                     });
                 }
                 lines
@@ -267,5 +316,32 @@ mod tests {
             (4900, 931, 5831)
         );
         assert!(payg().monthly_charge().is_none());
+    }
+
+    #[test]
+    fn figures_are_bounded_so_that_no_amount_can_overflow() {
+        let mut t = payg();
+        assert_eq!(t.out_of_bounds(), None);
+        t.vat_basis_points = 10_001;
+        assert!(t.out_of_bounds().is_some());
+        let mut t = payg();
+        t.kind = TariffKind::PayAsYouGo {
+            price_per_kwh_milli: MAX_AMOUNT + 1,
+            session_fee: 0,
+            idle_fee_per_minute: 0,
+            idle_grace_minutes: 0,
+        };
+        assert!(t.out_of_bounds().is_some());
+        // The largest figures and an absurd meter reading still give a finite amount.
+        t.kind = TariffKind::PayAsYouGo {
+            price_per_kwh_milli: MAX_AMOUNT,
+            session_fee: MAX_AMOUNT,
+            idle_fee_per_minute: MAX_AMOUNT,
+            idle_grace_minutes: 0,
+        };
+        t.vat_basis_points = 10_000;
+        let c = t.session_charge(&usage(i64::MAX, u32::MAX, 0));
+        assert!(c.gross.amount > 0 && c.gross.amount < i64::MAX);
+        assert_eq!(c.lines[0].amount, MAX_SESSION_WH / 1000 * MAX_AMOUNT / 1000);
     }
 }

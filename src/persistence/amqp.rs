@@ -308,6 +308,9 @@ async fn consume(
         .await
         .map_err(|e| bus_error("starting to consume", e))?;
     tracing::info!(consumer = consumer.name(), "consuming");
+    // Failures in a row: each waits longer before the event goes back, so that a short
+    // outage (the database restarting) does not use up the delivery limit in moments.
+    let mut failures = 0u32;
     while let Some(delivery) = deliveries.next().await {
         let delivery = delivery.map_err(|e| bus_error("receiving", e))?;
         let Ok(event) = serde_json::from_slice::<DomainEvent>(&delivery.data) else {
@@ -323,13 +326,18 @@ async fn consume(
         };
         match consumer.handle(&event).await {
             Ok(()) => {
+                failures = 0;
                 delivery
                     .ack(BasicAckOptions::default())
                     .await
                     .map_err(|e| bus_error("acking", e))?;
             }
             Err(e) => {
-                tracing::warn!(consumer = consumer.name(), event_id = %event.id, error = %e, "handling failed; redelivered");
+                failures += 1;
+                let wait = (Duration::from_millis(250) * 2u32.saturating_pow(failures.min(8) - 1))
+                    .min(Duration::from_secs(30));
+                tracing::warn!(consumer = consumer.name(), event_id = %event.id, error = %e, ?wait, "handling failed; redelivered after a pause");
+                tokio::time::sleep(wait).await;
                 delivery
                     .nack(BasicNackOptions {
                         requeue: true,

@@ -11,6 +11,7 @@ const BEGIN_WRITE: &str = "BEGIN";
 
 include!("sql_store.rs");
 include!("sql_billing.rs");
+include!("sql_accounts.rs");
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 

@@ -82,6 +82,9 @@ fn payment_from_row(row: &DbRow) -> StoreResult<Payment> {
         status: PaymentStatus::parse(&status).ok_or_else(|| corrupt("payment status", &status))?,
         attempts: count(row, "attempts")?,
         declines: count(row, "declines")?,
+        transient_streak: count(row, "transient_streak")?,
+        reported_failures: count(row, "reported_failures")?,
+        charge_key: row.try_get("charge_key").map_err(backend)?,
         next_attempt_at: row.try_get("next_attempt_at").map_err(backend)?,
         last_error: row.try_get("last_error").map_err(backend)?,
         gateway_charge_id: row.try_get("gateway_charge_id").map_err(backend)?,
@@ -482,6 +485,7 @@ impl BillingStore for SqlStore {
             query.push(" AND session_id = ").push_bind(session.0);
         }
         query.push(" ORDER BY issued_at DESC, invoice_year DESC, invoice_seq DESC LIMIT ").push_bind(i64::from(filter.limit.max(1)));
+        query.push(" OFFSET ").push_bind(i64::from(filter.offset));
         query.build().fetch_all(&self.pool).await.map_err(backend)?.iter().map(invoice_from_row).collect()
     }
 
@@ -492,7 +496,8 @@ impl BillingStore for SqlStore {
         }
         let done = sqlx::query(
             "INSERT INTO payment (payment_id, invoice_id, user_id, amount, currency, status, attempts, declines, \
-               next_attempt_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 0, 0, $7, $8, $8) \
+               transient_streak, reported_failures, charge_key, next_attempt_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 0, 0, 0, 0, $9, $7, $8, $8) \
              ON CONFLICT (invoice_id) DO NOTHING",
         )
         .bind(p.payment_id)
@@ -503,6 +508,7 @@ impl BillingStore for SqlStore {
         .bind(p.status.as_str())
         .bind(p.next_attempt_at)
         .bind(p.created_at)
+        .bind(p.charge_key)
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
@@ -557,7 +563,8 @@ impl BillingStore for SqlStore {
         let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
         let done = sqlx::query(
             "UPDATE payment SET status = $3, attempts = $4, declines = $5, next_attempt_at = $6, last_error = $7, \
-               gateway_charge_id = $8, updated_at = $9 WHERE payment_id = $1 AND attempts = $2 AND status = 'pending'",
+               gateway_charge_id = $8, updated_at = $9, transient_streak = $10, reported_failures = $11, charge_key = $12 \
+             WHERE payment_id = $1 AND attempts = $2 AND status = 'pending'",
         )
         .bind(p.payment_id)
         .bind(i64::from(attempts_before))
@@ -568,6 +575,9 @@ impl BillingStore for SqlStore {
         .bind(p.last_error.as_deref())
         .bind(p.gateway_charge_id.as_deref())
         .bind(p.updated_at)
+        .bind(i64::from(p.transient_streak))
+        .bind(i64::from(p.reported_failures))
+        .bind(p.charge_key)
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
@@ -638,7 +648,7 @@ impl WebhookStore for SqlStore {
         let now = Utc::now();
         let mut queued = 0;
         for hook in hooks.iter().filter(|h| h.event_types.contains(&event.event_type)) {
-            sqlx::query(
+            let done = sqlx::query(
                 "INSERT INTO webhook_delivery (delivery_id, webhook_id, event_id, event_type, body, status, attempts, \
                    next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6) \
                  ON CONFLICT (webhook_id, event_id) DO NOTHING",
@@ -651,8 +661,9 @@ impl WebhookStore for SqlStore {
             .bind(now)
             .execute(&mut *tx)
             .await
-            .map_err(backend)?;
-            queued += 1;
+            .map_err(backend)?
+            .rows_affected() as usize;
+            queued += done;
         }
         tx.commit().await.map_err(backend)?;
         Ok(queued)
@@ -712,7 +723,7 @@ impl WebhookStore for SqlStore {
     async fn record_delivery_attempt(&self, d: &WebhookDelivery) -> StoreResult<()> {
         sqlx::query(
             "UPDATE webhook_delivery SET status = $2, attempts = $3, next_attempt_at = $4, last_status_code = $5, \
-               last_error = $6, delivered_at = $7 WHERE delivery_id = $1",
+               last_error = $6, delivered_at = $7 WHERE delivery_id = $1 AND status = 'pending' AND attempts = $3 - 1",
         )
         .bind(d.delivery_id)
         .bind(d.status.as_str())

@@ -260,6 +260,47 @@ async fn a_declined_card_fails_the_payment_and_the_dunning_retry_uses_a_new_card
 }
 
 #[tokio::test]
+async fn a_gateway_outage_is_reported_after_the_quiet_retries_and_dunned_like_a_decline() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[
+            ("JUCR__BILLING__GATEWAY_TIMEOUT_MS", "200"),
+            ("JUCR__BILLING__TRANSIENT_RETRY_MS", "100"),
+            ("JUCR__BILLING__TRANSIENT_ATTEMPTS", "2"),
+            ("JUCR__BILLING__DECLINE_RETRY_SECS", "1"),
+            ("JUCR__BILLING__SCHEDULE_INTERVAL_MS", "100"),
+        ],
+    )
+    .await;
+    payg_default(&app).await;
+    let user = driver(&app, "outage@example.org", "tok_timeout", "RFID-OUT").await;
+    charge(&app, "CP-O1", "RFID-OUT", 2_000).await;
+
+    let invoice = settled_invoice(&app, &user).await;
+    let payment = &invoice["payment"];
+    assert_eq!(payment["status"], "failed", "{invoice}");
+    assert_eq!(
+        (payment["attempts"].clone(), payment["declines"].clone()),
+        (json!(4), json!(0)),
+        "two quiet attempts, reported, two more after the dunning wait, reported for good"
+    );
+    assert_eq!(payment["reported_failures"], 2);
+    let failures = eventually(WAIT, "both failures published", || async {
+        let all = events(&app, "PAYMENT_FAILED").await;
+        (all.len() == 2).then_some(all)
+    })
+    .await;
+    assert_eq!(failures[1]["payload"]["will_retry"], true);
+    assert_eq!(failures[0]["payload"]["will_retry"], false);
+    assert!(
+        failures[0]["payload"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer")
+    );
+}
+
+#[tokio::test]
 async fn a_gateway_that_does_not_answer_is_retried_quietly_until_the_charge_goes_through() {
     let app = TestApp::spawn_with(
         Backend::Sqlite,
@@ -511,6 +552,31 @@ async fn tariffs_overrides_and_plans_are_managed_through_the_api() {
         status,
         StatusCode::UNPROCESSABLE_ENTITY,
         "card numbers are refused: {body}"
+    );
+
+    // Updating a token without naming its owner keeps the owner; null removes it.
+    app.register_token("RFID-FLAT", json!({"status": "Blocked"}))
+        .await;
+    let (_, token) = app.api("GET", "/api/v1/id-tokens/RFID-FLAT", None).await;
+    assert_eq!(
+        (token["status"].clone(), token["user_id"].clone()),
+        (json!("Blocked"), json!(user))
+    );
+    app.register_token("RFID-FLAT", json!({"status": "Accepted", "user_id": null}))
+        .await;
+    let (_, token) = app.api("GET", "/api/v1/id-tokens/RFID-FLAT", None).await;
+    assert!(token["user_id"].is_null(), "{token}");
+    let (status, body) = app
+        .api(
+            "PUT",
+            "/api/v1/id-tokens/RFID-X",
+            Some(json!({"status": "Accepted", "user_id": uuid::Uuid::new_v4()})),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "an unknown owner: {body}"
     );
 }
 

@@ -630,6 +630,7 @@ async fn invoices_are_numbered_without_gaps_and_issued_once(s: &dyn Store) {
         .invoices(&InvoiceFilter {
             user_id: Some(user),
             session_id: None,
+            offset: 0,
             limit: 100,
         })
         .await
@@ -639,6 +640,7 @@ async fn invoices_are_numbered_without_gaps_and_issued_once(s: &dyn Store) {
         .invoices(&InvoiceFilter {
             user_id: None,
             session_id: Some(first.session_id),
+            offset: 0,
             limit: 10,
         })
         .await
@@ -684,6 +686,9 @@ async fn payments_are_opened_once_claimed_by_one_and_recorded_with_their_event(s
         status: PaymentStatus::Pending,
         attempts: 0,
         declines: 0,
+        transient_streak: 0,
+        reported_failures: 0,
+        charge_key: uuid::Uuid::new_v4(),
         next_attempt_at: Some(at),
         last_error: None,
         gateway_charge_id: None,

@@ -162,6 +162,10 @@ async fn webhooks_get_signed_events_with_retries_and_a_delivery_log() {
             json!({"url": "http://example.org/x", "event_types": []}),
             "no event type",
         ),
+        (
+            json!({"url": "https://user:secret@example.org/x"}),
+            "credentials in the url",
+        ),
     ] {
         let (status, body) = app.api("POST", "/api/v1/webhooks", Some(bad)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{why}: {body}");
@@ -283,6 +287,18 @@ async fn webhooks_get_signed_events_with_retries_and_a_delivery_log() {
         .api("DELETE", &format!("/api/v1/webhooks/{down_id}"), None)
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = app
+        .api(
+            "GET",
+            &format!("/api/v1/webhooks/{down_id}/deliveries"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "the log went with the webhook"
+    );
     assert_eq!(
         app.metric("jucr_webhook_attempts_total{outcome=\"delivered\"}")
             .await,

@@ -14,7 +14,7 @@ use crate::api::auth::Operator;
 use crate::api::error::ApiError;
 use crate::domain::billing::{Invoice, Payment, TariffRecord, TariffScope};
 use crate::domain::ports::InvoiceFilter;
-use crate::domain::tariff::{Tariff, TariffKind};
+use crate::domain::tariff::Tariff;
 use crate::domain::{ChargerId, SessionId};
 
 #[derive(Deserialize)]
@@ -27,30 +27,15 @@ pub struct TariffPost {
 }
 
 fn validate(t: &Tariff) -> Result<(), ApiError> {
-    let bad = |m: &str| Err(ApiError::BadRequest(m.to_owned()));
     if t.name.trim().is_empty() || t.name.len() > 100 {
-        return bad("name must be 1 to 100 characters");
+        return Err(ApiError::BadRequest(
+            "name must be 1 to 100 characters".into(),
+        ));
     }
-    if t.vat_basis_points > 10_000 {
-        return bad("vat_basis_points is at most 10000 (100 %)");
+    match t.out_of_bounds() {
+        Some(why) => Err(ApiError::BadRequest(why)),
+        None => Ok(()),
     }
-    let amounts = match &t.kind {
-        TariffKind::FlatRate {
-            monthly_fee,
-            included_energy_wh,
-            price_per_kwh_milli,
-        } => vec![*monthly_fee, *included_energy_wh, *price_per_kwh_milli],
-        TariffKind::PayAsYouGo {
-            price_per_kwh_milli,
-            session_fee,
-            idle_fee_per_minute,
-            ..
-        } => vec![*price_per_kwh_milli, *session_fee, *idle_fee_per_minute],
-    };
-    if amounts.iter().any(|a| *a < 0) {
-        return bad("prices, fees and included energy cannot be negative");
-    }
-    Ok(())
 }
 
 /// `POST /api/v1/tariffs`: `{name, currency, vat_basis_points, kind: "flat_rate" |
@@ -189,12 +174,24 @@ pub async fn put_plan(
         .store
         .set_plan(user, body.tariff_id, Utc::now())
         .await?;
-    let issued = state
+    // The plan is stored; a failed subscription run is retried by the schedule, so it
+    // does not fail the request.
+    let issued = match state
         .services
         .billing
         .send(RunSubscriptions(Some(user)))
         .await
-        .map_err(ApiError::internal)??;
+    {
+        Ok(Ok(n)) => Some(n),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, %user, "subscription run after a plan change failed; the schedule retries");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, %user, "billing actor unavailable after a plan change");
+            None
+        }
+    };
     Ok(HttpResponse::Ok().json(json!({
         "user_id": user,
         "plan": tariff,
@@ -231,6 +228,7 @@ pub async fn invoices(
         .invoices(&InvoiceFilter {
             user_id: query.user_id,
             session_id: query.session_id.map(SessionId),
+            offset: 0,
             limit: query.limit.unwrap_or(100).clamp(1, 1000),
         })
         .await?;

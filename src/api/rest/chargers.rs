@@ -129,7 +129,8 @@ pub struct ChargerPut {
     security_profile: Option<i64>,
     registration_status: Option<String>,
     description: Option<String>,
-    /// The charge point operator it belongs to (operator tariffs apply to it).
+    /// The charge point operator it belongs to (operator tariffs apply to it). Omitted:
+    /// unchanged; `""`: none.
     operator_id: Option<String>,
 }
 
@@ -199,10 +200,16 @@ pub async fn put(
         },
         security_profile,
         registration_status,
-        operator_id: body
-            .operator_id
-            .filter(|o| !o.trim().is_empty())
-            .or_else(|| current.as_ref().and_then(|c| c.operator_id.clone())),
+        operator_id: match body.operator_id {
+            None => current.as_ref().and_then(|c| c.operator_id.clone()),
+            Some(o) if o.trim().is_empty() => None,
+            Some(o) if o.len() > 100 => {
+                return Err(ApiError::BadRequest(
+                    "operator_id is at most 100 characters".into(),
+                ));
+            }
+            Some(o) => Some(o.trim().to_owned()),
+        },
         description: body
             .description
             .or_else(|| current.and_then(|c| c.description)),

@@ -49,8 +49,15 @@ pub struct IdTokenPut {
     token_type: Option<String>,
     expiry_date: Option<DateTime<Utc>>,
     group_id: Option<String>,
-    /// The driver the token belongs to, who pays for its sessions.
-    user_id: Option<Uuid>,
+    /// The driver the token belongs to, who pays for its sessions. Omitted: unchanged;
+    /// `null`: nobody.
+    #[serde(default, deserialize_with = "present")]
+    user_id: Option<Option<Uuid>>,
+}
+
+/// Tells an explicit `null` (`Some(None)`) from an omitted field (`None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Uuid>>, D::Error> {
+    Option::<Uuid>::deserialize(d).map(Some)
 }
 
 /// `PUT /api/v1/id-tokens/{idToken}` with `{status, type?, expiry_date?, group_id?, user_id?}`.
@@ -62,6 +69,15 @@ pub async fn put(
 ) -> Result<HttpResponse, ApiError> {
     let id_token = token(path.into_inner())?;
     let body = body.into_inner();
+    let user_id = match body.user_id {
+        Some(user) => user,
+        None => state
+            .services
+            .store
+            .id_token(&id_token)
+            .await?
+            .and_then(|current| current.user_id),
+    };
     let status = AuthorizationStatus::parse(&body.status).ok_or_else(|| {
         let all: Vec<_> = AuthorizationStatus::ALL
             .iter()
@@ -85,7 +101,7 @@ pub async fn put(
             .group_id
             .map(|g| token(g).map_err(|e| ApiError::BadRequest(format!("group_id: {e}"))))
             .transpose()?,
-        user_id: body.user_id,
+        user_id,
         updated_at: Utc::now(),
     };
     if let Some(user) = record.user_id

@@ -112,9 +112,9 @@ pub async fn add_payment_method(
     let token = body.into_inner().gateway_token;
     let gateway = &state.services.gateway;
     let card = gateway.card(&token).await.map_err(|e| match e {
-        GatewayError::Unavailable(m) => {
-            ApiError::internal(anyhow::anyhow!("payment gateway unavailable: {m}"))
-        }
+        GatewayError::Unavailable(m) => ApiError::Upstream(format!(
+            "the payment gateway is unavailable ({m}); try again"
+        )),
         other => ApiError::Unprocessable(format!("gateway_token: {other}")),
     })?;
     let method = PaymentMethod {

@@ -38,6 +38,11 @@ pub async fn create(
             "url must be an http:// or https:// URL with a host".into(),
         ));
     }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ApiError::BadRequest(
+            "url must not carry credentials: verify the X-Jucr-Signature header instead".into(),
+        ));
+    }
     let event_types = match body.event_types {
         None => EventType::ALL.to_vec(),
         Some(raw) if raw.is_empty() => {
@@ -104,6 +109,10 @@ pub async fn deliveries(
     query: web::Query<DeliveryQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
+    let store = &state.services.store;
+    if !store.webhooks().await?.iter().any(|w| w.webhook_id == id) {
+        return Err(ApiError::NotFound(format!("no webhook {id}")));
+    }
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-    Ok(HttpResponse::Ok().json(state.services.store.deliveries(id, limit).await?))
+    Ok(HttpResponse::Ok().json(store.deliveries(id, limit).await?))
 }

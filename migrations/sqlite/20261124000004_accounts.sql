@@ -1,0 +1,32 @@
+-- SQLite twin of migrations/postgres/20261124000004_accounts.sql.
+-- Driver accounts for the app: a display name, refresh tokens (stored as SHA-256
+-- hashes, rotated on use, revoked by family), vehicles; indexes for "my" lists.
+
+ALTER TABLE app_user ADD COLUMN name TEXT;
+
+CREATE TABLE refresh_token (
+    refresh_token_id BLOB PRIMARY KEY,
+    user_id          BLOB NOT NULL REFERENCES app_user (user_id) ON DELETE CASCADE,
+    family_id        BLOB NOT NULL,
+    token_hash       TEXT NOT NULL UNIQUE,
+    created_at       TEXT NOT NULL,
+    expires_at       TEXT NOT NULL,
+    used_at          TEXT,
+    revoked_at       TEXT
+);
+CREATE INDEX refresh_token_family_idx ON refresh_token (family_id);
+
+CREATE TABLE vehicle (
+    vehicle_id           BLOB PRIMARY KEY,
+    user_id              BLOB NOT NULL REFERENCES app_user (user_id) ON DELETE CASCADE,
+    make                 TEXT NOT NULL,
+    model                TEXT NOT NULL,
+    license_plate        TEXT,
+    battery_capacity_kwh REAL,
+    created_at           TEXT NOT NULL
+);
+CREATE INDEX vehicle_user_idx ON vehicle (user_id, created_at);
+
+CREATE INDEX id_token_user_idx ON id_token (user_id);
+-- Sessions are found by their token's stored key (upper case, as IdToken::key).
+CREATE INDEX session_token_key_idx ON session (UPPER(id_token), session_id);
