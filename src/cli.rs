@@ -36,6 +36,8 @@ enum Command {
     /// Manage chargers.
     #[command(subcommand)]
     Charger(ChargerCommand),
+    /// Print the GraphQL schema (SDL) of the app API.
+    Schema,
 }
 
 #[derive(Subcommand)]
@@ -74,6 +76,11 @@ enum ChargerCommand {
 /// Runs the command line; returns when the command is done (or the server stops).
 pub async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Schema) = cli.command {
+        // Needs no configuration: the schema is the code's.
+        print!("{}", crate::api::graphql::sdl());
+        return Ok(());
+    }
     let settings = Settings::load()?;
     telemetry::init(settings.log.format);
     match cli.command.unwrap_or(Command::Serve) {
@@ -90,6 +97,7 @@ pub async fn run() -> anyhow::Result<()> {
             println!("jucr listening on {address}");
             app.run_until_stopped().await
         }
+        Command::Schema => unreachable!("handled before the settings are loaded"),
         Command::Migrate => {
             persistence::open(&settings, true).await?;
             println!("migrations applied ({})", settings.profile.as_str());

@@ -281,7 +281,12 @@ impl PersistenceSettings {
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
     pub jwt_secret: Option<SecretString>,
+    /// Lifetime of access tokens (operator API and the app).
     pub token_ttl_secs: u64,
+    /// App logins: after this many failures for one account or one address within the
+    /// window, further attempts are refused (RATE_LIMITED) until it ends.
+    pub login_failure_limit: u32,
+    pub login_failure_window_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -188,7 +188,17 @@ impl Application {
             live,
         });
         let directory: Arc<dyn ChargerDirectory> = Arc::new(LocalDirectory::new(registry));
+        let graphql = api::graphql::schema(api::graphql::GraphqlState {
+            services: services.clone(),
+            directory: directory.clone(),
+            keys: keys.clone(),
+            logins: api::limit::AttemptLimiter::new(
+                settings.auth.login_failure_limit,
+                Duration::from_secs(settings.auth.login_failure_window_secs),
+            ),
+        });
         let state = web::Data::new(ApiState {
+            graphql,
             services: services.clone(),
             directory: directory.clone(),
             keys,

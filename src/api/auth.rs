@@ -71,7 +71,7 @@ pub struct Login {
 
 /// An argon2 hash of a random string, verified against when the e-mail is unknown so
 /// that a wrong address takes as long as a wrong password.
-fn dummy_hash() -> String {
+pub(crate) fn dummy_hash() -> String {
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     DUMMY
         .get_or_init(|| security::hash_password(&security::random_secret(24)))

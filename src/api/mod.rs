@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod graphql;
 pub mod health;
 pub mod limit;
 pub mod ocpp;
@@ -23,6 +24,7 @@ pub struct ApiState {
     pub directory: Arc<dyn ChargerDirectory>,
     pub keys: TokenKeys,
     pub auth_limiter: ocpp::AuthLimiter,
+    pub graphql: graphql::JucrSchema,
 }
 
 /// Registers every route and the extractor error handlers.
@@ -43,6 +45,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/readyz", web::get().to(health::readyz))
     .route("/metrics", web::get().to(health::metrics))
     .route("/ocpp/{charge_point_id}", web::get().to(ocpp::connect))
+    .route("/graphql", web::post().to(graphql::post))
+    .route("/graphiql", web::get().to(graphql::graphiql))
     .service(
         web::scope("/api/v1")
             .route("/auth/login", web::post().to(auth::login))

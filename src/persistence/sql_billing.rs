@@ -489,6 +489,33 @@ impl BillingStore for SqlStore {
         query.build().fetch_all(&self.pool).await.map_err(backend)?.iter().map(invoice_from_row).collect()
     }
 
+    async fn invoices_of_sessions(&self, sessions: &[SessionId]) -> StoreResult<Vec<Invoice>> {
+        if sessions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut query = QueryBuilder::<Db>::new("SELECT * FROM invoice WHERE session_id IN (");
+        let mut ids = query.separated(", ");
+        for session in sessions {
+            ids.push_bind(session.0);
+        }
+        query.push(")");
+        query.build().fetch_all(&self.pool).await.map_err(backend)?.iter().map(invoice_from_row).collect()
+    }
+
+    async fn billing_done(&self, session: SessionId) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "SELECT 1 FROM invoice WHERE session_id = $1 \
+             UNION ALL SELECT 1 FROM outbox_event o JOIN processed_event p ON p.event_id = o.event_id \
+             WHERE p.consumer = 'billing' AND o.event_type = 'SESSION_ENDED' AND o.aggregate_id = $2 LIMIT 1",
+        )
+        .bind(session.0)
+        .bind(session.0.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.is_some())
+    }
+
     async fn open_payment(&self, receipt: Receipt<'_>, p: &Payment) -> StoreResult<bool> {
         let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
         if !take_receipt(&mut tx, receipt).await? {

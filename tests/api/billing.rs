@@ -639,10 +639,18 @@ async fn the_running_cost_is_shown_and_told_to_a_2_0_1_charger() {
         json!({"meterValue": energy(10_000.0)}),
     );
     cp.call("TransactionEvent", updated).await;
-    let (id, action, payload) = cp.next_server_call().await;
-    assert_eq!(action, "CostUpdated");
-    assert_eq!(payload, json!({"totalCost": 7.68, "transactionId": "TX-C"}));
-    cp.respond(&id, json!({})).await;
+    // The charger may first have been told the cost at the start (0.60), depending on
+    // whether the tariff was known by then; the 10 kWh cost follows in any case.
+    let mut told = Vec::new();
+    while told.last() != Some(&json!(7.68)) {
+        let (id, action, payload) = cp.next_server_call().await;
+        assert_eq!(action, "CostUpdated");
+        assert_eq!(payload["transactionId"], "TX-C");
+        cp.respond(&id, json!({})).await;
+        told.push(payload["totalCost"].clone());
+        assert!(told.len() <= 2, "told {told:?}");
+    }
+    assert!(told.len() == 1 || told[0] == json!(0.6), "told {told:?}");
     let id = session["session_id"].as_i64().unwrap();
     let (_, live) = app
         .api("GET", &format!("/api/v1/sessions/{id}"), None)

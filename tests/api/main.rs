@@ -5,6 +5,7 @@ mod billing;
 mod charge_point;
 mod contract;
 mod events;
+mod graphql;
 mod helpers;
 mod keepalive;
 mod live;

@@ -1,0 +1,147 @@
+//! The driver app's GraphQL API: `POST /graphql` (queries, mutations), WebSocket
+//! `/graphql` (subscriptions, `graphql-transport-ws` and the legacy `graphql-ws`),
+//! GraphiQL at `/graphiql`. The SDL is committed as `schema.graphql` (`jucr schema`).
+//!
+//! Resolvers stay thin: they ask the store, the charger directory and the live hub.
+//! Errors carry `extensions.code` (see [`Code`]). A driver only ever sees their own
+//! sessions, invoices, cards, tokens and vehicles.
+
+mod account;
+mod charging;
+mod http;
+mod types;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{Context, EmptySubscription, ErrorExtensions, MergedObject, Schema};
+use uuid::Uuid;
+
+use crate::actors::Services;
+use crate::actors::registry::ChargerDirectory;
+use crate::api::limit::AttemptLimiter;
+use crate::domain::ports::StoreError;
+use crate::security::{Claims, TokenKeys};
+
+pub use http::{graphiql, post};
+
+#[derive(MergedObject, Default)]
+pub struct Query(account::AccountQuery, charging::ChargingQuery);
+
+#[derive(MergedObject, Default)]
+pub struct Mutation(account::AccountMutation, charging::ChargingMutation);
+
+pub type JucrSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// Deepest query accepted, and the most expensive (fields count 1, lists their page size).
+const MAX_DEPTH: usize = 10;
+const MAX_COMPLEXITY: usize = 1000;
+
+/// What resolvers share.
+pub struct GraphqlState {
+    pub services: Arc<Services>,
+    pub directory: Arc<dyn ChargerDirectory>,
+    pub keys: TokenKeys,
+    /// Failed logins per account and per address.
+    pub logins: AttemptLimiter<String>,
+}
+
+pub fn schema(state: GraphqlState) -> JucrSchema {
+    let state = Arc::new(state);
+    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+        .data(DataLoader::new(
+            types::InvoiceBySession(state.clone()),
+            tokio::spawn,
+        ))
+        .data(state)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+        .finish()
+}
+
+/// The SDL of the schema (what `jucr schema` prints and `schema.graphql` holds).
+pub fn sdl() -> String {
+    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+        .finish()
+        .sdl()
+}
+
+/// Who is asking, from the `Authorization` header (HTTP) or `connection_init` (WebSocket).
+#[derive(Clone, Default)]
+pub struct Viewer {
+    pub claims: Option<Claims>,
+    pub address: Option<IpAddr>,
+}
+
+/// `extensions.code` of every error, stable for the app to branch on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    Unauthenticated,
+    Forbidden,
+    NotFound,
+    BadUserInput,
+    Conflict,
+    ChargerOffline,
+    ChargerRejected,
+    ConnectorBusy,
+    RateLimited,
+    Internal,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Unauthenticated => "UNAUTHENTICATED",
+            Code::Forbidden => "FORBIDDEN",
+            Code::NotFound => "NOT_FOUND",
+            Code::BadUserInput => "BAD_USER_INPUT",
+            Code::Conflict => "CONFLICT",
+            Code::ChargerOffline => "CHARGER_OFFLINE",
+            Code::ChargerRejected => "CHARGER_REJECTED",
+            Code::ConnectorBusy => "CONNECTOR_BUSY",
+            Code::RateLimited => "RATE_LIMITED",
+            Code::Internal => "INTERNAL",
+        }
+    }
+}
+
+/// An error with its code.
+pub fn error(code: Code, message: impl Into<String>) -> async_graphql::Error {
+    async_graphql::Error::new(message.into()).extend_with(|_, e| e.set("code", code.as_str()))
+}
+
+/// Storage failures: conflicts and missing things are the caller's; the rest is logged
+/// and told as INTERNAL without detail.
+pub fn store_error(e: StoreError) -> async_graphql::Error {
+    match e {
+        StoreError::Conflict(m) => error(Code::Conflict, m),
+        StoreError::NotFound(m) => error(Code::NotFound, m),
+        other => {
+            tracing::error!(error.cause_chain = ?other, error.message = %other, "graphql request failed");
+            error(Code::Internal, "internal error")
+        }
+    }
+}
+
+pub fn internal(e: impl std::fmt::Display) -> async_graphql::Error {
+    tracing::error!(error.message = %e, "graphql request failed");
+    error(Code::Internal, "internal error")
+}
+
+pub fn state<'a>(ctx: &Context<'a>) -> &'a Arc<GraphqlState> {
+    ctx.data_unchecked::<Arc<GraphqlState>>()
+}
+
+/// The signed-in user's id, or UNAUTHENTICATED.
+pub fn viewer_id(ctx: &Context<'_>) -> async_graphql::Result<Uuid> {
+    ctx.data_opt::<Viewer>()
+        .and_then(|v| v.claims.as_ref())
+        .map(|c| c.sub)
+        .ok_or_else(|| {
+            error(
+                Code::Unauthenticated,
+                "sign in first: Authorization: Bearer <access token>",
+            )
+        })
+}
