@@ -46,6 +46,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/metrics", web::get().to(health::metrics))
     .route("/ocpp/{charge_point_id}", web::get().to(ocpp::connect))
     .route("/graphql", web::post().to(graphql::post))
+    .route("/graphql", web::get().to(graphql::subscriptions))
     .route("/graphiql", web::get().to(graphql::graphiql))
     .service(
         web::scope("/api/v1")

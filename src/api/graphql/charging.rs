@@ -8,7 +8,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::types::{ChargerStatusView, ConnectorView, InvoiceView, SessionStatus, SessionView};
-use super::{Code, error, state, store_error, viewer_id};
+use super::{Code, GraphqlState, error, state, store_error, viewer_id};
 use crate::actors::charger::CallFailure;
 use crate::domain::ports::InvoiceFilter;
 use crate::domain::{
@@ -29,7 +29,14 @@ pub async fn session_view(
     ctx: &Context<'_>,
     session: Session,
 ) -> async_graphql::Result<SessionView> {
-    let st = state(ctx);
+    session_view_of(state(ctx), session).await
+}
+
+/// As [`session_view`], outside a request (subscriptions).
+pub async fn session_view_of(
+    st: &GraphqlState,
+    session: Session,
+) -> async_graphql::Result<SessionView> {
     let (session, cost, connector) = match session.status {
         StoredStatus::Active => {
             let live = st.directory.live_session(session.session_id).await;
@@ -59,7 +66,7 @@ pub async fn session_view(
 }
 
 /// The session if the viewer's tokens charged it; FORBIDDEN otherwise.
-async fn own_session(ctx: &Context<'_>, id: &ID) -> async_graphql::Result<Session> {
+pub async fn own_session(ctx: &Context<'_>, id: &ID) -> async_graphql::Result<Session> {
     let viewer = viewer_id(ctx)?;
     let id: i64 = id.parse().map_err(|_| {
         error(
@@ -189,8 +196,16 @@ pub async fn charger_status(
     ctx: &Context<'_>,
     id: &str,
 ) -> async_graphql::Result<ChargerStatusView> {
-    let st = state(ctx);
     let charger_id = ChargerId::parse(id).map_err(|e| error(Code::BadUserInput, e.to_string()))?;
+    charger_status_of(state(ctx), &charger_id).await
+}
+
+/// As [`charger_status`], outside a request (subscriptions).
+pub async fn charger_status_of(
+    st: &GraphqlState,
+    charger_id: &ChargerId,
+) -> async_graphql::Result<ChargerStatusView> {
+    let charger_id = charger_id.clone();
     let Some(record) = st
         .services
         .store

@@ -9,13 +9,14 @@
 mod account;
 mod charging;
 mod http;
+mod live;
 mod types;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{Context, EmptySubscription, ErrorExtensions, MergedObject, Schema};
+use async_graphql::{Context, ErrorExtensions, MergedObject, Schema};
 use uuid::Uuid;
 
 use crate::actors::Services;
@@ -24,7 +25,7 @@ use crate::api::limit::AttemptLimiter;
 use crate::domain::ports::StoreError;
 use crate::security::{Claims, TokenKeys};
 
-pub use http::{graphiql, post};
+pub use http::{graphiql, post, subscriptions};
 
 #[derive(MergedObject, Default)]
 pub struct Query(account::AccountQuery, charging::ChargingQuery);
@@ -32,7 +33,7 @@ pub struct Query(account::AccountQuery, charging::ChargingQuery);
 #[derive(MergedObject, Default)]
 pub struct Mutation(account::AccountMutation, charging::ChargingMutation);
 
-pub type JucrSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type JucrSchema = Schema<Query, Mutation, live::Subscription>;
 
 /// Deepest query accepted, and the most expensive (fields count 1, lists their page size).
 const MAX_DEPTH: usize = 10;
@@ -49,7 +50,7 @@ pub struct GraphqlState {
 
 pub fn schema(state: GraphqlState) -> JucrSchema {
     let state = Arc::new(state);
-    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+    Schema::build(Query::default(), Mutation::default(), live::Subscription)
         .data(DataLoader::new(
             types::InvoiceBySession(state.clone()),
             tokio::spawn,
@@ -62,7 +63,7 @@ pub fn schema(state: GraphqlState) -> JucrSchema {
 
 /// The SDL of the schema (what `jucr schema` prints and `schema.graphql` holds).
 pub fn sdl() -> String {
-    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+    Schema::build(Query::default(), Mutation::default(), live::Subscription)
         .finish()
         .sdl()
 }
