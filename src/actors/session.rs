@@ -137,7 +137,8 @@ impl SessionActor {
             }))
         }
         .instrument(self.span.clone());
-        ctx.spawn(lookup.into_actor(self).map(|result, act, _| match result {
+        // The actor waits for its tariff: every update after this carries a cost.
+        ctx.wait(lookup.into_actor(self).map(|result, act, _| match result {
             Ok(pricing) => {
                 act.pricing = pricing;
                 act.publish();

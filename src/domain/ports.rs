@@ -269,9 +269,9 @@ pub trait BillingStore: Send + Sync {
     async fn invoices(&self, filter: &InvoiceFilter) -> StoreResult<Vec<Invoice>>;
     /// The invoices of these sessions (one query, for batching).
     async fn invoices_of_sessions(&self, sessions: &[SessionId]) -> StoreResult<Vec<Invoice>>;
-    /// Whether billing has dealt with the session's end (invoiced it, or found nobody or
-    /// no tariff to bill).
-    async fn billing_done(&self, session: SessionId) -> StoreResult<bool>;
+    /// Of these sessions, those whose end billing has dealt with (invoiced, or found
+    /// nobody or no tariff to bill), in one round of queries.
+    async fn billed_sessions(&self, sessions: &[SessionId]) -> StoreResult<Vec<SessionId>>;
     /// Stores a new pending payment with `receipt`; false when the receipt or a payment
     /// of that invoice was already there.
     async fn open_payment(&self, receipt: Receipt<'_>, payment: &Payment) -> StoreResult<bool>;

@@ -502,18 +502,43 @@ impl BillingStore for SqlStore {
         query.build().fetch_all(&self.pool).await.map_err(backend)?.iter().map(invoice_from_row).collect()
     }
 
-    async fn billing_done(&self, session: SessionId) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "SELECT 1 FROM invoice WHERE session_id = $1 \
-             UNION ALL SELECT 1 FROM outbox_event o JOIN processed_event p ON p.event_id = o.event_id \
-             WHERE p.consumer = 'billing' AND o.event_type = 'SESSION_ENDED' AND o.aggregate_id = $2 LIMIT 1",
-        )
-        .bind(session.0)
-        .bind(session.0.to_string())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(done.is_some())
+    async fn billed_sessions(&self, sessions: &[SessionId]) -> StoreResult<Vec<SessionId>> {
+        if sessions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invoiced = QueryBuilder::<Db>::new("SELECT session_id FROM invoice WHERE session_id IN (");
+        let mut ids = invoiced.separated(", ");
+        for session in sessions {
+            ids.push_bind(session.0);
+        }
+        invoiced.push(")");
+        let mut billed: Vec<SessionId> = invoiced
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(|row| row.try_get("session_id").map(SessionId).map_err(backend))
+            .collect::<StoreResult<_>>()?;
+        // Ends billing saw but had nobody or no tariff to bill: its receipt for SESSION_ENDED.
+        let mut seen = QueryBuilder::<Db>::new(
+            "SELECT o.aggregate_id FROM outbox_event o JOIN processed_event p ON p.event_id = o.event_id \
+             WHERE p.consumer = 'billing' AND o.event_type = 'SESSION_ENDED' AND o.aggregate_id IN (",
+        );
+        let mut ids = seen.separated(", ");
+        for session in sessions {
+            ids.push_bind(session.0.to_string());
+        }
+        seen.push(")");
+        for row in seen.build().fetch_all(&self.pool).await.map_err(backend)? {
+            let aggregate: String = row.try_get("aggregate_id").map_err(backend)?;
+            if let Ok(id) = aggregate.parse() {
+                billed.push(SessionId(id));
+            }
+        }
+        billed.sort();
+        billed.dedup();
+        Ok(billed)
     }
 
     async fn open_payment(&self, receipt: Receipt<'_>, p: &Payment) -> StoreResult<bool> {

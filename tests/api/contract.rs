@@ -647,6 +647,17 @@ async fn invoices_are_numbered_without_gaps_and_issued_once(s: &dyn Store) {
         .unwrap();
     assert_eq!(of_first, vec![issued.clone()]);
     assert_eq!(
+        s.billed_sessions(&[first.session_id, SessionId(first.session_id.0 + 1000)])
+            .await
+            .unwrap(),
+        vec![first.session_id],
+        "invoiced sessions count as billed"
+    );
+    assert_eq!(
+        s.invoices_of_sessions(&[first.session_id]).await.unwrap(),
+        vec![issued.clone()]
+    );
+    assert_eq!(
         s.invoice(issued.invoice_id).await.unwrap(),
         Some(issued.clone())
     );

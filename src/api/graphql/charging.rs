@@ -7,7 +7,9 @@ use chrono::Utc;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::types::{ChargerStatusView, ConnectorView, InvoiceView, SessionStatus, SessionView};
+use super::types::{
+    BilledSessions, ChargerStatusView, ConnectorView, InvoiceView, SessionStatus, SessionView,
+};
 use super::{Code, GraphqlState, error, state, store_error, viewer_id};
 use crate::actors::charger::CallFailure;
 use crate::domain::ports::InvoiceFilter;
@@ -16,6 +18,7 @@ use crate::domain::{
     SessionId, SessionStatus as StoredStatus, TokenType,
 };
 use crate::ocpp::OcppVersion;
+use async_graphql::dataloader::DataLoader;
 
 /// Largest page.
 const MAX_PAGE: usize = 100;
@@ -29,7 +32,15 @@ pub async fn session_view(
     ctx: &Context<'_>,
     session: Session,
 ) -> async_graphql::Result<SessionView> {
-    session_view_of(state(ctx), session).await
+    let (session, cost, connector) = live_parts(state(ctx), session).await;
+    // Batched across a page of sessions (no query per session).
+    let billed = session.status == StoredStatus::Completed
+        && ctx
+            .data_unchecked::<DataLoader<BilledSessions>>()
+            .load_one(session.session_id.0)
+            .await?
+            .unwrap_or(false);
+    Ok(SessionView::new(&session, cost, connector, billed))
 }
 
 /// As [`session_view`], outside a request (subscriptions).
@@ -37,7 +48,28 @@ pub async fn session_view_of(
     st: &GraphqlState,
     session: Session,
 ) -> async_graphql::Result<SessionView> {
-    let (session, cost, connector) = match session.status {
+    let (session, cost, connector) = live_parts(st, session).await;
+    let billed = session.status == StoredStatus::Completed
+        && !st
+            .services
+            .store
+            .billed_sessions(&[session.session_id])
+            .await
+            .map_err(store_error)?
+            .is_empty();
+    Ok(SessionView::new(&session, cost, connector, billed))
+}
+
+/// A running session's live figures, cost and connector status (in memory, no query).
+async fn live_parts(
+    st: &GraphqlState,
+    session: Session,
+) -> (
+    Session,
+    Option<crate::domain::money::Money>,
+    Option<ConnectorStatus>,
+) {
+    match session.status {
         StoredStatus::Active => {
             let live = st.directory.live_session(session.session_id).await;
             let connector = st
@@ -54,15 +86,7 @@ pub async fn session_view_of(
             }
         }
         StoredStatus::Completed => (session, None, None),
-    };
-    let billed = session.status == StoredStatus::Completed
-        && st
-            .services
-            .store
-            .billing_done(session.session_id)
-            .await
-            .map_err(store_error)?;
-    Ok(SessionView::new(&session, cost, connector, billed))
+    }
 }
 
 /// The session if the viewer's tokens charged it; FORBIDDEN otherwise.

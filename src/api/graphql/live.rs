@@ -9,7 +9,7 @@ use futures_util::Stream;
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::charging::{charger_status_of, own_session, session_view_of};
-use super::types::{ChargerStatusView, SessionView};
+use super::types::{ChargerStatusView, ConnectorView, SessionView};
 use super::{Code, GraphqlState, error, state, store_error, viewer_id};
 use crate::domain::live::LiveUpdate;
 use crate::domain::{ChargerId, ConnectorId, EventType, SessionId, SessionStatus};
@@ -166,10 +166,25 @@ impl Subscription {
             loop {
                 match feed.updates.recv().await {
                     Ok(update) => {
-                        if let LiveUpdate::ChargerStatus { charger_id, .. } = &*update
+                        if let LiveUpdate::ChargerStatus {
+                            charger_id,
+                            connector,
+                        } = &*update
                             && *charger_id == feed.id
-                            && let Ok(view) = charger_status_of(&feed.st, &feed.id).await
+                            && let Ok(mut view) = charger_status_of(&feed.st, &feed.id).await
                         {
+                            // The update is newer than what the registry may have yet.
+                            let changed = ConnectorView {
+                                connector_id: i32::try_from(connector.connector_id.0)
+                                    .unwrap_or(i32::MAX),
+                                status: connector.status.as_str().to_owned(),
+                                updated_at: connector.updated_at,
+                            };
+                            view.connectors
+                                .retain(|c| c.connector_id != changed.connector_id);
+                            view.connectors.push(changed);
+                            view.connectors.sort_by_key(|c| c.connector_id);
+                            view.online = true;
                             return Some((view, feed));
                         }
                     }

@@ -55,6 +55,10 @@ pub fn schema(state: GraphqlState) -> JucrSchema {
             types::InvoiceBySession(state.clone()),
             tokio::spawn,
         ))
+        .data(DataLoader::new(
+            types::BilledSessions(state.clone()),
+            tokio::spawn,
+        ))
         .data(state)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)

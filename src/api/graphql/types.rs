@@ -319,3 +319,30 @@ impl async_graphql::dataloader::Loader<i64> for InvoiceBySession {
             .collect())
     }
 }
+
+/// Loads whether billing has dealt with sessions' ends, many per query.
+pub struct BilledSessions(pub std::sync::Arc<GraphqlState>);
+
+impl async_graphql::dataloader::Loader<i64> for BilledSessions {
+    type Value = bool;
+    type Error = async_graphql::Error;
+
+    async fn load(
+        &self,
+        keys: &[i64],
+    ) -> Result<std::collections::HashMap<i64, bool>, Self::Error> {
+        let sessions: Vec<crate::domain::SessionId> =
+            keys.iter().copied().map(crate::domain::SessionId).collect();
+        let billed = self
+            .0
+            .services
+            .store
+            .billed_sessions(&sessions)
+            .await
+            .map_err(store_error)?;
+        Ok(keys
+            .iter()
+            .map(|k| (*k, billed.iter().any(|b| b.0 == *k)))
+            .collect())
+    }
+}

@@ -243,10 +243,12 @@ pub async fn invoice(
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     let store = &state.services.store;
+    // The payment first: the invoice's status is stored in the same transaction as the
+    // payment's, so an invoice read after a settled payment shows it settled too.
+    let payment = store.payment_of_invoice(id).await?;
     let invoice = store
         .invoice(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no invoice {id}")))?;
-    let payment = store.payment_of_invoice(id).await?;
     Ok(HttpResponse::Ok().json(InvoiceView { invoice, payment }))
 }
