@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit tests, the persistence contract on both
 # backends, and the integration tests that drive the real binary over real WebSockets
-# and HTTP against PostgreSQL, SQLite and RabbitMQ.
+# and HTTP against PostgreSQL, SQLite, RabbitMQ and Redis.
 #
-# It makes sure PostgreSQL answers on 127.0.0.1:5432 and RabbitMQ on 127.0.0.1:5672
-# first, starting them (and on a bare Debian machine, as root, installing them) when
-# they do not. It fails, never skips, when it cannot. JUCR_TEST_DATABASE_URL points the
-# tests at another PostgreSQL server; the RabbitMQ tests make their own vhosts with
-# rabbitmqctl (JUCR_TEST_AMQP_URL, default amqp://guest:guest@127.0.0.1:5672).
+# It makes sure PostgreSQL answers on 127.0.0.1:5432, RabbitMQ on 127.0.0.1:5672 and
+# Redis on 127.0.0.1:6379 first, starting them (and on a bare Debian machine, as root,
+# installing them) when they do not. It fails, never skips, when it cannot.
+# JUCR_TEST_DATABASE_URL points the tests at another PostgreSQL server, and
+# JUCR_TEST_REDIS_URL at another Redis (each test uses its own key prefix); the RabbitMQ
+# tests make their own vhosts with rabbitmqctl (JUCR_TEST_AMQP_URL, default
+# amqp://guest:guest@127.0.0.1:5672).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export JUCR_TEST_DATABASE_URL="${JUCR_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+export JUCR_TEST_REDIS_URL="${JUCR_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 say() { printf 'test: %s\n' "$*"; }
 fail() { printf 'test: FAILED: %s\n' "$*" >&2; exit 1; }
 
@@ -63,10 +66,33 @@ ensure_rabbitmq() {
   rabbit_answers || fail "RabbitMQ did not come up"
 }
 
+redis_answers() {
+  command -v redis-cli >/dev/null 2>&1 && redis-cli -u "$JUCR_TEST_REDIS_URL" ping 2>/dev/null | grep -q PONG
+}
+
+ensure_redis() {
+  redis_answers && return 0
+  say "Redis does not answer at $JUCR_TEST_REDIS_URL; starting it"
+  if ! command -v redis-server >/dev/null 2>&1; then
+    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 || fail "Redis is not installed and cannot be installed here (needs root and apt-get)"
+    say "installing Redis from Debian's packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  fi
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" >/dev/null 2>&1 || true
+  for _ in $(seq 1 40); do
+    redis_answers && return 0
+    sleep 0.25
+  done
+  fail "Redis did not come up at $JUCR_TEST_REDIS_URL"
+}
+
 ensure_postgres
 say "PostgreSQL answers at $JUCR_TEST_DATABASE_URL"
 ensure_rabbitmq
 say "RabbitMQ answers"
+ensure_redis
+say "Redis answers at $JUCR_TEST_REDIS_URL"
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

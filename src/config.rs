@@ -56,6 +56,7 @@ pub struct Settings {
     #[serde(default)]
     pub tls: TlsSettings,
     pub events: EventSettings,
+    pub redis: RedisSettings,
     pub billing: BillingSettings,
     pub notifier: NotifierSettings,
     pub log: LogSettings,
@@ -150,6 +151,16 @@ pub struct EventSettings {
     /// Whether this replica runs the consumers (billing, webhooks) of a broker bus.
     /// Off: it only publishes, and other replicas (workers) consume.
     pub consume: bool,
+}
+
+/// Redis (cloud): counters the replicas share (login limits).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://` URL; the cloud profile needs it. Secret: it may hold a password.
+    pub url: Option<SecretString>,
+    /// Prepended to every key, so that several deployments (or tests) share a server.
+    pub key_prefix: String,
 }
 
 /// Invoices, payments and subscriptions (the billing actor).
@@ -421,6 +432,9 @@ impl Settings {
                 "ocpp.max_frame_bytes must be at least 65536 (OCPP messages can be large)"
             );
         }
+        if self.profile == Profile::Cloud && self.redis.url.is_none() {
+            anyhow::bail!("the cloud profile needs redis.url (JUCR__REDIS__URL)");
+        }
         if self.events.bus == BusKind::Rabbitmq && self.events.amqp_url.is_none() {
             anyhow::bail!("events.bus = rabbitmq needs events.amqp_url (JUCR__EVENTS__AMQP_URL)");
         }
@@ -478,6 +492,7 @@ mod tests {
             env(&[
                 ("JUCR__HTTP__PORT", "9001"),
                 ("JUCR__DATABASE__URL", "postgres://x@y/z"),
+                ("JUCR__REDIS__URL", "redis://r:6379"),
                 ("JUCR__EVENTS__AMQP_URL", "amqp://x@y/%2f"),
                 ("JUCR__OCPP__SUBPROTOCOLS", "ocpp1.6"),
             ]),
@@ -493,10 +508,23 @@ mod tests {
         let err = Settings::load_from(
             Profile::Cloud,
             Path::new("/nonexistent"),
-            env(&[("JUCR__DATABASE__URL", "postgres://x@y/z")]),
+            env(&[
+                ("JUCR__DATABASE__URL", "postgres://x@y/z"),
+                ("JUCR__REDIS__URL", "redis://r:6379"),
+            ]),
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("amqp_url"), "{err:#}");
+        let err = Settings::load_from(
+            Profile::Cloud,
+            Path::new("/nonexistent"),
+            env(&[
+                ("JUCR__DATABASE__URL", "postgres://x@y/z"),
+                ("JUCR__EVENTS__AMQP_URL", "amqp://x@y/%2f"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("redis.url"), "{err:#}");
     }
 
     #[test]

@@ -192,10 +192,7 @@ impl Application {
             services: services.clone(),
             directory: directory.clone(),
             keys: keys.clone(),
-            logins: api::limit::AttemptLimiter::new(
-                settings.auth.login_failure_limit,
-                Duration::from_secs(settings.auth.login_failure_window_secs),
-            ),
+            logins: login_counter(&settings)?,
         });
         let state = web::Data::new(ApiState {
             graphql,
@@ -349,6 +346,28 @@ async fn shutdown_signal() -> anyhow::Result<&'static str> {
     Ok(tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
+    })
+}
+
+/// Where failed logins are counted: Redis when configured (every replica sees the same
+/// counts), else this process.
+fn login_counter(settings: &Settings) -> anyhow::Result<Box<dyn api::limit::FailureCounter>> {
+    let auth = &settings.auth;
+    let window = Duration::from_secs(auth.login_failure_window_secs);
+    Ok(match &settings.redis.url {
+        Some(url) => Box::new(
+            persistence::redis::RedisFailureCounter::new(
+                url,
+                &settings.redis.key_prefix,
+                auth.login_failure_limit,
+                window,
+            )
+            .context("configuring Redis")?,
+        ),
+        None => Box::new(api::limit::AttemptLimiter::<String>::new(
+            auth.login_failure_limit,
+            window,
+        )),
     })
 }
 

@@ -1,5 +1,6 @@
 //! Counting failed attempts (charger authentications, logins) per key within a window,
-//! and refusing a key that failed too often until its window ends.
+//! and refusing a key that failed too often until its window ends. In one process
+//! ([`AttemptLimiter`]), or shared by every replica ([`FailureCounter`] on Redis).
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -58,6 +59,37 @@ impl<K: Hash + Eq + Clone> AttemptLimiter<K> {
             .lock()
             .expect("the limiter lock is never held across a panic; qed")
             .remove(key);
+    }
+}
+
+/// Failed attempts counted wherever the replicas can share them (logins: Redis in the
+/// cloud, this process when embedded).
+#[async_trait::async_trait]
+pub trait FailureCounter: Send + Sync {
+    async fn blocked(&self, key: &str) -> Result<bool, String>;
+    async fn failed(&self, key: &str) -> Result<(), String>;
+    async fn reset(&self, key: &str) -> Result<(), String>;
+    fn name(&self) -> &'static str;
+}
+
+#[async_trait::async_trait]
+impl FailureCounter for AttemptLimiter<String> {
+    async fn blocked(&self, key: &str) -> Result<bool, String> {
+        Ok(AttemptLimiter::blocked(self, &key.to_owned()))
+    }
+
+    async fn failed(&self, key: &str) -> Result<(), String> {
+        AttemptLimiter::failed(self, &key.to_owned());
+        Ok(())
+    }
+
+    async fn reset(&self, key: &str) -> Result<(), String> {
+        AttemptLimiter::reset(self, &key.to_owned());
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        "in-process"
     }
 }
 

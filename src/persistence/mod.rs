@@ -3,6 +3,7 @@
 
 pub mod amqp;
 pub mod postgres;
+pub mod redis;
 pub mod sqlite;
 
 use std::sync::Arc;

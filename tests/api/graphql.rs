@@ -343,6 +343,11 @@ async fn start_charging_reaches_the_charger_and_the_session_becomes_the_driver_s
         Some("charger-password-0001"),
     )
     .await;
+    // Online once its actor has joined the registry (just after the handshake).
+    eventually(WAIT, "the charger online", || async {
+        (app.charger("CP-REMOTE").await["online"] == true).then_some(())
+    })
+    .await;
     let (started, call) = tokio::join!(
         ok(&app, Some(&ada.access), start, json!({"c": "CP-REMOTE"})),
         async {
@@ -411,6 +416,10 @@ async fn start_charging_reaches_a_2_0_1_station_as_request_start_transaction() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let ada = register(&app, "remote201@example.org").await;
     let mut cs = crate::ocpp201::station(&app, "CS-REMOTE").await;
+    eventually(WAIT, "the station online", || async {
+        (app.charger("CS-REMOTE").await["online"] == true).then_some(())
+    })
+    .await;
     let (started, call) = tokio::join!(
         ok(
             &app,
@@ -444,4 +453,37 @@ async fn queries_that_are_too_deep_are_refused() {
             .contains("nested too deep"),
         "{refused}"
     );
+}
+
+#[tokio::test]
+async fn in_the_cloud_failed_logins_are_counted_across_replicas_in_redis() {
+    let a = TestApp::spawn_with(
+        Backend::Postgres,
+        &[("JUCR__AUTH__LOGIN_FAILURE_LIMIT", "2")],
+    )
+    .await;
+    let shared = [
+        ("JUCR__AUTH__LOGIN_FAILURE_LIMIT", "2".to_owned()),
+        (
+            "JUCR__DATABASE__URL",
+            a.setting("JUCR__DATABASE__URL").unwrap(),
+        ),
+        (
+            "JUCR__REDIS__KEY_PREFIX",
+            a.setting("JUCR__REDIS__KEY_PREFIX").unwrap(),
+        ),
+    ];
+    let shared: Vec<(&str, &str)> = shared.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let b = TestApp::spawn_with(Backend::Postgres, &shared).await;
+    register(&a, "shared@example.org").await;
+    let login = "mutation($p: String!) { login(email: \"shared@example.org\", password: $p) { accessToken } }";
+    for replica in [&a, &b] {
+        let wrong = gql(replica, None, login, json!({"p": "wrong-password"})).await;
+        assert_eq!(code(&wrong), "UNAUTHENTICATED");
+    }
+    // One failure on each replica: the limit of two is reached everywhere.
+    for replica in [&a, &b] {
+        let limited = gql(replica, None, login, json!({"p": "driver-password-1"})).await;
+        assert_eq!(code(&limited), "RATE_LIMITED", "{limited}");
+    }
 }

@@ -26,6 +26,11 @@ pub fn postgres_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
+/// The Redis server tests use (`JUCR_TEST_REDIS_URL`, default the local one).
+pub fn redis_url() -> String {
+    std::env::var("JUCR_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
 /// A fresh, empty PostgreSQL database, dropped when this is dropped.
 pub struct TestDatabase {
     pub name: String,
@@ -139,6 +144,12 @@ impl TestApp {
         ];
         if let (Backend::Postgres, Some(db)) = (backend, &db) {
             env.push(("JUCR__DATABASE__URL".into(), db.url.clone()));
+            // Redis (cloud): the machine's server, keys under a prefix of the test's own.
+            env.push(("JUCR__REDIS__URL".into(), redis_url()));
+            env.push((
+                "JUCR__REDIS__KEY_PREFIX".into(),
+                format!("jucr_test_{}:", uuid::Uuid::new_v4().simple()),
+            ));
         }
         for (k, v) in settings {
             env.retain(|(key, _)| key != k);

@@ -167,8 +167,15 @@ impl AccountMutation {
             .data_opt::<Viewer>()
             .and_then(|v| v.address)
             .map(|a| format!("address:{a}"));
-        let limited =
-            st.logins.blocked(&account) || address.as_ref().is_some_and(|a| st.logins.blocked(a));
+        // A counter that cannot be reached does not lock everybody out: the login goes
+        // on, and the trouble is logged.
+        let mut limited = false;
+        for key in std::iter::once(&account).chain(address.as_ref()) {
+            limited |= st.logins.blocked(key).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, counter = st.logins.name(), "login limit unavailable");
+                false
+            });
+        }
         if limited {
             return Err(error(
                 Code::RateLimited,
@@ -193,13 +200,16 @@ impl AccountMutation {
                 .await
                 .map_err(internal)?;
         let Some(user) = user.filter(|_| verified) else {
-            st.logins.failed(&account);
-            if let Some(address) = &address {
-                st.logins.failed(address);
+            for key in std::iter::once(&account).chain(address.as_ref()) {
+                if let Err(e) = st.logins.failed(key).await {
+                    tracing::warn!(error = %e, counter = st.logins.name(), "login failure not counted");
+                }
             }
             return Err(error(Code::Unauthenticated, "invalid e-mail or password"));
         };
-        st.logins.reset(&account);
+        if let Err(e) = st.logins.reset(&account).await {
+            tracing::warn!(error = %e, counter = st.logins.name(), "login failures not reset");
+        }
         sign_in(ctx, &user).await
     }
 

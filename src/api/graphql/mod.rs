@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::actors::Services;
 use crate::actors::registry::ChargerDirectory;
-use crate::api::limit::AttemptLimiter;
+use crate::api::limit::FailureCounter;
 use crate::domain::ports::StoreError;
 use crate::security::{Claims, TokenKeys};
 
@@ -44,8 +44,8 @@ pub struct GraphqlState {
     pub services: Arc<Services>,
     pub directory: Arc<dyn ChargerDirectory>,
     pub keys: TokenKeys,
-    /// Failed logins per account and per address.
-    pub logins: AttemptLimiter<String>,
+    /// Failed logins per account and per address (shared by the replicas in the cloud).
+    pub logins: Box<dyn FailureCounter>,
 }
 
 pub fn schema(state: GraphqlState) -> JucrSchema {
