@@ -38,6 +38,18 @@ enum Command {
     Charger(ChargerCommand),
     /// Print the GraphQL schema (SDL) of the app API.
     Schema,
+    /// The OpenChargeMap mirror.
+    #[command(subcommand)]
+    Ocm(OcmCommand),
+}
+
+#[derive(Subcommand)]
+enum OcmCommand {
+    /// Load a POI export file (the JSON the OCM API returns: an array of POIs, or one).
+    Import {
+        /// The file.
+        file: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -98,6 +110,37 @@ pub async fn run() -> anyhow::Result<()> {
             app.run_until_stopped().await
         }
         Command::Schema => unreachable!("handled before the settings are loaded"),
+        Command::Ocm(OcmCommand::Import { file }) => {
+            let store = persistence::open(&settings, true).await?;
+            let raw = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let json: serde_json::Value = serde_json::from_str(&raw)
+                .with_context(|| format!("{} is not JSON", file.display()))?;
+            let pois = match json {
+                serde_json::Value::Array(pois) => pois,
+                poi => vec![poi],
+            };
+            let mut stations = Vec::with_capacity(pois.len());
+            let mut failed = 0;
+            for poi in &pois {
+                match crate::domain::station::Station::from_ocm(poi) {
+                    Ok(station) => stations.push(station),
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("skipped: {e}");
+                    }
+                }
+            }
+            let counts = store.upsert_stations(&stations).await?;
+            println!(
+                "imported {}: {} inserted, {} updated, {} unchanged, {failed} failed",
+                file.display(),
+                counts.inserted,
+                counts.updated,
+                counts.unchanged
+            );
+            Ok(())
+        }
         Command::Migrate => {
             persistence::open(&settings, true).await?;
             println!("migrations applied ({})", settings.profile.as_str());

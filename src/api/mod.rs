@@ -77,6 +77,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )
             .route("/sessions", web::get().to(rest::sessions::list))
             .route("/sessions/{id}", web::get().to(rest::sessions::get))
+            .route("/stations", web::get().to(rest::stations::near))
             .route("/tariffs", web::get().to(rest::billing::tariffs))
             .route("/tariffs", web::post().to(rest::billing::create_tariff))
             .route("/tariffs/{id}", web::get().to(rest::billing::tariff))

@@ -12,6 +12,7 @@ pub mod money;
 pub mod ports;
 pub mod requests;
 pub mod session;
+pub mod station;
 pub mod tariff;
 pub mod token;
 pub mod user;

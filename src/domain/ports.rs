@@ -15,6 +15,7 @@ use super::ids::{ChargerId, IdToken, SessionId, TransactionId};
 use super::money::Money;
 use super::requests::ReportedVariable;
 use super::session::{MeterSample, NewSession, Session, SessionFilter};
+use super::station::{Station, StationFilter};
 use super::token::IdTokenRecord;
 use super::user::{Email, User};
 use super::webhook::{Webhook, WebhookDelivery};
@@ -357,6 +358,36 @@ pub trait AccountStore: Send + Sync {
     async fn count_user_sessions(&self, user: Uuid) -> StoreResult<u64>;
 }
 
+/// What an upsert of stations did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct UpsertCounts {
+    pub inserted: u64,
+    pub updated: u64,
+    /// The same as stored, or older than what is stored (never overwrites newer).
+    pub unchanged: u64,
+}
+
+/// The OpenChargeMap mirror.
+#[async_trait]
+pub trait StationStore: Send + Sync {
+    /// Stores stations keyed by OCM id, idempotently; a record older than the stored one
+    /// (`date_last_status_update`) is left out.
+    async fn upsert_stations(&self, stations: &[Station]) -> StoreResult<UpsertCounts>;
+    /// Active stations within `radius_km` of the point matching `filter`, nearest first
+    /// (ties by id), with their distance in km; `limit` after skipping `offset`.
+    async fn stations_near(
+        &self,
+        lat: f64,
+        lng: f64,
+        radius_km: f64,
+        filter: &StationFilter,
+        offset: u32,
+        limit: u32,
+    ) -> StoreResult<Vec<(Station, f64)>>;
+    /// A station by OCM id (also an inactive one: the app may hold a link to it).
+    async fn station(&self, ocm_id: i64) -> StoreResult<Option<Station>>;
+}
+
 /// One charge a gateway is asked to make.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChargeRequest {
@@ -390,6 +421,7 @@ pub trait Store:
     + BillingStore
     + WebhookStore
     + AccountStore
+    + StationStore
 {
     /// Cheap round trip proving the backend answers.
     async fn ping(&self) -> StoreResult<()>;

@@ -12,6 +12,7 @@ const BEGIN_WRITE: &str = "BEGIN";
 include!("sql_store.rs");
 include!("sql_billing.rs");
 include!("sql_accounts.rs");
+include!("sql_stations.rs");
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 

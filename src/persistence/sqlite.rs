@@ -19,6 +19,7 @@ const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 include!("sql_store.rs");
 include!("sql_billing.rs");
 include!("sql_accounts.rs");
+include!("sql_stations.rs");
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 

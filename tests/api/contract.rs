@@ -74,6 +74,7 @@ contract!(
     payments_are_opened_once_claimed_by_one_and_recorded_with_their_event,
     tariffs_resolve_charger_then_operator_then_plan_then_default,
     webhook_deliveries_are_queued_once_per_event_and_logged,
+    stations_upsert_idempotently_and_are_found_nearest_first,
 );
 
 /// Times as the stores return them (microsecond precision).
@@ -960,4 +961,82 @@ async fn webhook_deliveries_are_queued_once_per_event_and_logged(s: &dyn Store) 
     assert_eq!(s.webhooks().await.unwrap().len(), 1);
     assert!(s.delete_webhook(hook.webhook_id).await.unwrap());
     assert!(s.deliveries(hook.webhook_id, 10).await.unwrap().is_empty());
+}
+
+fn station(id: i64, lat: f64, lng: f64, updated: &str) -> jucr::domain::station::Station {
+    jucr::domain::station::Station::from_ocm(&serde_json::json!({
+        "ID": id, "OperatorID": 8, "StatusTypeID": 50, "DateLastStatusUpdate": updated,
+        "AddressInfo": {"Title": format!("S{id}"), "Latitude": lat, "Longitude": lng},
+        "Connections": [{"ConnectionTypeID": 33, "PowerKW": 50.0}]
+    }))
+    .unwrap()
+}
+
+async fn stations_upsert_idempotently_and_are_found_nearest_first(s: &dyn Store) {
+    use jucr::domain::station::StationFilter;
+    let near = station(1, 51.5010, -0.1200, "2024-01-01T00:00:00Z");
+    let nearer = station(2, 51.5001, -0.1201, "2024-01-01T00:00:00Z");
+    let far = station(3, 51.6000, -0.1200, "2024-01-01T00:00:00Z");
+    let counts = s
+        .upsert_stations(&[near.clone(), nearer.clone(), far.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        (counts.inserted, counts.updated, counts.unchanged),
+        (3, 0, 0)
+    );
+    let again = s
+        .upsert_stations(std::slice::from_ref(&near))
+        .await
+        .unwrap();
+    assert_eq!(again.unchanged, 1, "idempotent");
+
+    // An older record never overwrites a newer one; a newer one does.
+    let mut older = near.clone();
+    older.title = "stale".into();
+    older.date_last_status_update = Some("2023-01-01T00:00:00Z".parse().unwrap());
+    assert_eq!(s.upsert_stations(&[older]).await.unwrap().unchanged, 1);
+    assert_eq!(s.station(1).await.unwrap().unwrap().title, "S1");
+    let mut newer = near.clone();
+    newer.title = "renamed".into();
+    newer.date_last_status_update = Some("2025-01-01T00:00:00Z".parse().unwrap());
+    assert_eq!(s.upsert_stations(&[newer]).await.unwrap().updated, 1);
+
+    let found = s
+        .stations_near(51.5, -0.12, 5.0, &StationFilter::default(), 0, 10)
+        .await
+        .unwrap();
+    let ids: Vec<i64> = found.iter().map(|(st, _)| st.ocm_id).collect();
+    assert_eq!(ids, [2, 1], "within 5 km, nearest first");
+    assert!(found[0].1 < found[1].1);
+    let page = s
+        .stations_near(51.5, -0.12, 50.0, &StationFilter::default(), 1, 1)
+        .await
+        .unwrap();
+    assert_eq!(page[0].0.ocm_id, 1);
+    let fast = StationFilter {
+        min_power_kw: Some(100.0),
+        ..Default::default()
+    };
+    assert!(
+        s.stations_near(51.5, -0.12, 50.0, &fast, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A removed POI is kept but hidden from search.
+    let mut removed = nearer.clone();
+    removed.active = false;
+    removed.date_last_status_update = Some("2025-01-01T00:00:00Z".parse().unwrap());
+    s.upsert_stations(&[removed]).await.unwrap();
+    let ids: Vec<i64> = s
+        .stations_near(51.5, -0.12, 5.0, &StationFilter::default(), 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|(st, _)| st.ocm_id)
+        .collect();
+    assert_eq!(ids, [1]);
+    assert!(!s.station(2).await.unwrap().unwrap().active);
 }

@@ -15,6 +15,7 @@ mod ocpp_core;
 mod operator_calls;
 mod rest_api;
 mod restart;
+mod stations;
 mod subscriptions;
 mod supervision;
 mod tls;

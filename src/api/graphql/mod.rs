@@ -10,6 +10,7 @@ mod account;
 mod charging;
 mod http;
 mod live;
+mod stations;
 mod types;
 
 use std::net::IpAddr;
@@ -28,7 +29,11 @@ use crate::security::{Claims, TokenKeys};
 pub use http::{graphiql, post, subscriptions};
 
 #[derive(MergedObject, Default)]
-pub struct Query(account::AccountQuery, charging::ChargingQuery);
+pub struct Query(
+    account::AccountQuery,
+    charging::ChargingQuery,
+    stations::StationQuery,
+);
 
 #[derive(MergedObject, Default)]
 pub struct Mutation(account::AccountMutation, charging::ChargingMutation);

@@ -6,5 +6,6 @@ pub mod events;
 pub mod id_tokens;
 pub mod live;
 pub mod sessions;
+pub mod stations;
 pub mod users;
 pub mod webhooks;
