@@ -140,8 +140,12 @@ impl SessionActor {
         // The actor waits for its tariff: every update after this carries a cost.
         ctx.wait(lookup.into_actor(self).map(|result, act, _| match result {
             Ok(pricing) => {
+                let known = pricing.is_some();
                 act.pricing = pricing;
-                act.publish();
+                if known {
+                    // The cost is known now: watchers see it.
+                    act.publish();
+                }
             }
             Err(e) => {
                 act.span.in_scope(
