@@ -70,6 +70,10 @@ fn default_profile() -> Profile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
+    /// Behind a load balancer: take the client's address from the last
+    /// `X-Forwarded-For` entry (the one the balancer added). Never without one: clients
+    /// could claim any address.
+    pub trust_forwarded_for: bool,
     pub host: String,
     /// 0 picks a free port (tests); the bound address is logged and printed.
     pub port: u16,
@@ -297,6 +301,8 @@ pub struct AuthSettings {
     /// App logins: after this many failures for one account or one address within the
     /// window, further attempts are refused (RATE_LIMITED) until it ends.
     pub login_failure_limit: u32,
+    /// The same per client address (higher: a carrier's NAT puts many drivers behind one).
+    pub login_failure_limit_per_address: u32,
     pub login_failure_window_secs: u64,
 }
 

@@ -193,6 +193,8 @@ impl Application {
             directory: directory.clone(),
             keys: keys.clone(),
             logins: login_counter(&settings)?,
+            login_limit: settings.auth.login_failure_limit,
+            login_limit_per_address: settings.auth.login_failure_limit_per_address,
         });
         let state = web::Data::new(ApiState {
             graphql,
@@ -356,13 +358,8 @@ fn login_counter(settings: &Settings) -> anyhow::Result<Box<dyn api::limit::Fail
     let window = Duration::from_secs(auth.login_failure_window_secs);
     Ok(match &settings.redis.url {
         Some(url) => Box::new(
-            persistence::redis::RedisFailureCounter::new(
-                url,
-                &settings.redis.key_prefix,
-                auth.login_failure_limit,
-                window,
-            )
-            .context("configuring Redis")?,
+            persistence::redis::RedisFailureCounter::new(url, &settings.redis.key_prefix, window)
+                .context("configuring Redis")?,
         ),
         None => Box::new(api::limit::AttemptLimiter::<String>::new(
             auth.login_failure_limit,

@@ -27,5 +27,7 @@ CREATE TABLE vehicle (
 CREATE INDEX vehicle_user_idx ON vehicle (user_id, created_at);
 
 CREATE INDEX id_token_user_idx ON id_token (user_id);
--- Sessions are found by their token's stored key (upper case, as IdToken::key).
-CREATE INDEX session_token_key_idx ON session (UPPER(id_token), session_id);
+-- Whose session it is: the owner of its token when the token came (recorded then, so
+-- that a card passed on later does not take its history along).
+ALTER TABLE session ADD COLUMN user_id UUID REFERENCES app_user (user_id) ON DELETE SET NULL;
+CREATE INDEX session_user_idx ON session (user_id, session_id);

@@ -117,9 +117,14 @@ impl Billing {
         let span =
             tracing::info_span!("billing", session_id = %id, charger_id = %session.charger_id);
         async {
-            let owner = match &session.id_token {
-                Some(token) => self.store.token_owner(token).await?,
-                None => None,
+            // Recorded when the token came; a session from before that record falls back
+            // to the token's owner now.
+            let owner = match self.store.session_owner(id).await? {
+                Some(owner) => Some(owner),
+                None => match &session.id_token {
+                    Some(token) => self.store.token_owner(token).await?,
+                    None => None,
+                },
             };
             let Some(user) = owner else {
                 if self.store.mark_processed(receipt).await? {

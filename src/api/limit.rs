@@ -38,6 +38,11 @@ impl<K: Hash + Eq + Clone> AttemptLimiter<K> {
 
     /// Counts a failure of `key`.
     pub fn failed(&self, key: &K) {
+        self.hit(key);
+    }
+
+    /// Counts an attempt of `key`; returns the attempts within the current window.
+    pub fn hit(&self, key: &K) -> u32 {
         let mut failures = self
             .failures
             .lock()
@@ -51,6 +56,7 @@ impl<K: Hash + Eq + Clone> AttemptLimiter<K> {
             *entry = (0, Instant::now());
         }
         entry.0 += 1;
+        entry.0
     }
 
     /// Forgets `key`'s failures (after a success).
@@ -62,24 +68,34 @@ impl<K: Hash + Eq + Clone> AttemptLimiter<K> {
     }
 }
 
-/// Failed attempts counted wherever the replicas can share them (logins: Redis in the
-/// cloud, this process when embedded).
+/// Attempts counted wherever the replicas can share them (logins: Redis in the cloud,
+/// this process when embedded). An attempt is counted *before* it is checked, so that
+/// parallel attempts cannot all slip under the limit.
 #[async_trait::async_trait]
 pub trait FailureCounter: Send + Sync {
-    async fn blocked(&self, key: &str) -> Result<bool, String>;
-    async fn failed(&self, key: &str) -> Result<(), String>;
+    /// Counts an attempt of `key`; returns the attempts within the current window.
+    async fn hit(&self, key: &str) -> Result<u32, String>;
+    /// Takes one attempt back (it succeeded).
+    async fn forgive(&self, key: &str) -> Result<(), String>;
+    /// Forgets `key`'s attempts.
     async fn reset(&self, key: &str) -> Result<(), String>;
     fn name(&self) -> &'static str;
 }
 
 #[async_trait::async_trait]
 impl FailureCounter for AttemptLimiter<String> {
-    async fn blocked(&self, key: &str) -> Result<bool, String> {
-        Ok(AttemptLimiter::blocked(self, &key.to_owned()))
+    async fn hit(&self, key: &str) -> Result<u32, String> {
+        Ok(AttemptLimiter::hit(self, &key.to_owned()))
     }
 
-    async fn failed(&self, key: &str) -> Result<(), String> {
-        AttemptLimiter::failed(self, &key.to_owned());
+    async fn forgive(&self, key: &str) -> Result<(), String> {
+        let mut failures = self
+            .failures
+            .lock()
+            .expect("the limiter lock is never held across a panic; qed");
+        if let Some(entry) = failures.get_mut(key) {
+            entry.0 = entry.0.saturating_sub(1);
+        }
         Ok(())
     }
 

@@ -350,9 +350,14 @@ pub trait AccountStore: Send + Sync {
     async fn delete_vehicle(&self, user: Uuid, vehicle: Uuid) -> StoreResult<bool>;
     /// A user's tokens.
     async fn user_id_tokens(&self, user: Uuid) -> StoreResult<Vec<IdTokenRecord>>;
+    /// Stores a token unless one with that key exists (two drivers claiming the same
+    /// card: one wins); returns whether it was stored.
+    async fn insert_id_token(&self, record: &IdTokenRecord) -> StoreResult<bool>;
     /// Deletes a token of `user`; false when they have no such token.
     async fn delete_user_id_token(&self, user: Uuid, token: &IdToken) -> StoreResult<bool>;
-    /// Sessions charged with `user`'s tokens, newest first, `limit` after skipping `offset`.
+    /// Whose session it is: the owner of its token when the token came.
+    async fn session_owner(&self, session: SessionId) -> StoreResult<Option<Uuid>>;
+    /// `user`'s sessions, newest first, `limit` after skipping `offset`.
     async fn user_sessions(&self, user: Uuid, offset: u32, limit: u32)
     -> StoreResult<Vec<Session>>;
     async fn count_user_sessions(&self, user: Uuid) -> StoreResult<u64>;

@@ -179,11 +179,14 @@ pub fn haversine_km(lat1: f64, lng1: f64, lat2: f64, lng2: f64) -> f64 {
 pub fn bounding_box(lat: f64, lng: f64, radius_km: f64) -> (f64, f64, f64, f64) {
     let dlat = (radius_km / EARTH_RADIUS_KM).to_degrees();
     let (min_lat, max_lat) = ((lat - dlat).max(-90.0), (lat + dlat).min(90.0));
+    // The widest longitude reach of a spherical cap: asin(sin(r/R) / cos(lat)); when the
+    // cap reaches over a pole every longitude is in.
+    let sin_r = (radius_km / EARTH_RADIUS_KM).sin();
     let cos = lat.to_radians().cos();
-    if max_lat >= 89.0 || min_lat <= -89.0 || cos < 1e-6 {
+    if max_lat >= 89.0 || min_lat <= -89.0 || sin_r >= cos {
         return (min_lat, max_lat, -180.0, 180.0);
     }
-    let dlng = (radius_km / (EARTH_RADIUS_KM * cos)).to_degrees();
+    let dlng = (sin_r / cos).asin().to_degrees();
     if lng - dlng < -180.0 || lng + dlng > 180.0 || dlng >= 180.0 {
         return (min_lat, max_lat, -180.0, 180.0);
     }
@@ -210,6 +213,16 @@ mod tests {
             -180.0,
             "across the antimeridian"
         );
+        // Far north the box still holds the cap's widest point.
+        let (lat, r) = (80.0_f64, 100.0);
+        let (_, _, min_lng, _) = bounding_box(lat, 10.0, r);
+        let widest = (0..=400)
+            .map(|i| 79.0 + f64::from(i) * 0.005)
+            .flat_map(|la| (0..=800).map(move |j| (la, 10.0 - f64::from(j) * 0.01)))
+            .filter(|(la, lo)| haversine_km(lat, 10.0, *la, *lo) <= r)
+            .map(|(_, lo)| lo)
+            .fold(f64::INFINITY, f64::min);
+        assert!(min_lng <= widest, "{min_lng} > {widest}");
     }
 
     #[test]

@@ -8,28 +8,20 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::api::limit::FailureCounter;
 
-/// Failed attempts per key, counted in Redis so that a limit holds across replicas:
-/// `INCR` and, on the first failure of a window, `EXPIRE`.
+/// Attempts per key, counted in Redis so that a limit holds across replicas.
 pub struct RedisFailureCounter {
     pool: deadpool_redis::Pool,
     prefix: String,
-    limit: u32,
     window: Duration,
 }
 
 impl RedisFailureCounter {
-    pub fn new(
-        url: &SecretString,
-        prefix: &str,
-        limit: u32,
-        window: Duration,
-    ) -> anyhow::Result<Self> {
+    pub fn new(url: &SecretString, prefix: &str, window: Duration) -> anyhow::Result<Self> {
         let pool = deadpool_redis::Config::from_url(url.expose_secret())
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
         Ok(RedisFailureCounter {
             pool,
-            prefix: format!("{prefix}failures:"),
-            limit,
+            prefix: format!("{prefix}attempts:"),
             window,
         })
     }
@@ -39,35 +31,41 @@ impl RedisFailureCounter {
     }
 }
 
+/// INCR, and start the window on the first attempt (works on every Redis version,
+/// unlike `EXPIRE … NX`); returns the count.
+const HIT: &str = "local n = redis.call('INCR', KEYS[1]) \
+    if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end \
+    return n";
+
+/// DECR, never below zero.
+const FORGIVE: &str = "local n = tonumber(redis.call('GET', KEYS[1]) or '0') \
+    if n > 0 then redis.call('DECR', KEYS[1]) end \
+    return 0";
+
 #[async_trait]
 impl FailureCounter for RedisFailureCounter {
-    async fn blocked(&self, key: &str) -> Result<bool, String> {
+    async fn hit(&self, key: &str) -> Result<u32, String> {
         let mut conn = self.connection().await?;
-        let count: Option<u32> = redis::cmd("GET")
+        redis::cmd("EVAL")
+            .arg(HIT)
+            .arg(1)
             .arg(format!("{}{key}", self.prefix))
+            .arg(self.window.as_secs().max(1))
             .query_async(&mut conn)
             .await
-            .map_err(|e| e.to_string())?;
-        Ok(count.is_some_and(|n| n >= self.limit))
+            .map_err(|e| e.to_string())
     }
 
-    async fn failed(&self, key: &str) -> Result<(), String> {
+    async fn forgive(&self, key: &str) -> Result<(), String> {
         let mut conn = self.connection().await?;
-        let key = format!("{}{key}", self.prefix);
-        let (count,): (u32,) = redis::pipe()
-            .atomic()
-            .cmd("INCR")
-            .arg(&key)
-            .cmd("EXPIRE")
-            .arg(&key)
-            .arg(self.window.as_secs().max(1))
-            .arg("NX")
-            .ignore()
-            .query_async(&mut conn)
+        redis::cmd("EVAL")
+            .arg(FORGIVE)
+            .arg(1)
+            .arg(format!("{}{key}", self.prefix))
+            .query_async::<i64>(&mut conn)
             .await
-            .map_err(|e| e.to_string())?;
-        let _ = count;
-        Ok(())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     async fn reset(&self, key: &str) -> Result<(), String> {

@@ -174,8 +174,28 @@ impl AccountStore for SqlStore {
             .collect()
     }
 
+    async fn insert_id_token(&self, r: &IdTokenRecord) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO id_token (id_token_key, id_token, status, token_type, expiry_date, group_id, updated_at, user_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id_token_key) DO NOTHING",
+        )
+        .bind(r.id_token.key())
+        .bind(r.id_token.as_str())
+        .bind(r.status.as_str())
+        .bind(r.token_type.as_str())
+        .bind(r.expiry_date)
+        .bind(r.group_id.as_ref().map(IdToken::as_str))
+        .bind(r.updated_at)
+        .bind(r.user_id)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn delete_user_id_token(&self, user: Uuid, token: &IdToken) -> StoreResult<bool> {
-        let done = sqlx::query("DELETE FROM id_token WHERE id_token_key = $1 AND user_id = $2")
+        // A token the operator blocked stays (deleting and adding it again would unblock it).
+        let done = sqlx::query("DELETE FROM id_token WHERE id_token_key = $1 AND user_id = $2 AND status <> 'Blocked'")
             .bind(token.key())
             .bind(user)
             .execute(&self.pool)
@@ -184,11 +204,20 @@ impl AccountStore for SqlStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn session_owner(&self, session: SessionId) -> StoreResult<Option<Uuid>> {
+        let row = sqlx::query("SELECT user_id FROM session WHERE session_id = $1")
+            .bind(session.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(match row {
+            Some(row) => row.try_get("user_id").map_err(backend)?,
+            None => None,
+        })
+    }
+
     async fn user_sessions(&self, user: Uuid, offset: u32, limit: u32) -> StoreResult<Vec<Session>> {
-        sqlx::query(select_sessions!(
-            "WHERE UPPER(id_token) IN (SELECT id_token_key FROM id_token WHERE user_id = $1) \
-             ORDER BY session_id DESC LIMIT $2 OFFSET $3"
-        ))
+        sqlx::query(select_sessions!("WHERE user_id = $1 ORDER BY session_id DESC LIMIT $2 OFFSET $3"))
         .bind(user)
         .bind(i64::from(limit.max(1)))
         .bind(i64::from(offset))
@@ -202,7 +231,7 @@ impl AccountStore for SqlStore {
 
     async fn count_user_sessions(&self, user: Uuid) -> StoreResult<u64> {
         let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM session WHERE UPPER(id_token) IN (SELECT id_token_key FROM id_token WHERE user_id = $1)",
+            "SELECT COUNT(*) AS n FROM session WHERE user_id = $1",
         )
         .bind(user)
         .fetch_one(&self.pool)

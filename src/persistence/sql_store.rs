@@ -483,8 +483,9 @@ impl SessionStore for SqlStore {
         }
         let row = sqlx::query(
             "INSERT INTO session (charger_id, connector_id, transaction_id, id_token, status, meter_start_wh, \
-               energy_wh, started_at, remote_start, reservation_id) \
-             VALUES ($1, $2, $3, $4, 'active', $5, 0, $6, $7, $8) RETURNING session_id",
+               energy_wh, started_at, remote_start, reservation_id, user_id) \
+             VALUES ($1, $2, $3, $4, 'active', $5, 0, $6, $7, $8, \
+               (SELECT user_id FROM id_token WHERE id_token_key = $9)) RETURNING session_id",
         )
         .bind(new.charger_id.as_str())
         .bind(i64::from(new.connector_id.0))
@@ -494,6 +495,7 @@ impl SessionStore for SqlStore {
         .bind(new.started_at)
         .bind(new.remote_start)
         .bind(new.reservation_id)
+        .bind(new.id_token.as_ref().map(IdToken::key))
         .fetch_one(&mut *tx)
         .await
         .map_err(backend)?;
@@ -591,7 +593,8 @@ impl SessionStore for SqlStore {
         insert_samples(&mut tx, final_samples.iter().map(|m| (s.session_id, m))).await?;
         let ended = sqlx::query(
             "UPDATE session SET status = $2, meter_stop_wh = $3, energy_wh = $4, power_w = $5, soc_percent = $6, \
-               stopped_at = $7, stop_reason = $8, last_meter_at = $9, id_token = $10 \
+               stopped_at = $7, stop_reason = $8, last_meter_at = $9, id_token = $10, \
+               user_id = COALESCE(user_id, (SELECT user_id FROM id_token WHERE id_token_key = $11)) \
              WHERE session_id = $1 AND status = 'active'",
         )
         .bind(s.session_id.0)
@@ -604,6 +607,7 @@ impl SessionStore for SqlStore {
         .bind(s.stop_reason.as_deref())
         .bind(s.last_meter_at)
         .bind(s.id_token.as_ref().map(IdToken::as_str))
+        .bind(s.id_token.as_ref().map(IdToken::key))
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
@@ -634,7 +638,9 @@ impl SessionStore for SqlStore {
         for p in &batch.progress {
             sqlx::query(
                 "UPDATE session SET energy_wh = $2, power_w = $3, soc_percent = $4, last_meter_at = $5, \
-                   id_token = COALESCE($6, id_token) WHERE session_id = $1 AND status = 'active'",
+                   id_token = COALESCE($6, id_token), \
+                   user_id = COALESCE(user_id, (SELECT user_id FROM id_token WHERE id_token_key = $7)) \
+                 WHERE session_id = $1 AND status = 'active'",
             )
             .bind(p.session_id.0)
             .bind(p.energy_wh)
@@ -642,6 +648,7 @@ impl SessionStore for SqlStore {
             .bind(p.soc_percent)
             .bind(p.last_meter_at)
             .bind(p.id_token.as_ref().map(IdToken::as_str))
+            .bind(p.id_token.as_ref().map(IdToken::key))
             .execute(&mut *tx)
             .await
             .map_err(backend)?;

@@ -240,6 +240,65 @@ async fn a_driver_registers_adds_a_card_and_a_token_charges_and_sees_the_invoice
         "CONFLICT",
         "someone else's card cannot be claimed"
     );
+
+    // A card passed on does not take its history along.
+    let removed = ok(
+        &app,
+        Some(&ada.access),
+        "mutation { removeIdToken(token: \"RFID-ADA-1\") }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(removed["removeIdToken"], true);
+    ok(
+        &app,
+        Some(&bob.access),
+        "mutation { addIdToken(token: \"RFID-ADA-1\") { token } }",
+        json!({}),
+    )
+    .await;
+    let bob_now = ok(
+        &app,
+        Some(&bob.access),
+        "{ mySessions { edges { node { id } } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(bob_now["mySessions"]["edges"], json!([]));
+    let still_forbidden = gql(
+        &app,
+        Some(&bob.access),
+        "query($id: ID!) { session(id: $id) { id } }",
+        json!({"id": tx.to_string()}),
+    )
+    .await;
+    assert_eq!(code(&still_forbidden), "FORBIDDEN");
+    let ada_still = ok(
+        &app,
+        Some(&ada.access),
+        "{ mySessions { edges { node { id invoice { number } } } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        ada_still["mySessions"]["edges"][0]["node"]["id"],
+        tx.to_string()
+    );
+    assert!(ada_still["mySessions"]["edges"][0]["node"]["invoice"]["number"].is_string());
+
+    // A card the operator blocked cannot be removed and added again to unblock it.
+    app.register_token("RFID-ADA-1", json!({"status": "Blocked"}))
+        .await;
+    let gone = ok(
+        &app,
+        Some(&bob.access),
+        "mutation { removeIdToken(token: \"RFID-ADA-1\") }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(gone["removeIdToken"], false);
+    let (_, token) = app.api("GET", "/api/v1/id-tokens/RFID-ADA-1", None).await;
+    assert_eq!(token["status"], "Blocked");
     let anonymous = gql(&app, None, "{ me { id } }", json!({})).await;
     assert_eq!(code(&anonymous), "UNAUTHENTICATED");
     let bad = gql(
@@ -312,6 +371,12 @@ async fn failed_logins_are_limited_per_account() {
         TestApp::spawn_with(Backend::Sqlite, &[("JUCR__AUTH__LOGIN_FAILURE_LIMIT", "3")]).await;
     register(&app, "limited@example.org").await;
     let login = "mutation($p: String!) { login(email: \"limited@example.org\", password: $p) { accessToken } }";
+    // A success takes the account's count back to zero.
+    for _ in 0..2 {
+        let wrong = gql(&app, None, login, json!({"p": "wrong-password"})).await;
+        assert_eq!(code(&wrong), "UNAUTHENTICATED");
+    }
+    ok(&app, None, login, json!({"p": "driver-password-1"})).await;
     for _ in 0..3 {
         let wrong = gql(&app, None, login, json!({"p": "wrong-password"})).await;
         assert_eq!(code(&wrong), "UNAUTHENTICATED");
@@ -453,6 +518,7 @@ async fn queries_that_are_too_deep_are_refused() {
             .contains("nested too deep"),
         "{refused}"
     );
+    assert_eq!(code(&refused), "BAD_USER_INPUT", "every error has a code");
 }
 
 #[tokio::test]

@@ -167,16 +167,22 @@ impl AccountMutation {
             .data_opt::<Viewer>()
             .and_then(|v| v.address)
             .map(|a| format!("address:{a}"));
-        // A counter that cannot be reached does not lock everybody out: the login goes
-        // on, and the trouble is logged.
-        let mut limited = false;
-        for key in std::iter::once(&account).chain(address.as_ref()) {
-            limited |= st.logins.blocked(key).await.unwrap_or_else(|e| {
+        // Every attempt is counted before the password is checked, so that parallel
+        // attempts cannot all slip under the limit; a successful one is taken back. A
+        // counter that cannot be reached does not lock everybody out: the login goes on,
+        // and the trouble is logged.
+        let hit = |key: String| async move {
+            st.logins.hit(&key).await.unwrap_or_else(|e| {
                 tracing::warn!(error = %e, counter = st.logins.name(), "login limit unavailable");
-                false
-            });
-        }
-        if limited {
+                0
+            })
+        };
+        let account_attempts = hit(account.clone()).await;
+        let address_attempts = match &address {
+            Some(address) => hit(address.clone()).await,
+            None => 0,
+        };
+        if account_attempts > st.login_limit || address_attempts > st.login_limit_per_address {
             return Err(error(
                 Code::RateLimited,
                 "too many failed logins; try again later",
@@ -200,15 +206,17 @@ impl AccountMutation {
                 .await
                 .map_err(internal)?;
         let Some(user) = user.filter(|_| verified) else {
-            for key in std::iter::once(&account).chain(address.as_ref()) {
-                if let Err(e) = st.logins.failed(key).await {
-                    tracing::warn!(error = %e, counter = st.logins.name(), "login failure not counted");
-                }
-            }
             return Err(error(Code::Unauthenticated, "invalid e-mail or password"));
         };
-        if let Err(e) = st.logins.reset(&account).await {
-            tracing::warn!(error = %e, counter = st.logins.name(), "login failures not reset");
+        let forgiven = async {
+            st.logins.reset(&account).await?;
+            match &address {
+                Some(address) => st.logins.forgive(address).await,
+                None => Ok(()),
+            }
+        };
+        if let Err(e) = forgiven.await {
+            tracing::warn!(error = %e, counter = st.logins.name(), "login attempts not taken back");
         }
         sign_in(ctx, &user).await
     }
@@ -363,7 +371,9 @@ impl AccountMutation {
             user_id: Some(user),
             updated_at: Utc::now(),
         };
-        store.put_id_token(&record).await.map_err(store_error)?;
+        if !store.insert_id_token(&record).await.map_err(store_error)? {
+            return Err(error(Code::Conflict, "this token is registered already"));
+        }
         Ok(record.into())
     }
 

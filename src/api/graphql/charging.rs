@@ -104,10 +104,10 @@ pub async fn own_session(ctx: &Context<'_>, id: &ID) -> async_graphql::Result<Se
         .await
         .map_err(store_error)?
         .ok_or_else(|| error(Code::NotFound, format!("no session {id}")))?;
-    let owner = match &session.id_token {
-        Some(token) => store.token_owner(token).await.map_err(store_error)?,
-        None => None,
-    };
+    let owner = store
+        .session_owner(session.session_id)
+        .await
+        .map_err(store_error)?;
     if owner != Some(viewer) {
         return Err(error(Code::Forbidden, "this session is not yours"));
     }
@@ -142,7 +142,7 @@ impl ChargingQuery {
             Some(limit as i32),
             None,
             |after: Option<usize>, _, _, _| async move {
-                let offset = after.map_or(0, |a| a + 1);
+                let offset = super::offset_after(after)? as usize;
                 let store = &state(ctx).services.store;
                 let sessions = store
                     .user_sessions(viewer, offset as u32, limit as u32 + 1)
@@ -176,7 +176,7 @@ impl ChargingQuery {
             Some(limit as i32),
             None,
             |after: Option<usize>, _, _, _| async move {
-                let offset = after.map_or(0, |a| a + 1);
+                let offset = super::offset_after(after)? as usize;
                 let invoices = state(ctx)
                     .services
                     .store
@@ -275,11 +275,16 @@ pub struct ChargingMutation;
 async fn app_token(ctx: &Context<'_>, user: Uuid) -> async_graphql::Result<IdToken> {
     let store = &state(ctx).services.store;
     let tokens = store.user_id_tokens(user).await.map_err(store_error)?;
-    if let Some(app) = tokens
-        .iter()
-        .find(|t| t.token_type == TokenType::Central && t.status == AuthorizationStatus::Accepted)
-    {
-        return Ok(app.id_token.clone());
+    if let Some(app) = tokens.iter().find(|t| t.token_type == TokenType::Central) {
+        // A blocked app token is not replaced by a fresh one: the block stands.
+        return if app.status == AuthorizationStatus::Accepted {
+            Ok(app.id_token.clone())
+        } else {
+            Err(error(
+                Code::Forbidden,
+                format!("your app token is {}", app.status.as_str()),
+            ))
+        };
     }
     // 20 characters: the longest id tag OCPP 1.6 chargers accept.
     let token = IdToken::parse(format!("APP{}", &Uuid::new_v4().simple().to_string()[..17]))
@@ -293,7 +298,11 @@ async fn app_token(ctx: &Context<'_>, user: Uuid) -> async_graphql::Result<IdTok
         user_id: Some(user),
         updated_at: Utc::now(),
     };
-    store.put_id_token(&record).await.map_err(store_error)?;
+    if !store.insert_id_token(&record).await.map_err(store_error)? {
+        return Err(super::internal(
+            "a fresh app token collided with an existing one",
+        ));
+    }
     Ok(token)
 }
 

@@ -36,8 +36,24 @@ pub fn viewer(req: &HttpRequest, state: &ApiState) -> Viewer {
         .and_then(|token| state.keys.verify(token.trim()).ok());
     Viewer {
         claims,
-        address: req.peer_addr().map(|a| a.ip()),
+        address: client_address(req, state),
     }
+}
+
+/// The client's address: the last `X-Forwarded-For` entry when a trusted load balancer
+/// adds it (`http.trust_forwarded_for`), else the connection's peer.
+pub fn client_address(req: &HttpRequest, state: &ApiState) -> Option<std::net::IpAddr> {
+    if state.services.settings.http.trust_forwarded_for
+        && let Some(forwarded) = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|a| a.trim().parse().ok())
+    {
+        return Some(forwarded);
+    }
+    req.peer_addr().map(|a| a.ip())
 }
 
 /// `POST /graphql` with `{query, variables?, operationName?}`.
@@ -47,7 +63,15 @@ pub async fn post(
     body: web::Json<async_graphql::Request>,
 ) -> HttpResponse {
     let request = body.into_inner().data(viewer(&req, &state));
-    let response = state.graphql.execute(request).await;
+    let mut response = state.graphql.execute(request).await;
+    // Errors from parsing, validation and limits come without a code: they are the
+    // query's fault.
+    for error in &mut response.errors {
+        let extensions = error.extensions.get_or_insert_with(Default::default);
+        if extensions.get("code").is_none() {
+            extensions.set("code", super::Code::BadUserInput.as_str());
+        }
+    }
     HttpResponse::Ok().json(response)
 }
 
@@ -111,8 +135,11 @@ pub async fn subscriptions(
         header::SEC_WEBSOCKET_PROTOCOL,
         HeaderValue::from_static(protocol.sec_websocket_protocol()),
     );
-    let address = req.peer_addr().map(|a| a.ip());
-    let mut stream = stream.max_frame_size(MAX_MESSAGE).aggregate_continuations();
+    let address = client_address(&req, &state);
+    let mut stream = stream
+        .max_frame_size(MAX_MESSAGE)
+        .aggregate_continuations()
+        .max_continuation_size(MAX_MESSAGE);
 
     // Client frames go to the protocol engine through a channel; pings are answered here.
     let (to_engine, from_client) = mpsc::channel::<String>(64);

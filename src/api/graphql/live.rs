@@ -19,6 +19,8 @@ pub struct Subscription;
 
 /// One session's subscription: what it watches, and what it sends first.
 struct SessionFeed {
+    /// Set once the session is billed: nothing more will change, the stream ends.
+    done: bool,
     st: Arc<GraphqlState>,
     updates: broadcast::Receiver<Arc<LiveUpdate>>,
     id: SessionId,
@@ -104,6 +106,7 @@ impl Subscription {
         let updates = st.services.live.subscribe();
         let first = session_view_of(&st, session.clone()).await?;
         let feed = SessionFeed {
+            done: false,
             st,
             updates,
             id: session.session_id,
@@ -112,19 +115,28 @@ impl Subscription {
             first: Some(first),
         };
         Ok(futures_util::stream::unfold(feed, |mut feed| async move {
+            if feed.done {
+                return None;
+            }
             if let Some(first) = feed.first.take() {
+                feed.done = first.status == super::types::SessionStatus::Completed;
                 return Some((first, feed));
             }
             loop {
-                let update = match feed.updates.recv().await {
-                    Ok(update) => update,
+                let view = match feed.updates.recv().await {
+                    Ok(update) => feed.view_after(&update).await,
+                    // Fell behind: what it missed is in the store.
                     Err(RecvError::Lagged(missed)) => {
-                        tracing::warn!(missed, "a session subscriber fell behind");
-                        continue;
+                        tracing::warn!(missed, "a session subscriber fell behind; reloading");
+                        match feed.st.services.store.session(feed.id).await {
+                            Ok(Some(session)) => session_view_of(&feed.st, session).await.ok(),
+                            _ => None,
+                        }
                     }
                     Err(RecvError::Closed) => return None,
                 };
-                if let Some(view) = feed.view_after(&update).await {
+                if let Some(view) = view {
+                    feed.done = view.status == super::types::SessionStatus::Completed;
                     return Some((view, feed));
                 }
             }

@@ -49,8 +49,12 @@ pub struct GraphqlState {
     pub services: Arc<Services>,
     pub directory: Arc<dyn ChargerDirectory>,
     pub keys: TokenKeys,
-    /// Failed logins per account and per address (shared by the replicas in the cloud).
+    /// Login attempts per account and per address (shared by the replicas in the cloud).
     pub logins: Box<dyn FailureCounter>,
+    /// Failed logins allowed per account, and per address (higher: many drivers may
+    /// share one, behind a carrier's NAT), within the window.
+    pub login_limit: u32,
+    pub login_limit_per_address: u32,
 }
 
 pub fn schema(state: GraphqlState) -> JucrSchema {
@@ -141,6 +145,18 @@ pub fn internal(e: impl std::fmt::Display) -> async_graphql::Error {
 
 pub fn state<'a>(ctx: &Context<'a>) -> &'a Arc<GraphqlState> {
     ctx.data_unchecked::<Arc<GraphqlState>>()
+}
+
+/// Where a page after cursor `after` starts; a cursor no page could have made is
+/// BAD_USER_INPUT (not an overflow).
+pub fn offset_after(after: Option<usize>) -> async_graphql::Result<u32> {
+    match after {
+        None => Ok(0),
+        Some(a) => a
+            .checked_add(1)
+            .and_then(|o| u32::try_from(o).ok())
+            .ok_or_else(|| error(Code::BadUserInput, "after: not a cursor of this list")),
+    }
 }
 
 /// The signed-in user's id, or UNAUTHENTICATED.

@@ -142,7 +142,7 @@ impl StationQuery {
             Some(limit as i32),
             None,
             |after: Option<usize>, _, _, _| async move {
-                let offset = after.map_or(0, |a| a + 1);
+                let offset = super::offset_after(after)? as usize;
                 let found = state(ctx)
                     .services
                     .store

@@ -207,11 +207,14 @@ impl SessionView {
 impl SessionView {
     /// The session's invoice, once billing has issued it.
     async fn invoice(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<InvoiceView>> {
+        let viewer = super::viewer_id(ctx)?;
         let loader =
             ctx.data_unchecked::<async_graphql::dataloader::DataLoader<InvoiceBySession>>();
+        // Only the viewer's own invoice, whatever session it is asked through.
         Ok(loader
             .load_one(self.session_id)
             .await?
+            .filter(|invoice| invoice.user_id == viewer)
             .map(InvoiceView::from))
     }
 }
