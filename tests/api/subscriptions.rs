@@ -412,3 +412,24 @@ async fn a_thousand_subscriptions_on_one_session_each_get_every_update() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_socket_that_never_initialises_is_closed_with_4408() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let mut request = format!("ws://127.0.0.1:{}/graphql", app.port)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("graphql-transport-ws"),
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut socket = GqlSocket {
+        ws,
+        legacy: false,
+        pending: HashMap::new(),
+    };
+    // No connection_init: the server gives up after its deadline (10 s).
+    let closed = socket.receive(Duration::from_secs(20)).await;
+    assert_eq!(closed.err(), Some(4408));
+}

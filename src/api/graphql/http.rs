@@ -20,6 +20,10 @@ use crate::api::error::ApiError;
 
 /// Largest subscription message from a client.
 const MAX_MESSAGE: usize = 64 * 1024;
+/// How long a client may take to send `connection_init`.
+const INIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often the server pings a subscription socket.
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The caller from the `Authorization` header; an invalid or expired token is
 /// UNAUTHENTICATED where it matters (resolvers that need a viewer), not a failed request:
@@ -183,9 +187,41 @@ pub async fn subscriptions(
         .keepalive_timeout(None);
     actix_web::rt::spawn(async move {
         let mut engine = std::pin::pin!(engine);
-        while let Some(message) = engine.next().await {
+        // graphql-transport-ws: a client that has not initialised in time is closed with
+        // 4408; a ping now and then keeps idle subscriptions' paths open and finds dead
+        // peers (a failed send ends the socket).
+        let init_deadline = tokio::time::sleep(INIT_TIMEOUT);
+        tokio::pin!(init_deadline);
+        let mut initialised = false;
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.tick().await;
+        loop {
+            let message = tokio::select! {
+                message = engine.next() => match message {
+                    Some(message) => message,
+                    None => break,
+                },
+                _ = &mut init_deadline, if !initialised => {
+                    let _ = session
+                        .close(Some(CloseReason {
+                            code: CloseCode::Other(4408),
+                            description: Some("Connection initialisation timeout".into()),
+                        }))
+                        .await;
+                    return;
+                }
+                _ = heartbeat.tick() => {
+                    if session.ping(b"").await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            };
             let sent = match message {
-                WsMessage::Text(text) => session.text(text).await,
+                WsMessage::Text(text) => {
+                    initialised |= text.contains("\"connection_ack\"");
+                    session.text(text).await
+                }
                 WsMessage::Close(code, reason) => {
                     let code = if refused.load(std::sync::atomic::Ordering::Acquire) {
                         4403
