@@ -23,8 +23,38 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use crate::domain::billing::{CardDetails, GatewayError};
-use crate::domain::ports::{ChargeRequest, PaymentGateway};
+use crate::domain::billing::{CardDetails, GatewayError, PaymentMethod};
+use crate::domain::ports::{BillingStore, ChargeRequest, PaymentGateway, StoreError};
+
+/// Why a card could not be added.
+#[derive(Debug, thiserror::Error)]
+pub enum AddCardError {
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Asks the gateway what card `gateway_token` stands for and stores it as `user`'s newest
+/// payment method (the one charged). Shared by the operator API and the app's.
+pub async fn add_card(
+    gateway: &dyn PaymentGateway,
+    store: &dyn BillingStore,
+    user: Uuid,
+    gateway_token: String,
+) -> Result<PaymentMethod, AddCardError> {
+    let card = gateway.card(&gateway_token).await?;
+    let method = PaymentMethod {
+        payment_method_id: Uuid::new_v4(),
+        user_id: user,
+        gateway: gateway.name().to_owned(),
+        gateway_token,
+        card,
+        created_at: chrono::Utc::now(),
+    };
+    store.add_payment_method(&method).await?;
+    Ok(method)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Behaviour {

@@ -313,6 +313,12 @@ impl LiveHub {
         (hub, rx)
     }
 
+    /// Whether an update published now could reach anybody: a listener here, or (when
+    /// linked) the other replicas. Publishers skip building updates when not.
+    pub fn has_listeners(&self) -> bool {
+        self.outbound.is_some() || self.local.receiver_count() > 0
+    }
+
     /// An update made here: to the listeners here and, when linked, to the other replicas.
     pub fn publish(&self, update: LiveUpdate) {
         if let Some(outbound) = &self.outbound

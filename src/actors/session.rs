@@ -87,13 +87,20 @@ impl SessionActor {
         self
     }
 
-    fn publish(&self) {
-        if let Some(hub) = &self.live {
-            let live = self.live();
+    /// Tells watchers the session as it is, with `cost` (the caller's, computed once).
+    /// Nothing is built when nobody can be listening.
+    fn publish_with(&self, cost: Option<Money>) {
+        if let Some(hub) = self.live.as_ref().filter(|hub| hub.has_listeners()) {
             hub.publish(LiveUpdate::SessionUpdated {
-                session: live.session,
-                cost_estimate: live.cost_estimate,
+                session: self.session.clone(),
+                cost_estimate: cost,
             });
+        }
+    }
+
+    fn publish(&self) {
+        if self.live.as_ref().is_some_and(|hub| hub.has_listeners()) {
+            self.publish_with(self.cost(Utc::now()));
         }
     }
 
@@ -243,11 +250,13 @@ impl Handler<RecordSamples> for SessionActor {
                 })
                 .collect(),
         );
+        // One cost per reading, for the watchers and the charger alike.
+        let cost = self.cost(Utc::now());
         if changed {
             self.write_progress(self.session.id_token.clone());
-            self.publish();
+            self.publish_with(cost);
         }
-        let cost = self.cost(Utc::now())?;
+        let cost = cost?;
         let due = match self.cost_told {
             None => true,
             Some((told, at)) => told != cost && at.elapsed() >= self.cost_update_interval,

@@ -143,6 +143,19 @@ fn delivery_from_row(row: &DbRow) -> StoreResult<WebhookDelivery> {
     })
 }
 
+/// Appends ` IN ($1, $2, ...)` with `values` bound.
+fn push_in<'t, T>(query: &mut QueryBuilder<Db>, values: impl IntoIterator<Item = T>)
+where
+    T: sqlx::Encode<'t, Db> + sqlx::Type<Db>,
+{
+    query.push(" IN (");
+    let mut list = query.separated(", ");
+    for value in values {
+        list.push_bind(value);
+    }
+    list.push_unseparated(")");
+}
+
 /// Stores a receipt; false when the consumer had already processed the event.
 async fn take_receipt(conn: &mut Conn, receipt: Receipt<'_>) -> StoreResult<bool> {
     let done = sqlx::query(
@@ -493,12 +506,8 @@ impl BillingStore for SqlStore {
         if sessions.is_empty() {
             return Ok(Vec::new());
         }
-        let mut query = QueryBuilder::<Db>::new("SELECT * FROM invoice WHERE session_id IN (");
-        let mut ids = query.separated(", ");
-        for session in sessions {
-            ids.push_bind(session.0);
-        }
-        query.push(")");
+        let mut query = QueryBuilder::<Db>::new("SELECT * FROM invoice WHERE session_id");
+        push_in(&mut query, sessions.iter().map(|s| s.0));
         query.build().fetch_all(&self.pool).await.map_err(backend)?.iter().map(invoice_from_row).collect()
     }
 
@@ -506,12 +515,8 @@ impl BillingStore for SqlStore {
         if sessions.is_empty() {
             return Ok(Vec::new());
         }
-        let mut invoiced = QueryBuilder::<Db>::new("SELECT session_id FROM invoice WHERE session_id IN (");
-        let mut ids = invoiced.separated(", ");
-        for session in sessions {
-            ids.push_bind(session.0);
-        }
-        invoiced.push(")");
+        let mut invoiced = QueryBuilder::<Db>::new("SELECT session_id FROM invoice WHERE session_id");
+        push_in(&mut invoiced, sessions.iter().map(|s| s.0));
         let mut billed: Vec<SessionId> = invoiced
             .build()
             .fetch_all(&self.pool)
@@ -523,13 +528,9 @@ impl BillingStore for SqlStore {
         // Ends billing saw but had nobody or no tariff to bill: its receipt for SESSION_ENDED.
         let mut seen = QueryBuilder::<Db>::new(
             "SELECT o.aggregate_id FROM outbox_event o JOIN processed_event p ON p.event_id = o.event_id \
-             WHERE p.consumer = 'billing' AND o.event_type = 'SESSION_ENDED' AND o.aggregate_id IN (",
+             WHERE p.consumer = 'billing' AND o.event_type = 'SESSION_ENDED' AND o.aggregate_id",
         );
-        let mut ids = seen.separated(", ");
-        for session in sessions {
-            ids.push_bind(session.0.to_string());
-        }
-        seen.push(")");
+        push_in(&mut seen, sessions.iter().map(|s| s.0.to_string()));
         for row in seen.build().fetch_all(&self.pool).await.map_err(backend)? {
             let aggregate: String = row.try_get("aggregate_id").map_err(backend)?;
             if let Ok(id) = aggregate.parse() {

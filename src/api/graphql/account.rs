@@ -10,9 +10,10 @@ use super::types::{
 };
 use super::{Code, Viewer, error, internal, state, store_error, viewer_id};
 use crate::domain::account::{RefreshToken, Rotation, Vehicle};
-use crate::domain::billing::{GatewayError, PaymentMethod};
+use crate::domain::billing::GatewayError;
 use crate::domain::ports::StoreError;
 use crate::domain::{AuthorizationStatus, Email, IdToken, IdTokenRecord, Role, TokenType, User};
+use crate::payment::{AddCardError, add_card};
 use crate::security;
 use crate::startup::new_user;
 
@@ -402,30 +403,16 @@ impl AccountMutation {
     ) -> async_graphql::Result<PaymentMethodView> {
         let user = viewer_id(ctx)?;
         let services = &state(ctx).services;
-        let card = services
-            .gateway
-            .card(&gateway_token)
+        let method = add_card(&*services.gateway, &*services.store, user, gateway_token)
             .await
             .map_err(|e| match e {
-                GatewayError::Unavailable(_) => error(
+                AddCardError::Gateway(GatewayError::Unavailable(_)) => error(
                     Code::Internal,
                     "the payment gateway is unavailable; try again",
                 ),
-                other => bad_input(format!("gatewayToken: {other}")),
+                AddCardError::Gateway(other) => bad_input(format!("gatewayToken: {other}")),
+                AddCardError::Store(e) => store_error(e),
             })?;
-        let method = PaymentMethod {
-            payment_method_id: Uuid::new_v4(),
-            user_id: user,
-            gateway: services.gateway.name().to_owned(),
-            gateway_token,
-            card,
-            created_at: Utc::now(),
-        };
-        services
-            .store
-            .add_payment_method(&method)
-            .await
-            .map_err(store_error)?;
         Ok(method.into())
     }
 }

@@ -9,9 +9,10 @@ use uuid::Uuid;
 use crate::api::ApiState;
 use crate::api::auth::Operator;
 use crate::api::error::ApiError;
-use crate::domain::billing::{GatewayError, PaymentMethod};
+use crate::domain::billing::GatewayError;
 use crate::domain::ports::StoreError;
 use crate::domain::{Email, Role, User};
+use crate::payment::{AddCardError, add_card};
 use crate::startup::new_user;
 
 #[derive(Serialize)]
@@ -109,23 +110,21 @@ pub async fn add_payment_method(
     body: web::Json<PaymentMethodPost>,
 ) -> Result<HttpResponse, ApiError> {
     let user = user(&state, path.into_inner()).await?;
-    let token = body.into_inner().gateway_token;
-    let gateway = &state.services.gateway;
-    let card = gateway.card(&token).await.map_err(|e| match e {
-        GatewayError::Unavailable(m) => ApiError::Upstream(format!(
+    let services = &state.services;
+    let method = add_card(
+        &*services.gateway,
+        &*services.store,
+        user.user_id,
+        body.into_inner().gateway_token,
+    )
+    .await
+    .map_err(|e| match e {
+        AddCardError::Gateway(GatewayError::Unavailable(m)) => ApiError::Upstream(format!(
             "the payment gateway is unavailable ({m}); try again"
         )),
-        other => ApiError::Unprocessable(format!("gateway_token: {other}")),
+        AddCardError::Gateway(other) => ApiError::Unprocessable(format!("gateway_token: {other}")),
+        AddCardError::Store(e) => e.into(),
     })?;
-    let method = PaymentMethod {
-        payment_method_id: Uuid::new_v4(),
-        user_id: user.user_id,
-        gateway: gateway.name().to_owned(),
-        gateway_token: token,
-        card,
-        created_at: Utc::now(),
-    };
-    state.services.store.add_payment_method(&method).await?;
     Ok(HttpResponse::Created().json(method))
 }
 
