@@ -6,6 +6,11 @@
 # It makes sure PostgreSQL answers on 127.0.0.1:5432, RabbitMQ on 127.0.0.1:5672 and
 # Redis on 127.0.0.1:6379 first, starting them (and on a bare Debian machine, as root,
 # installing them) when they do not. It fails, never skips, when it cannot.
+# The MongoDB adapter (the cloud profile's station mirror) is tested against SecantusDB,
+# a MongoDB-wire-compatible server (GPL; a test tool, never shipped), which this script
+# installs from PyPI when missing and starts on 127.0.0.1:27018 with its data in a
+# temporary directory; with MONGODB_URL set, the MongoDB contract also runs against that
+# real MongoDB.
 # JUCR_TEST_DATABASE_URL points the tests at another PostgreSQL server, and
 # JUCR_TEST_REDIS_URL at another Redis (each test uses its own key prefix); the RabbitMQ
 # tests make their own vhosts with rabbitmqctl (JUCR_TEST_AMQP_URL, default
@@ -15,6 +20,8 @@ cd "$(dirname "$0")/.."
 
 export JUCR_TEST_DATABASE_URL="${JUCR_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 export JUCR_TEST_REDIS_URL="${JUCR_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+SECANTUS_PORT=27018
+export JUCR_TEST_MONGODB_URL="mongodb://127.0.0.1:${SECANTUS_PORT}/?directConnection=true"
 say() { printf 'test: %s\n' "$*"; }
 fail() { printf 'test: FAILED: %s\n' "$*" >&2; exit 1; }
 
@@ -87,12 +94,58 @@ ensure_redis() {
   fail "Redis did not come up at $JUCR_TEST_REDIS_URL"
 }
 
+mongo_answers() {
+  python3 - "$SECANTUS_PORT" <<'PY' 2>/dev/null
+import socket, struct, sys
+# An OP_MSG "ping" on the MongoDB wire protocol; a server answers ok: 1.0.
+body = b"\x00" + (lambda d: struct.pack("<i", len(d) + 4) + d)(
+    b"\x10ping\x00\x01\x00\x00\x00\x02$db\x00\x06\x00\x00\x00admin\x00\x00")
+header = struct.pack("<iiii", 16 + 4 + len(body), 1, 0, 2013)
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2)
+s.sendall(header + b"\x00\x00\x00\x00" + body)
+reply = s.recv(4096)
+sys.exit(0 if b"ok" in reply else 1)
+PY
+}
+
+ensure_secantus() {
+  mongo_answers && return 0
+  if ! command -v secantusd-py >/dev/null 2>&1; then
+    command -v pip >/dev/null 2>&1 || command -v pip3 >/dev/null 2>&1 || fail "pip is needed to install SecantusDB (the MongoDB-compatible test server)"
+    say "installing SecantusDB from PyPI (the MongoDB-compatible test server)"
+    "$(command -v pip || command -v pip3)" install -q SecantusDB >/dev/null || fail "could not install SecantusDB from PyPI"
+    hash -r
+  fi
+  command -v secantusd-py >/dev/null 2>&1 || fail "SecantusDB installed but secantusd-py is not on PATH"
+  secantus_dir=$(mktemp -d)
+  say "starting SecantusDB on 127.0.0.1:$SECANTUS_PORT"
+  nohup secantusd-py --host 127.0.0.1 --port "$SECANTUS_PORT" --storage-path "$secantus_dir" >"$secantus_dir.log" 2>&1 &
+  secantus_pid=$!
+  for _ in $(seq 1 80); do
+    mongo_answers && return 0
+    sleep 0.25
+  done
+  cat "$secantus_dir.log" >&2 || true
+  fail "SecantusDB did not come up on 127.0.0.1:$SECANTUS_PORT"
+}
+
+secantus_pid=""
+secantus_dir=""
+cleanup() {
+  rm -f "${log:-}"
+  if [ -n "$secantus_pid" ]; then kill "$secantus_pid" 2>/dev/null || true; fi
+  if [ -n "$secantus_dir" ]; then rm -rf "$secantus_dir" "$secantus_dir.log"; fi
+}
+trap cleanup EXIT
+
 ensure_postgres
 say "PostgreSQL answers at $JUCR_TEST_DATABASE_URL"
 ensure_rabbitmq
 say "RabbitMQ answers"
 ensure_redis
 say "Redis answers at $JUCR_TEST_REDIS_URL"
+ensure_secantus
+say "SecantusDB answers at $JUCR_TEST_MONGODB_URL"
 
 say "cargo fmt --check"
 cargo fmt --all -- --check
@@ -100,7 +153,6 @@ say "cargo clippy --all-targets -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
 say "cargo test"
 set +e
 cargo test --locked --no-fail-fast 2>&1 | tee "$log"
@@ -114,4 +166,16 @@ say "persistence contract: sqlite $sqlite passed, postgres $postgres passed"
 [ "$status" = 0 ] || fail "cargo test exited with $status"
 [ "$sqlite" -gt 0 ] && [ "$postgres" -gt 0 ] || fail "the persistence contract did not run on both backends"
 [ "$sqlite" = "$postgres" ] || fail "the persistence contract ran unevenly on the two backends"
+# The station store contract: SQLite, PostgreSQL and MongoDB (SecantusDB) alike.
+st_sqlite=$(grep -cE '^test contract::stations::sqlite::[a-z_]+ \.\.\. ok$' "$log" || true)
+st_postgres=$(grep -cE '^test contract::stations::postgres::[a-z_]+ \.\.\. ok$' "$log" || true)
+st_mongodb=$(grep -cE '^test contract::stations::mongodb::[a-z_]+ \.\.\. ok$' "$log" || true)
+say "station store contract: sqlite $st_sqlite, postgres $st_postgres, mongodb (SecantusDB) $st_mongodb passed"
+[ "$st_sqlite" -gt 0 ] && [ "$st_sqlite" = "$st_postgres" ] && [ "$st_sqlite" = "$st_mongodb" ] \
+  || fail "the station store contract did not run alike on SQLite, PostgreSQL and MongoDB"
+if [ -n "${MONGODB_URL:-}" ]; then
+  say "MONGODB_URL is set: the MongoDB contract and the cloud station tests against that real MongoDB"
+  JUCR_TEST_MONGODB_URL="$MONGODB_URL" cargo test --locked --test api -- contract::stations::mongodb ocm_sync::cloud \
+    || fail "the MongoDB adapter failed against the real MongoDB at MONGODB_URL"
+fi
 say "all passed"

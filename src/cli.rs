@@ -1,7 +1,12 @@
 //! The command line: `jucr [serve]`, `jucr migrate`, `jucr user create`, `jucr charger add`.
 
+use std::sync::{Arc, RwLock};
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+
+use crate::actors::ocm_sync::OcmSync;
+use crate::domain::ocm::SyncTrigger;
 
 use crate::config::Settings;
 use crate::domain::{
@@ -50,6 +55,9 @@ enum OcmCommand {
         /// The file.
         file: std::path::PathBuf,
     },
+    /// Sync the mirror from the OpenChargeMap API now (ocm.scopes, ocm.api_key), and
+    /// print the run; exits non-zero when the run fails (the next run resumes).
+    Sync,
 }
 
 #[derive(Subcommand)]
@@ -87,6 +95,9 @@ enum ChargerCommand {
 
 /// Runs the command line; returns when the command is done (or the server stops).
 pub async fn run() -> anyhow::Result<()> {
+    // One crypto provider for every rustls user in the process (see STACK.md): the
+    // server's listeners, and the clients of `jucr ocm sync` (OpenChargeMap, MongoDB).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     if let Some(Command::Schema) = cli.command {
         // Needs no configuration: the schema is the code's.
@@ -110,8 +121,37 @@ pub async fn run() -> anyhow::Result<()> {
             app.run_until_stopped().await
         }
         Command::Schema => unreachable!("handled before the settings are loaded"),
+        Command::Ocm(OcmCommand::Sync) => {
+            let store = persistence::open(&settings, true).await?;
+            let metrics = Arc::new(crate::metrics::Metrics::new());
+            let stations = persistence::open_stations(&settings, &store, &metrics).await?;
+            let reference = Arc::new(RwLock::new(
+                crate::startup::load_reference(&*stations).await,
+            ));
+            let sync = OcmSync::new(&settings.ocm, store, stations, reference, metrics)?;
+            let run = sync.start(SyncTrigger::Cli).await?;
+            let run = sync.run(run).await;
+            let c = run.counts;
+            println!(
+                "sync {} {}: {} fetched, {} inserted, {} updated, {} unchanged, {} excluded, {} failed",
+                run.run_id,
+                run.status.as_str(),
+                c.fetched,
+                c.inserted,
+                c.updated,
+                c.unchanged,
+                c.excluded,
+                c.failed
+            );
+            match run.error {
+                Some(e) => anyhow::bail!(e),
+                None => Ok(()),
+            }
+        }
         Command::Ocm(OcmCommand::Import { file }) => {
             let store = persistence::open(&settings, true).await?;
+            let metrics = Arc::new(crate::metrics::Metrics::new());
+            let mirror = persistence::open_stations(&settings, &store, &metrics).await?;
             let raw = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
             let json: serde_json::Value = serde_json::from_str(&raw)
@@ -120,20 +160,29 @@ pub async fn run() -> anyhow::Result<()> {
                 serde_json::Value::Array(pois) => pois,
                 poi => vec![poi],
             };
+            // The licence filter applies as in a sync (with the reference data last synced).
+            let reference = crate::startup::load_reference(&*mirror).await;
+            let licences = settings.ocm.licence_filter();
             let mut stations = Vec::with_capacity(pois.len());
-            let mut failed = 0;
+            let (mut failed, mut excluded) = (0, 0);
             for poi in &pois {
                 match crate::domain::station::Station::from_ocm(poi) {
-                    Ok(station) => stations.push(station),
+                    Ok(mut station) => {
+                        if !licences.allows(&reference, station.data_provider_id) {
+                            station.active = false;
+                            excluded += 1;
+                        }
+                        stations.push(station);
+                    }
                     Err(e) => {
                         failed += 1;
                         eprintln!("skipped: {e}");
                     }
                 }
             }
-            let counts = store.upsert_stations(&stations).await?;
+            let counts = mirror.upsert_stations(&stations).await?;
             println!(
-                "imported {}: {} inserted, {} updated, {} unchanged, {failed} failed",
+                "imported {}: {} inserted, {} updated, {} unchanged, {excluded} excluded, {failed} failed",
                 file.display(),
                 counts.inserted,
                 counts.updated,

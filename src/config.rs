@@ -59,6 +59,9 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub billing: BillingSettings,
     pub notifier: NotifierSettings,
+    pub stations: StationSettings,
+    pub mongodb: MongoSettings,
+    pub ocm: OcmSettings,
     pub log: LogSettings,
     pub testing: TestingSettings,
 }
@@ -165,6 +168,84 @@ pub struct RedisSettings {
     pub url: Option<SecretString>,
     /// Prepended to every key, so that several deployments (or tests) share a server.
     pub key_prefix: String,
+}
+
+/// Where the OpenChargeMap mirror is kept and how searches are cached.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StationSettings {
+    /// `database` (the profile's SQL database) or `mongodb`.
+    pub store: StationStoreKind,
+    /// With redis.url: search results are cached this long (0: not cached).
+    pub search_cache_secs: u64,
+    /// With redis.url: single stations are cached this long (0: not cached).
+    pub detail_cache_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StationStoreKind {
+    Database,
+    Mongodb,
+}
+
+/// MongoDB (the cloud profile's station mirror).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MongoSettings {
+    /// `mongodb://` URL (JUCR__MONGODB__URL). Secret: it may hold a password.
+    pub url: Option<SecretString>,
+    pub database: String,
+}
+
+/// The OpenChargeMap sync.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OcmSettings {
+    pub base_url: String,
+    /// OCM's API key (JUCR__OCM__API_KEY), sent as `X-API-Key`; OCM answers 403 without one.
+    pub api_key: Option<SecretString>,
+    /// How the sync introduces itself (OCM's fair-use policy asks for it).
+    pub user_agent: String,
+    /// What to mirror, separated by `;`: country codes (`GB`) and boxes
+    /// (`south,west,north,east`). Empty: nothing is synced.
+    pub scopes: String,
+    /// POIs per request.
+    pub batch_size: u32,
+    /// A scheduled sync every this many seconds (0: only on demand).
+    pub sync_interval_secs: u64,
+    pub request_timeout_secs: u64,
+    /// Attempts per request when OCM answers 429 or 5xx or cannot be reached.
+    pub max_attempts: u32,
+    /// Without Retry-After, the first retry waits this long, doubling.
+    pub retry_base_ms: u64,
+    /// The longest wait a Retry-After may impose before the run gives up (and resumes later).
+    pub max_retry_after_secs: u64,
+    /// Leave out data providers whose licence forbids commercial use.
+    pub exclude_non_commercial: bool,
+    /// Leave out these data providers (OCM ids) whatever their licence.
+    pub excluded_data_providers: Vec<i64>,
+}
+
+impl OcmSettings {
+    pub fn scopes(&self) -> anyhow::Result<Vec<crate::domain::ocm::SyncScope>> {
+        self.scopes
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                crate::domain::ocm::SyncScope::parse(s)
+                    .map_err(|e| anyhow::anyhow!("ocm.scopes: {e}"))
+            })
+            .collect()
+    }
+
+    pub fn licence_filter(&self) -> crate::domain::ocm::LicenceFilter {
+        crate::domain::ocm::LicenceFilter {
+            exclude_non_commercial: self.exclude_non_commercial,
+            excluded_providers: self.excluded_data_providers.clone(),
+        }
+    }
 }
 
 /// Invoices, payments and subscriptions (the billing actor).
@@ -373,7 +454,8 @@ impl Settings {
                     .try_parsing(true)
                     .list_separator(",")
                     .with_list_parse_key("ocpp.subprotocols")
-                    .with_list_parse_key("billing.decline_retry_secs"),
+                    .with_list_parse_key("billing.decline_retry_secs")
+                    .with_list_parse_key("ocm.excluded_data_providers"),
             )
             .build()
             .context("reading configuration")?
@@ -454,6 +536,16 @@ impl Settings {
         if self.ocpp.subprotocols.is_empty() {
             anyhow::bail!("ocpp.subprotocols needs at least one subprotocol");
         }
+        if self.stations.store == StationStoreKind::Mongodb && self.mongodb.url.is_none() {
+            anyhow::bail!("stations.store = mongodb needs mongodb.url (JUCR__MONGODB__URL)");
+        }
+        self.ocm.scopes()?;
+        if !(1..=5000).contains(&self.ocm.batch_size) {
+            anyhow::bail!("ocm.batch_size must be 1 to 5000");
+        }
+        if self.ocm.max_attempts == 0 || self.ocm.request_timeout_secs == 0 {
+            anyhow::bail!("ocm.max_attempts and ocm.request_timeout_secs must be greater than 0");
+        }
         Ok(())
     }
 
@@ -501,12 +593,42 @@ mod tests {
                 ("JUCR__REDIS__URL", "redis://r:6379"),
                 ("JUCR__EVENTS__AMQP_URL", "amqp://x@y/%2f"),
                 ("JUCR__OCPP__SUBPROTOCOLS", "ocpp1.6"),
+                ("JUCR__MONGODB__URL", "mongodb://m:27017"),
+                ("JUCR__OCM__SCOPES", "GB; 51.2,-0.6,51.8,0.4"),
+                ("JUCR__OCM__EXCLUDED_DATA_PROVIDERS", "26,27"),
             ]),
         )
         .unwrap();
         assert_eq!(cloud.ocpp.unknown_chargers, UnknownChargerPolicy::Reject);
         assert_eq!(cloud.http.port, 9001);
         assert!(cloud.database.url.is_some());
+        assert_eq!(cloud.stations.store, StationStoreKind::Mongodb);
+        assert_eq!(cloud.ocm.scopes().unwrap().len(), 2);
+        assert_eq!(cloud.ocm.excluded_data_providers, [26, 27]);
+        assert_eq!(embedded.stations.store, StationStoreKind::Database);
+        assert!(
+            embedded.ocm.scopes().unwrap().is_empty(),
+            "no sync by default"
+        );
+
+        let no_mongo = Settings::load_from(
+            Profile::Cloud,
+            none,
+            env(&[
+                ("JUCR__DATABASE__URL", "postgres://x@y/z"),
+                ("JUCR__REDIS__URL", "redis://r:6379"),
+                ("JUCR__EVENTS__AMQP_URL", "amqp://x@y/%2f"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(format!("{no_mongo:#}").contains("JUCR__MONGODB__URL"));
+        let bad_scope = Settings::load_from(
+            Profile::Embedded,
+            none,
+            env(&[("JUCR__OCM__SCOPES", "Atlantis")]),
+        )
+        .unwrap_err();
+        assert!(format!("{bad_scope:#}").contains("ocm.scopes"));
     }
 
     #[test]

@@ -12,4 +12,5 @@ pub mod payment;
 pub mod persistence;
 pub mod security;
 pub mod startup;
+pub mod stations;
 pub mod telemetry;

@@ -41,6 +41,10 @@ pub struct Metrics {
     pub live_dropped: IntCounter,
     /// 1 while this replica's live link to the other replicas (cloud) is up.
     pub live_link_up: IntGauge,
+    /// Station searches and lookups answered from the Redis cache (`hit`) or not (`miss`).
+    pub station_cache: IntCounterVec,
+    /// OpenChargeMap sync runs by how they ended.
+    pub ocm_sync_runs: IntCounterVec,
 }
 
 impl Metrics {
@@ -144,6 +148,19 @@ impl Metrics {
             "1 while the live link to the other replicas is up",
         )
         .expect("static metric definition; qed");
+        let station_cache = IntCounterVec::new(
+            Opts::new(
+                "station_cache_total",
+                "Station searches and lookups by cache result",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition; qed");
+        let ocm_sync_runs = IntCounterVec::new(
+            Opts::new("ocm_sync_runs_total", "OpenChargeMap sync runs by status"),
+            &["status"],
+        )
+        .expect("static metric definition; qed");
         for metric in [
             Box::new(connected_chargers.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(active_sessions.clone()),
@@ -162,6 +179,8 @@ impl Metrics {
             Box::new(webhook_attempts.clone()),
             Box::new(live_dropped.clone()),
             Box::new(live_link_up.clone()),
+            Box::new(station_cache.clone()),
+            Box::new(ocm_sync_runs.clone()),
         ] {
             registry
                 .register(metric)
@@ -186,6 +205,8 @@ impl Metrics {
             webhook_attempts,
             live_dropped,
             live_link_up,
+            station_cache,
+            ocm_sync_runs,
         }
     }
 

@@ -1,7 +1,7 @@
 //! Builds the application (storage, actors, HTTP server) and runs it until a signal.
 
 use std::net::TcpListener;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use actix::Actor;
@@ -19,17 +19,22 @@ use crate::actors::batch_writer::BatchWriter;
 use crate::actors::billing::{Billing, BillingActor, BillingConsumer};
 use crate::actors::event_bus::LocalBus;
 use crate::actors::notifier::{LiveConsumer, LiveHub, Notifier, NotifierActor, WebhookConsumer};
+use crate::actors::ocm_sync::{OcmSync, OcmSyncActor};
 use crate::actors::outbox_relay::{self, RelayKick};
 use crate::actors::registry::{ChargerDirectory, LocalDirectory, OpenSession, StationRegistry};
 use crate::api::{self, ApiState};
 use crate::config::{BusKind, GatewayKind, Settings};
-use crate::domain::ports::{EventBus, EventConsumer, PaymentGateway, Store, StoreError};
+use crate::domain::ocm::ReferenceData;
+use crate::domain::ports::{
+    EventBus, EventConsumer, PaymentGateway, StationStore, Store, StoreError,
+};
 use crate::domain::{Email, Role, User};
 use crate::metrics::Metrics;
 use crate::payment::SandboxGateway;
 use crate::persistence;
 use crate::persistence::amqp::{self, AmqpBus};
 use crate::security::{self, TokenKeys};
+use crate::stations::StationSearch;
 
 pub struct Application {
     bus: Arc<dyn EventBus>,
@@ -81,9 +86,12 @@ impl Application {
             }
             _ => Arc::new(LiveHub::local(metrics.clone())),
         };
+        // Our chargers' live connector status, for the station search's overlay.
+        let board = persistence::status_board(&settings)?;
         // Registries start before HttpServer::new: its closure runs once per worker.
         let registry = StationRegistry::new(store.clone(), writer.clone(), metrics.clone())
             .with_live(live.clone())
+            .with_board(board.clone())
             .with_cost_updates(Duration::from_secs(
                 settings.billing.cost_update_interval_secs,
             ))
@@ -175,6 +183,31 @@ impl Application {
             metrics.clone(),
             relay.clone(),
         );
+        // The OpenChargeMap mirror, its reference data (licences), and its sync.
+        let stations = persistence::open_stations(&settings, &store, &metrics).await?;
+        let reference = Arc::new(RwLock::new(load_reference(&*stations).await));
+        let ocm_sync = OcmSyncActor::new(
+            Arc::new(OcmSync::new(
+                &settings.ocm,
+                store.clone(),
+                stations.clone(),
+                reference.clone(),
+                metrics.clone(),
+            )?),
+            if worker {
+                Duration::from_secs(settings.ocm.sync_interval_secs)
+            } else {
+                Duration::ZERO
+            },
+        )
+        .start();
+        tracing::info!(store = stations.station_backend(), "station mirror");
+        let stations = Arc::new(StationSearch::new(
+            stations,
+            store.clone(),
+            board,
+            reference,
+        ));
         let services = Arc::new(Services {
             settings: settings.clone(),
             store,
@@ -186,6 +219,8 @@ impl Application {
             notifier,
             gateway,
             live,
+            stations,
+            ocm_sync,
         });
         let directory: Arc<dyn ChargerDirectory> = Arc::new(LocalDirectory::new(registry));
         let graphql = api::graphql::schema(api::graphql::GraphqlState {
@@ -366,6 +401,21 @@ fn login_counter(settings: &Settings) -> anyhow::Result<Box<dyn api::limit::Fail
             window,
         )),
     })
+}
+
+/// OCM's reference data as last synced (none yet: attribution without provider names).
+pub async fn load_reference(stations: &dyn StationStore) -> ReferenceData {
+    match stations.reference_data().await {
+        Ok(Some(raw)) => ReferenceData::from_ocm(&raw).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "stored OCM reference data unreadable");
+            ReferenceData::default()
+        }),
+        Ok(None) => ReferenceData::default(),
+        Err(e) => {
+            tracing::warn!(error = %e, "OCM reference data not loaded");
+            ReferenceData::default()
+        }
+    }
 }
 
 /// The API's token key: configured, or generated once and kept in the database so

@@ -8,6 +8,7 @@ pub mod billing;
 pub mod charger;
 pub mod event_bus;
 pub mod notifier;
+pub mod ocm_sync;
 pub mod outbox_relay;
 pub mod registry;
 pub mod session;
@@ -34,4 +35,7 @@ pub struct Services {
     /// Live updates for whoever watches (operators' streams, the apps' subscriptions).
     pub live: Arc<notifier::LiveHub>,
     pub gateway: Arc<dyn crate::domain::ports::PaymentGateway>,
+    /// The OpenChargeMap mirror as searches see it (cache, attribution, live overlay).
+    pub stations: Arc<crate::stations::StationSearch>,
+    pub ocm_sync: Addr<ocm_sync::OcmSyncActor>,
 }

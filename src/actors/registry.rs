@@ -19,7 +19,7 @@ use super::batch_writer::BatchWriter;
 use super::charger::{CallFailure, ChargerActor, SendCall, Shutdown, Superseded};
 use super::notifier::LiveHub;
 use super::session::{LiveSession, SessionActor, Snapshot};
-use crate::domain::ports::Store;
+use crate::domain::ports::{StatusBoard, Store};
 use crate::domain::{
     ChargerId, ConnectorId, ConnectorState, IdToken, Session, SessionId, TransactionId,
 };
@@ -63,6 +63,8 @@ pub struct StationRegistry {
     /// How often at most a charger is told a session's running cost.
     cost_update_interval: std::time::Duration,
     live: Arc<LiveHub>,
+    /// Where the station search reads our chargers' live status.
+    board: Arc<dyn StatusBoard>,
     chargers: HashMap<ChargerId, Connection>,
     sessions: HashMap<SessionKey, SessionHandle>,
     by_id: HashMap<SessionId, SessionKey>,
@@ -76,6 +78,7 @@ impl StationRegistry {
             store,
             writer,
             live: Arc::new(LiveHub::local(metrics.clone())),
+            board: Arc::new(crate::stations::LocalBoard::default()),
             metrics,
             cost_update_interval: std::time::Duration::from_secs(60),
             chargers: HashMap::new(),
@@ -88,6 +91,12 @@ impl StationRegistry {
     /// Where session actors publish their live updates.
     pub fn with_live(mut self, live: Arc<LiveHub>) -> Self {
         self.live = live;
+        self
+    }
+
+    /// Where the live connector status is published for the station search.
+    pub fn with_board(mut self, board: Arc<dyn StatusBoard>) -> Self {
+        self.board = board;
         self
     }
 
@@ -175,6 +184,8 @@ impl Handler<Connected> for StationRegistry {
             }
             None => self.metrics.connected_chargers.inc(),
         }
+        let view: Vec<ConnectorState> = connectors.values().cloned().collect();
+        self.board.publish(&msg.charger_id, msg.conn_id, &view);
         self.chargers.insert(
             msg.charger_id.clone(),
             Connection {
@@ -219,6 +230,7 @@ impl Handler<Disconnected> for StationRegistry {
         {
             self.chargers.remove(&msg.charger_id);
             self.metrics.connected_chargers.dec();
+            self.board.remove(&msg.charger_id, msg.conn_id);
         }
     }
 }
@@ -250,6 +262,9 @@ impl Handler<ChargerUpdate> for StationRegistry {
         if let Some(state) = msg.connector {
             c.connectors.insert(state.connector_id, state);
         }
+        // A heartbeat renews the entry; a status change replaces it.
+        let view: Vec<ConnectorState> = c.connectors.values().cloned().collect();
+        self.board.publish(&msg.charger_id, msg.conn_id, &view);
     }
 }
 

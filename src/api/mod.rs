@@ -78,6 +78,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/sessions", web::get().to(rest::sessions::list))
             .route("/sessions/{id}", web::get().to(rest::sessions::get))
             .route("/stations", web::get().to(rest::stations::near))
+            .route("/stations/{id}", web::get().to(rest::stations::get))
+            .route(
+                "/chargers/{id}/station",
+                web::put().to(rest::stations::link),
+            )
+            .route("/ocm/sync", web::post().to(rest::stations::sync))
+            .route("/ocm/runs", web::get().to(rest::stations::runs))
+            .route("/ocm/runs/{id}", web::get().to(rest::stations::run))
             .route("/tariffs", web::get().to(rest::billing::tariffs))
             .route("/tariffs", web::post().to(rest::billing::create_tariff))
             .route("/tariffs/{id}", web::get().to(rest::billing::tariff))

@@ -9,6 +9,7 @@ pub mod events;
 pub mod ids;
 pub mod live;
 pub mod money;
+pub mod ocm;
 pub mod ports;
 pub mod requests;
 pub mod session;

@@ -9,10 +9,13 @@ use super::billing::{
     CardDetails, GatewayError, Invoice, NewInvoice, Payment, PaymentMethod, TariffCandidates,
     TariffRecord, TariffScope,
 };
-use super::charger::{BootInfo, ChargerRecord, ChargerRegistration, ConnectorState};
+use super::charger::{
+    BootInfo, ChargerRecord, ChargerRegistration, ConnectorState, ConnectorStatus,
+};
 use super::events::{DomainEvent, EventType, StoredEvent};
-use super::ids::{ChargerId, IdToken, SessionId, TransactionId};
+use super::ids::{ChargerId, ConnectorId, IdToken, SessionId, TransactionId};
 use super::money::Money;
+use super::ocm::{SyncCounts, SyncCursor, SyncRun, SyncStatus, SyncTrigger};
 use super::requests::ReportedVariable;
 use super::session::{MeterSample, NewSession, Session, SessionFilter};
 use super::station::{Station, StationFilter};
@@ -391,6 +394,72 @@ pub trait StationStore: Send + Sync {
     ) -> StoreResult<Vec<(Station, f64)>>;
     /// A station by OCM id (also an inactive one: the app may hold a link to it).
     async fn station(&self, ocm_id: i64) -> StoreResult<Option<Station>>;
+    /// Keeps OCM's reference data (`/v3/referencedata`, as sent).
+    async fn save_reference_data(&self, raw: &serde_json::Value) -> StoreResult<()>;
+    /// The reference data last kept, if any.
+    async fn reference_data(&self) -> StoreResult<Option<serde_json::Value>>;
+    /// Which backend this is, for logs and the test report.
+    fn station_backend(&self) -> &'static str;
+}
+
+/// The OCM sync's bookkeeping and our chargers' places among OCM's stations:
+/// transactional data, kept with the rest of ours (never in the mirror's store).
+#[async_trait]
+pub trait OcmStore: Send + Sync {
+    /// Records a new running run, first marking runs whose lease ran out as
+    /// interrupted. `None` when another run is running (across every replica).
+    async fn start_sync_run(
+        &self,
+        trigger: SyncTrigger,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<Option<SyncRun>>;
+    /// Records a run's progress and extends its lease; with a cursor, where that
+    /// scope got to (after the stations it covers are stored).
+    async fn record_sync_progress(
+        &self,
+        run_id: Uuid,
+        counts: &SyncCounts,
+        lease_until: DateTime<Utc>,
+        cursor: Option<&SyncCursor>,
+    ) -> StoreResult<()>;
+    /// Keeps a run's lease while it waits.
+    async fn renew_sync_lease(&self, run_id: Uuid, lease_until: DateTime<Utc>) -> StoreResult<()>;
+    async fn finish_sync_run(
+        &self,
+        run_id: Uuid,
+        status: SyncStatus,
+        counts: &SyncCounts,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// The newest runs first.
+    async fn sync_runs(&self, limit: u32) -> StoreResult<Vec<SyncRun>>;
+    async fn sync_run(&self, run_id: Uuid) -> StoreResult<Option<SyncRun>>;
+    async fn sync_cursor(&self, scope: &str) -> StoreResult<Option<SyncCursor>>;
+    /// Puts a charger at an OCM station (`None`: nowhere). False when the charger is
+    /// not registered.
+    async fn link_station(&self, charger: &ChargerId, ocm_id: Option<i64>) -> StoreResult<bool>;
+    /// Which of our chargers stand at these stations (all links without a list).
+    async fn station_links(&self, ocm_ids: Option<&[i64]>) -> StoreResult<Vec<(i64, ChargerId)>>;
+}
+
+/// A charger's connectors and their status, as the status board keeps them.
+pub type ConnectorView = Vec<(ConnectorId, ConnectorStatus)>;
+
+/// Where the live connector status of our chargers is kept for the station search to
+/// overlay: in the process (embedded), in Redis (cloud, shared by the replicas).
+#[async_trait]
+pub trait StatusBoard: Send + Sync {
+    /// A connected charger's connectors as they are now. Never waits: writes behind.
+    fn publish(&self, charger: &ChargerId, conn_id: Uuid, connectors: &[ConnectorState]);
+    /// The charger's connection `conn_id` is gone (a newer one elsewhere stays).
+    fn remove(&self, charger: &ChargerId, conn_id: Uuid);
+    /// The connectors of those chargers that are connected.
+    async fn statuses(
+        &self,
+        chargers: &[ChargerId],
+    ) -> StoreResult<std::collections::HashMap<ChargerId, ConnectorView>>;
 }
 
 /// One charge a gateway is asked to make.
@@ -427,6 +496,7 @@ pub trait Store:
     + WebhookStore
     + AccountStore
     + StationStore
+    + OcmStore
 {
     /// Cheap round trip proving the backend answers.
     async fn ping(&self) -> StoreResult<()>;

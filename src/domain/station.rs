@@ -144,15 +144,20 @@ pub struct StationFilter {
     pub connection_type_ids: Vec<i64>,
     pub min_power_kw: Option<f64>,
     pub operator_ids: Vec<i64>,
+    /// Only these stations (e.g. those where one of our connectors is available now).
+    pub ocm_ids: Option<Vec<i64>>,
 }
 
 impl StationFilter {
     pub fn matches(&self, s: &Station) -> bool {
-        (self.connection_type_ids.is_empty()
-            || s.connections.iter().any(|c| {
-                c.connection_type_id
-                    .is_some_and(|t| self.connection_type_ids.contains(&t))
-            }))
+        self.ocm_ids
+            .as_ref()
+            .is_none_or(|ids| ids.contains(&s.ocm_id))
+            && (self.connection_type_ids.is_empty()
+                || s.connections.iter().any(|c| {
+                    c.connection_type_id
+                        .is_some_and(|t| self.connection_type_ids.contains(&t))
+                }))
             && self
                 .min_power_kw
                 .is_none_or(|min| s.max_power_kw().is_some_and(|p| p >= min))
@@ -250,6 +255,7 @@ mod tests {
             min_power_kw: Some(45.0),
             connection_type_ids: vec![33],
             operator_ids: vec![],
+            ocm_ids: None,
         };
         assert!(filter.matches(&s));
         assert!(

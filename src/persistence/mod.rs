@@ -2,6 +2,7 @@
 //! [`crate::domain::ports`]. `sqlite` backs the embedded profile, `postgres` the cloud one.
 
 pub mod amqp;
+pub mod mongo;
 pub mod postgres;
 pub mod redis;
 pub mod sqlite;
@@ -10,8 +11,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::config::{Profile, Settings};
-use crate::domain::ports::Store;
+use crate::config::{Profile, Settings, StationStoreKind};
+use crate::domain::ports::{StationStore, StatusBoard, Store};
 
 /// Opens the store the settings' profile calls for, first applying pending migrations
 /// when `migrate` is set.
@@ -52,4 +53,81 @@ pub async fn open(settings: &Settings, migrate: bool) -> anyhow::Result<Arc<dyn 
             Ok(Arc::new(store))
         }
     }
+}
+
+/// The station mirror the settings call for (the profile's database, or MongoDB), behind
+/// the Redis cache when Redis is configured.
+pub async fn open_stations(
+    settings: &Settings,
+    store: &Arc<dyn Store>,
+    metrics: &Arc<crate::metrics::Metrics>,
+) -> anyhow::Result<Arc<dyn StationStore>> {
+    let base: Arc<dyn StationStore> = match settings.stations.store {
+        StationStoreKind::Database => store.clone(),
+        StationStoreKind::Mongodb => {
+            let url = settings
+                .mongodb
+                .url
+                .as_ref()
+                .context("stations.store = mongodb needs JUCR__MONGODB__URL")?;
+            let mongo = Arc::new(
+                mongo::MongoStationStore::connect(url, &settings.mongodb.database)
+                    .await
+                    .context("configuring MongoDB")?,
+            );
+            // Searches need the 2dsphere index: made now if MongoDB answers, else as
+            // soon as it does (the service does not wait for it).
+            let ready =
+                tokio::time::timeout(std::time::Duration::from_secs(15), mongo.ensure_indexes())
+                    .await;
+            if !matches!(ready, Ok(Ok(()))) {
+                tracing::error!(
+                    "MongoDB does not answer yet; station indexes will be made when it does"
+                );
+                let mongo = mongo.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                        match mongo.ensure_indexes().await {
+                            Ok(()) => break tracing::info!("MongoDB station indexes ready"),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "MongoDB station indexes not made yet")
+                            }
+                        }
+                    }
+                });
+            }
+            mongo
+        }
+    };
+    let s = &settings.stations;
+    Ok(match &settings.redis.url {
+        Some(url) if s.search_cache_secs > 0 || s.detail_cache_secs > 0 => {
+            Arc::new(redis::CachedStations::new(
+                base,
+                redis::pool(url).context("configuring Redis")?,
+                &settings.redis.key_prefix,
+                std::time::Duration::from_secs(s.search_cache_secs),
+                std::time::Duration::from_secs(s.detail_cache_secs),
+                metrics.clone(),
+            ))
+        }
+        _ => base,
+    })
+}
+
+/// Where the live connector status of the chargers is kept: Redis when configured
+/// (shared by the replicas), else this process.
+pub fn status_board(settings: &Settings) -> anyhow::Result<Arc<dyn StatusBoard>> {
+    Ok(match &settings.redis.url {
+        Some(url) => Arc::new(redis::RedisBoard::new(
+            redis::pool(url).context("configuring Redis")?,
+            &settings.redis.key_prefix,
+            // Heartbeats renew it; a replica that died leaves it at most this long.
+            std::time::Duration::from_secs(
+                u64::from(settings.ocpp.heartbeat_interval_secs.max(60)) * 3,
+            ),
+        )),
+        None => Arc::new(crate::stations::LocalBoard::default()),
+    })
 }

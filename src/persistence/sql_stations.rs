@@ -2,7 +2,8 @@
 // text like `sql_store.rs`. Radius search: a bounding-box prefilter on an index, then
 // the exact great-circle distance, sorted here (never by the server's order).
 
-use crate::domain::ports::{StationStore, UpsertCounts};
+use crate::domain::ocm::{SyncCounts, SyncCursor, SyncRun, SyncStatus, SyncTrigger};
+use crate::domain::ports::{OcmStore, StationStore, UpsertCounts};
 use crate::domain::station::{Station, StationFilter, bounding_box, haversine_km};
 
 fn station_from_row(row: &DbRow) -> StoreResult<Station> {
@@ -102,5 +103,272 @@ impl StationStore for SqlStore {
             .as_ref()
             .map(station_from_row)
             .transpose()
+    }
+
+    async fn save_reference_data(&self, raw: &serde_json::Value) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO ocm_reference_data (id, data, fetched_at) VALUES (1, $1, $2) \
+             ON CONFLICT (id) DO UPDATE SET data = excluded.data, fetched_at = excluded.fetched_at",
+        )
+        .bind(Json(raw))
+        .bind(Utc::now())
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn reference_data(&self) -> StoreResult<Option<serde_json::Value>> {
+        let row = sqlx::query("SELECT data FROM ocm_reference_data WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.map(|r| r.try_get::<Json<serde_json::Value>, _>("data").map(|j| j.0))
+            .transpose()
+            .map_err(backend)
+    }
+
+    fn station_backend(&self) -> &'static str {
+        BACKEND
+    }
+}
+
+fn run_count(row: &DbRow, column: &str) -> StoreResult<u64> {
+    let n: i64 = row.try_get(column).map_err(backend)?;
+    Ok(n.max(0) as u64)
+}
+
+fn sync_run_from_row(row: &DbRow) -> StoreResult<SyncRun> {
+    let trigger: String = row.try_get("trigger").map_err(backend)?;
+    let status: String = row.try_get("status").map_err(backend)?;
+    Ok(SyncRun {
+        run_id: row.try_get("run_id").map_err(backend)?,
+        trigger: SyncTrigger::parse(&trigger).ok_or_else(|| corrupt("sync trigger", &trigger))?,
+        status: SyncStatus::parse(&status).ok_or_else(|| corrupt("sync status", &status))?,
+        started_at: row.try_get("started_at").map_err(backend)?,
+        finished_at: row.try_get("finished_at").map_err(backend)?,
+        counts: SyncCounts {
+            fetched: run_count(row, "fetched")?,
+            inserted: run_count(row, "inserted")?,
+            updated: run_count(row, "updated")?,
+            unchanged: run_count(row, "unchanged")?,
+            excluded: run_count(row, "excluded")?,
+            failed: run_count(row, "failed")?,
+        },
+        error: row.try_get("error").map_err(backend)?,
+    })
+}
+
+fn bind_counts<'q>(
+    query: sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments>,
+    c: &SyncCounts,
+) -> sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments> {
+    [c.fetched, c.inserted, c.updated, c.unchanged, c.excluded, c.failed]
+        .into_iter()
+        .fold(query, |q, n| q.bind(i64::try_from(n).unwrap_or(i64::MAX)))
+}
+
+#[async_trait]
+impl OcmStore for SqlStore {
+    async fn start_sync_run(
+        &self,
+        trigger: SyncTrigger,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> StoreResult<Option<SyncRun>> {
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
+        sqlx::query(
+            "UPDATE ocm_sync_run SET status = 'interrupted', finished_at = $1, \
+               error = 'the replica running it stopped' \
+             WHERE status = 'running' AND lease_until < $1",
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let run = SyncRun {
+            run_id: uuid::Uuid::new_v4(),
+            trigger,
+            status: SyncStatus::Running,
+            started_at: now,
+            finished_at: None,
+            counts: SyncCounts::default(),
+            error: None,
+        };
+        let inserted = sqlx::query(
+            "INSERT INTO ocm_sync_run (run_id, trigger, status, started_at, lease_until) \
+             VALUES ($1, $2, 'running', $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(run.run_id)
+        .bind(trigger.as_str())
+        .bind(now)
+        .bind(lease_until)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok((inserted.rows_affected() == 1).then_some(run))
+    }
+
+    async fn record_sync_progress(
+        &self,
+        run_id: uuid::Uuid,
+        counts: &SyncCounts,
+        lease_until: DateTime<Utc>,
+        cursor: Option<&SyncCursor>,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
+        bind_counts(
+            sqlx::query(
+                "UPDATE ocm_sync_run SET lease_until = $1, fetched = $2, inserted = $3, updated = $4, \
+                   unchanged = $5, excluded = $6, failed = $7 WHERE run_id = $8",
+            )
+            .bind(lease_until),
+            counts,
+        )
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if let Some(c) = cursor {
+            sqlx::query(
+                "INSERT INTO ocm_sync_cursor (scope, full_done, last_id, modified_since, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (scope) DO UPDATE SET full_done = excluded.full_done, \
+                   last_id = excluded.last_id, modified_since = excluded.modified_since, updated_at = excluded.updated_at",
+            )
+            .bind(&c.scope)
+            .bind(c.full_done)
+            .bind(c.last_id)
+            .bind(c.modified_since)
+            .bind(Utc::now())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn renew_sync_lease(&self, run_id: uuid::Uuid, lease_until: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query("UPDATE ocm_sync_run SET lease_until = $1 WHERE run_id = $2")
+            .bind(lease_until)
+            .bind(run_id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn finish_sync_run(
+        &self,
+        run_id: uuid::Uuid,
+        status: SyncStatus,
+        counts: &SyncCounts,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        bind_counts(
+            sqlx::query(
+                "UPDATE ocm_sync_run SET status = $1, finished_at = $2, error = $3, fetched = $4, inserted = $5, \
+                   updated = $6, unchanged = $7, excluded = $8, failed = $9 WHERE run_id = $10",
+            )
+            .bind(status.as_str())
+            .bind(now)
+            .bind(error),
+            counts,
+        )
+        .bind(run_id)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn sync_runs(&self, limit: u32) -> StoreResult<Vec<SyncRun>> {
+        sqlx::query("SELECT * FROM ocm_sync_run ORDER BY started_at DESC, run_id LIMIT $1")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(sync_run_from_row)
+            .collect()
+    }
+
+    async fn sync_run(&self, run_id: uuid::Uuid) -> StoreResult<Option<SyncRun>> {
+        sqlx::query("SELECT * FROM ocm_sync_run WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(sync_run_from_row)
+            .transpose()
+    }
+
+    async fn sync_cursor(&self, scope: &str) -> StoreResult<Option<SyncCursor>> {
+        let Some(row) = sqlx::query("SELECT * FROM ocm_sync_cursor WHERE scope = $1")
+            .bind(scope)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(SyncCursor {
+            scope: row.try_get("scope").map_err(backend)?,
+            full_done: row.try_get("full_done").map_err(backend)?,
+            last_id: row.try_get("last_id").map_err(backend)?,
+            modified_since: row.try_get("modified_since").map_err(backend)?,
+        }))
+    }
+
+    async fn link_station(&self, charger: &ChargerId, ocm_id: Option<i64>) -> StoreResult<bool> {
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
+        let known = sqlx::query("SELECT 1 FROM charger WHERE charger_id = $1")
+            .bind(charger.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?
+            .is_some();
+        if !known {
+            return Ok(false);
+        }
+        match ocm_id {
+            Some(ocm_id) => sqlx::query(
+                "INSERT INTO station_link (charger_id, ocm_id) VALUES ($1, $2) \
+                 ON CONFLICT (charger_id) DO UPDATE SET ocm_id = excluded.ocm_id",
+            )
+            .bind(charger.as_str())
+            .bind(ocm_id),
+            None => sqlx::query("DELETE FROM station_link WHERE charger_id = $1").bind(charger.as_str()),
+        }
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
+    }
+
+    async fn station_links(&self, ocm_ids: Option<&[i64]>) -> StoreResult<Vec<(i64, ChargerId)>> {
+        let mut q = QueryBuilder::<Db>::new("SELECT ocm_id, charger_id FROM station_link");
+        if let Some(ids) = ocm_ids {
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            q.push(" WHERE ocm_id");
+            push_in(&mut q, ids.iter().copied());
+        }
+        q.push(" ORDER BY ocm_id, charger_id");
+        q.build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(|row| {
+                let id: String = row.try_get("charger_id").map_err(backend)?;
+                let charger = ChargerId::parse(id.clone()).map_err(|_| corrupt("charger id", &id))?;
+                Ok((row.try_get("ocm_id").map_err(backend)?, charger))
+            })
+            .collect()
     }
 }

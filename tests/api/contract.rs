@@ -9,7 +9,8 @@ use chrono::{Duration, DurationRound, Utc};
 use jucr::domain::billing::*;
 use jucr::domain::money::Currency;
 use jucr::domain::ports::{
-    InvoiceFilter, Receipt, SessionProgress, SessionSample, Store, StoreError, WriteBatch,
+    InvoiceFilter, Receipt, SessionProgress, SessionSample, StationStore, Store, StoreError,
+    WriteBatch,
 };
 use jucr::domain::tariff::{Tariff, TariffKind};
 use jucr::domain::webhook::{DeliveryStatus, Webhook};
@@ -74,7 +75,77 @@ contract!(
     payments_are_opened_once_claimed_by_one_and_recorded_with_their_event,
     tariffs_resolve_charger_then_operator_then_plan_then_default,
     webhook_deliveries_are_queued_once_per_event_and_logged,
+);
+
+/// A station store on a fresh database (SQLite, PostgreSQL or MongoDB); the guard keeps
+/// it alive (and drops it after).
+pub async fn station_store(backend: &str) -> (Arc<dyn StationStore>, Box<dyn std::any::Any>) {
+    match backend {
+        "mongodb" => {
+            let url = secrecy::SecretString::from(crate::helpers::mongodb_url());
+            let name = format!("jucr_test_{}", uuid::Uuid::new_v4().simple());
+            let store = jucr::persistence::mongo::MongoStationStore::connect(&url, &name)
+                .await
+                .unwrap();
+            store.ensure_indexes().await.unwrap_or_else(|e| {
+                panic!(
+                    "MongoDB (or SecantusDB) must answer at {} for the tests: {e:?}",
+                    crate::helpers::mongodb_url()
+                )
+            });
+            (Arc::new(store), Box::new(MongoDatabase(name)))
+        }
+        sql => {
+            let (store, guard) = store(sql).await;
+            (store, guard)
+        }
+    }
+}
+
+/// Drops a test's MongoDB database.
+struct MongoDatabase(String);
+
+impl Drop for MongoDatabase {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let url = secrecy::SecretString::from(crate::helpers::mongodb_url());
+                if let Ok(store) =
+                    jucr::persistence::mongo::MongoStationStore::connect(&url, &name).await
+                {
+                    let _ = store.drop_database().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+macro_rules! station_contract {
+    ($($name:ident),* $(,)?) => {
+        mod stations {
+            mod sqlite {
+                $( #[tokio::test] async fn $name() { let (s, _guard) = super::super::station_store("sqlite").await; assert_eq!(s.station_backend(), "sqlite"); super::super::$name(&*s).await; } )*
+            }
+            mod postgres {
+                $( #[tokio::test] async fn $name() { let (s, _guard) = super::super::station_store("postgres").await; assert_eq!(s.station_backend(), "postgres"); super::super::$name(&*s).await; } )*
+            }
+            mod mongodb {
+                $( #[tokio::test] async fn $name() { let (s, _guard) = super::super::station_store("mongodb").await; assert_eq!(s.station_backend(), "mongodb"); super::super::$name(&*s).await; } )*
+            }
+        }
+    };
+}
+
+station_contract!(
     stations_upsert_idempotently_and_are_found_nearest_first,
+    radius_searches_cut_off_filter_and_page_like_the_formula_on_real_stations,
+    reference_data_is_kept_as_sent,
 );
 
 /// Times as the stores return them (microsecond precision).
@@ -972,7 +1043,7 @@ fn station(id: i64, lat: f64, lng: f64, updated: &str) -> jucr::domain::station:
     .unwrap()
 }
 
-async fn stations_upsert_idempotently_and_are_found_nearest_first(s: &dyn Store) {
+async fn stations_upsert_idempotently_and_are_found_nearest_first(s: &dyn StationStore) {
     use jucr::domain::station::StationFilter;
     let near = station(1, 51.5010, -0.1200, "2024-01-01T00:00:00Z");
     let nearer = station(2, 51.5001, -0.1201, "2024-01-01T00:00:00Z");
@@ -1039,4 +1110,119 @@ async fn stations_upsert_idempotently_and_are_found_nearest_first(s: &dyn Store)
         .collect();
     assert_eq!(ids, [1]);
     assert!(!s.station(2).await.unwrap().unwrap().active);
+}
+
+/// The London sample as stations.
+fn london() -> Vec<jucr::domain::station::Station> {
+    let raw = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/ocm/poi-london-100.compact.json"
+    ))
+    .unwrap();
+    let pois: Vec<serde_json::Value> = serde_json::from_str(&raw).unwrap();
+    pois.iter()
+        .map(|p| jucr::domain::station::Station::from_ocm(p).unwrap())
+        .collect()
+}
+
+async fn radius_searches_cut_off_filter_and_page_like_the_formula_on_real_stations(
+    s: &dyn StationStore,
+) {
+    use jucr::domain::station::StationFilter;
+    let all = london();
+    let counts = s.upsert_stations(&all).await.unwrap();
+    assert_eq!(counts.inserted, 100);
+    let filters = [
+        StationFilter::default(),
+        StationFilter {
+            connection_type_ids: vec![33, 2],
+            ..Default::default()
+        },
+        StationFilter {
+            min_power_kw: Some(22.0),
+            ..Default::default()
+        },
+        StationFilter {
+            operator_ids: vec![3, 32],
+            ..Default::default()
+        },
+        StationFilter {
+            ocm_ids: Some(all.iter().step_by(3).map(|s| s.ocm_id).collect()),
+            ..Default::default()
+        },
+    ];
+    for (lat, lng, radius) in [
+        (51.515, -0.05, 3.0),
+        (51.5, -0.12, 10.0),
+        (51.45, 0.1, 25.0),
+    ] {
+        for filter in &filters {
+            // What the formula says, independently of any store.
+            let mut expected: Vec<(f64, i64)> = all
+                .iter()
+                .filter(|st| filter.matches(st))
+                .map(|st| {
+                    (
+                        crate::stations::km(lat, lng, st.latitude, st.longitude),
+                        st.ocm_id,
+                    )
+                })
+                .filter(|(d, _)| *d <= radius)
+                .collect();
+            expected.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let found = s
+                .stations_near(lat, lng, radius, filter, 0, 1000)
+                .await
+                .unwrap();
+            let ids: Vec<i64> = found.iter().map(|(st, _)| st.ocm_id).collect();
+            let want: Vec<i64> = expected.iter().map(|(_, id)| *id).collect();
+            assert_eq!(ids, want, "({lat}, {lng}) within {radius} km, {filter:?}");
+            for ((_, d), (e, _)) in found.iter().zip(&expected) {
+                assert!((d - e).abs() < 1e-6, "distance {d} vs {e}");
+            }
+            // Pages of 4 put together are the whole answer.
+            let mut paged = Vec::new();
+            for page in 0.. {
+                let got = s
+                    .stations_near(lat, lng, radius, filter, page * 4, 4)
+                    .await
+                    .unwrap();
+                let done = got.len() < 4;
+                paged.extend(got.into_iter().map(|(st, _)| st.ocm_id));
+                if done {
+                    break;
+                }
+            }
+            assert_eq!(paged, want);
+        }
+    }
+    assert!(
+        s.stations_near(51.5, -0.12, 10.0, &StationFilter::default(), 0, 5)
+            .await
+            .unwrap()
+            .len()
+            == 5
+    );
+}
+
+async fn reference_data_is_kept_as_sent(s: &dyn StationStore) {
+    assert_eq!(s.reference_data().await.unwrap(), None);
+    let raw: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/ocm/referencedata-2023.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    s.save_reference_data(&raw).await.unwrap();
+    s.save_reference_data(&raw).await.unwrap();
+    let kept = s.reference_data().await.unwrap().unwrap();
+    assert_eq!(kept["DataProviders"], raw["DataProviders"]);
+    let parsed = jucr::domain::ocm::ReferenceData::from_ocm(&kept).unwrap();
+    assert!(
+        parsed.data_providers[&26].non_commercial(),
+        "Oplaadpalen.nl is CC BY-NC-SA"
+    );
+    assert!(!parsed.data_providers[&1].non_commercial());
 }

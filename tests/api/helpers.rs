@@ -31,6 +31,13 @@ pub fn redis_url() -> String {
     std::env::var("JUCR_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// The MongoDB-compatible server the cloud tests keep stations on (`JUCR_TEST_MONGODB_URL`;
+/// the test script starts SecantusDB there, or points it at a real MongoDB).
+pub fn mongodb_url() -> String {
+    std::env::var("JUCR_TEST_MONGODB_URL")
+        .unwrap_or_else(|_| "mongodb://127.0.0.1:27018/?directConnection=true".into())
+}
+
 /// A fresh, empty PostgreSQL database, dropped when this is dropped.
 pub struct TestDatabase {
     pub name: String,
@@ -149,6 +156,12 @@ impl TestApp {
             env.push((
                 "JUCR__REDIS__KEY_PREFIX".into(),
                 format!("jucr_test_{}:", uuid::Uuid::new_v4().simple()),
+            ));
+            // MongoDB (cloud's station mirror): a database of the test's own.
+            env.push(("JUCR__MONGODB__URL".into(), mongodb_url()));
+            env.push((
+                "JUCR__MONGODB__DATABASE".into(),
+                format!("jucr_test_{}", uuid::Uuid::new_v4().simple()),
             ));
         }
         for (k, v) in settings {

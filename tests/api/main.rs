@@ -10,6 +10,7 @@ mod helpers;
 mod keepalive;
 mod live;
 mod malformed;
+mod ocm_sync;
 mod ocpp201;
 mod ocpp_core;
 mod operator_calls;

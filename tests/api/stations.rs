@@ -9,11 +9,11 @@ use crate::helpers::{Backend, TestApp};
 
 const LONDON: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/ocm/poi-london-100.compact.json"
+    "/tests/fixtures/ocm/poi-london-100.compact.json"
 );
 
 /// Great-circle distance, written again here so that the test does not trust the code.
-fn km(lat1: f64, lng1: f64, lat2: f64, lng2: f64) -> f64 {
+pub fn km(lat1: f64, lng1: f64, lat2: f64, lng2: f64) -> f64 {
     let r = 6371.0088_f64;
     let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
     let a = ((p2 - p1) / 2.0).sin().powi(2)

@@ -5,12 +5,13 @@ use async_graphql::connection::{Connection, Edge, EmptyFields, query};
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 
 use super::{Code, error, state, store_error};
-use crate::domain::station::{Station, StationFilter};
+use crate::api::rest::stations::MAX_RADIUS_KM;
+use crate::domain::ocm::DataProvider;
+use crate::domain::station::StationFilter;
+use crate::stations::{LiveAvailability, NearQuery, StationHit};
 
-/// The largest radius a search may ask for, and the largest page.
-const MAX_RADIUS_KM: f64 = 100.0;
+/// The largest page.
 const MAX_PAGE: i32 = 100;
-const ATTRIBUTION: &str = "© Open Charge Map contributors";
 
 #[derive(InputObject)]
 pub struct LatLng {
@@ -25,6 +26,82 @@ pub struct StationFilterInput {
     pub min_power_kw: Option<f64>,
     /// OCM operator ids.
     pub operator_ids: Option<Vec<i64>>,
+    /// Only stations where one of our connectors is available right now.
+    pub available_now: Option<bool>,
+}
+
+/// Whose data a station is, under which licence.
+#[derive(SimpleObject)]
+#[graphql(name = "DataProvider")]
+pub struct DataProviderView {
+    pub id: i64,
+    pub title: String,
+    pub license: Option<String>,
+    pub website_url: Option<String>,
+}
+
+impl From<DataProvider> for DataProviderView {
+    fn from(p: DataProvider) -> Self {
+        DataProviderView {
+            id: p.id,
+            title: p.title,
+            license: p.license,
+            website_url: p.website_url,
+        }
+    }
+}
+
+/// One of our connectors at a station.
+#[derive(SimpleObject)]
+#[graphql(name = "LiveConnector")]
+pub struct LiveConnectorView {
+    pub charger_id: String,
+    pub connector_id: i32,
+    /// OCPP status (Available, Charging, ...).
+    pub status: Option<String>,
+}
+
+/// What our chargers at a station are doing now.
+#[derive(SimpleObject)]
+#[graphql(name = "StationLiveStatus")]
+pub struct LiveView {
+    /// Our chargers at this station, and how many are connected now.
+    pub chargers: i32,
+    pub connected: i32,
+    /// Connectors free to charge now.
+    pub available: i32,
+    pub occupied: i32,
+    pub out_of_order: i32,
+    pub connectors: Vec<LiveConnectorView>,
+}
+
+fn n(v: u32) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
+impl From<LiveAvailability> for LiveView {
+    fn from(l: LiveAvailability) -> Self {
+        LiveView {
+            chargers: n(l.chargers),
+            connected: n(l.connected),
+            available: n(l.available),
+            occupied: n(l.occupied),
+            out_of_order: n(l.out_of_order),
+            connectors: l
+                .connectors
+                .into_iter()
+                .map(|c| LiveConnectorView {
+                    charger_id: c.charger_id.to_string(),
+                    connector_id: n(c.connector_id),
+                    status: c.status.and_then(|s| {
+                        serde_json::to_value(s)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                    }),
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(SimpleObject)]
@@ -44,6 +121,8 @@ pub struct StationView {
     pub id: ID,
     pub title: String,
     pub operator_id: Option<i64>,
+    /// The operator's name, from OCM's reference data.
+    pub operator_name: Option<String>,
     pub address_line1: Option<String>,
     pub town: Option<String>,
     pub postcode: Option<String>,
@@ -54,16 +133,34 @@ pub struct StationView {
     pub max_power_kw: Option<f64>,
     pub connections: Vec<ConnectionView>,
     pub usage_cost: Option<String>,
+    /// OCM usage type (1: public, 4: public, membership required, ...).
+    pub usage_type_id: Option<i64>,
+    /// OCM status type (50: operational, ...).
+    pub status_type_id: Option<i64>,
+    /// When someone last confirmed the data.
+    pub date_last_verified: Option<chrono::DateTime<chrono::Utc>>,
     pub data_provider_id: Option<i64>,
     /// False when OCM removed or delisted it.
     pub active: bool,
-    /// Show this with the data.
+    /// Show this with the data: OCM's licence, and the data provider's.
     pub attribution: String,
+    pub data_provider: Option<DataProviderView>,
+    /// Our chargers here, live; null when none of ours stands here.
+    pub live: Option<LiveView>,
 }
 
 impl StationView {
-    fn new(s: Station, distance_km: Option<f64>) -> Self {
+    fn new(hit: StationHit) -> Self {
+        let StationHit {
+            station: s,
+            distance_km,
+            attribution,
+            data_provider,
+            operator,
+            live,
+        } = hit;
         StationView {
+            operator_name: operator,
             id: ID(s.ocm_id.to_string()),
             max_power_kw: s.max_power_kw(),
             title: s.title,
@@ -86,9 +183,14 @@ impl StationView {
                 })
                 .collect(),
             usage_cost: s.usage_cost,
+            usage_type_id: s.usage_type_id,
+            status_type_id: s.status_type_id,
+            date_last_verified: s.date_last_verified,
             data_provider_id: s.data_provider_id,
             active: s.active,
-            attribution: ATTRIBUTION.to_owned(),
+            attribution,
+            data_provider: data_provider.map(Into::into),
+            live: live.map(Into::into),
         }
     }
 }
@@ -131,10 +233,18 @@ impl StationQuery {
             }
         };
         let filter = filter.unwrap_or_default();
+        if filter
+            .min_power_kw
+            .is_some_and(|p| !p.is_finite() || p < 0.0)
+        {
+            return Err(error(Code::BadUserInput, "minPowerKw must be 0 or more"));
+        }
+        let available_now = filter.available_now.unwrap_or(false);
         let filter = StationFilter {
             connection_type_ids: filter.connector_types.unwrap_or_default(),
             min_power_kw: filter.min_power_kw,
             operator_ids: filter.operator_ids.unwrap_or_default(),
+            ocm_ids: None,
         };
         query(
             after,
@@ -145,15 +255,16 @@ impl StationQuery {
                 let offset = super::offset_after(after)? as usize;
                 let found = state(ctx)
                     .services
-                    .store
-                    .stations_near(
-                        near.lat,
-                        near.lng,
+                    .stations
+                    .near(&NearQuery {
+                        lat: near.lat,
+                        lng: near.lng,
                         radius_km,
-                        &filter,
-                        offset as u32,
-                        limit as u32 + 1,
-                    )
+                        filter,
+                        available_now,
+                        offset: offset as u32,
+                        limit: limit as u32 + 1,
+                    })
                     .await
                     .map_err(store_error)?;
                 let has_next = found.len() > limit;
@@ -163,7 +274,7 @@ impl StationQuery {
                         .into_iter()
                         .take(limit)
                         .enumerate()
-                        .map(|(i, (s, d))| Edge::new(offset + i, StationView::new(s, Some(d)))),
+                        .map(|(i, hit)| Edge::new(offset + i, StationView::new(hit))),
                 );
                 Ok::<_, async_graphql::Error>(connection)
             },
@@ -185,10 +296,10 @@ impl StationQuery {
         };
         let station = state(ctx)
             .services
-            .store
-            .station(ocm_id)
+            .stations
+            .get(ocm_id)
             .await
             .map_err(store_error)?;
-        Ok(station.map(|s| StationView::new(s, None)))
+        Ok(station.map(StationView::new))
     }
 }

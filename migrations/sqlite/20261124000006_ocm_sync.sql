@@ -1,0 +1,50 @@
+-- SQLite twin of migrations/postgres/20261124000006_ocm_sync.sql.
+-- The OpenChargeMap sync: its runs, where each scope (a country or a bounding box) got
+-- to, OCM's reference data, and which OCM POI each of our chargers stands at.
+
+-- One row per sync run. At most one runs at a time across every replica (the partial
+-- unique index); a run whose lease ran out (its replica died) is marked interrupted
+-- and the next run resumes from the scopes' cursors.
+CREATE TABLE ocm_sync_run (
+    run_id      BLOB PRIMARY KEY,
+    trigger     TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT,
+    lease_until TEXT NOT NULL,
+    fetched     INTEGER NOT NULL DEFAULT 0,
+    inserted    INTEGER NOT NULL DEFAULT 0,
+    updated     INTEGER NOT NULL DEFAULT 0,
+    unchanged   INTEGER NOT NULL DEFAULT 0,
+    excluded    INTEGER NOT NULL DEFAULT 0,
+    failed      INTEGER NOT NULL DEFAULT 0,
+    error       TEXT
+);
+CREATE UNIQUE INDEX ocm_sync_run_one_running ON ocm_sync_run (status) WHERE status = 'running';
+CREATE INDEX ocm_sync_run_started_idx ON ocm_sync_run (started_at);
+
+-- Per scope: the full import pages by id (last_id) until done, then changes are pulled
+-- from modified_since on.
+CREATE TABLE ocm_sync_cursor (
+    scope          TEXT PRIMARY KEY,
+    full_done      INTEGER NOT NULL,
+    last_id        INTEGER NOT NULL,
+    modified_since TEXT,
+    updated_at     TEXT NOT NULL
+);
+
+-- /v3/referencedata as OCM last sent it (data providers and their licences, operators,
+-- connection types, countries).
+CREATE TABLE ocm_reference_data (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    data       TEXT NOT NULL,
+    fetched_at TEXT NOT NULL
+);
+
+-- Our chargers at public stations: the live status of a linked charger is shown on the
+-- station.
+CREATE TABLE station_link (
+    charger_id TEXT PRIMARY KEY REFERENCES charger (charger_id) ON DELETE CASCADE,
+    ocm_id     INTEGER NOT NULL
+);
+CREATE INDEX station_link_ocm_idx ON station_link (ocm_id);

@@ -1,0 +1,273 @@
+//! Station search as the app and operators see it: the mirror (through its cache),
+//! the attribution its licence asks for, and the live status of our own chargers
+//! overlaid on the OCM stations they stand at.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+
+use async_trait::async_trait;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::domain::ocm::{DataProvider, ReferenceData};
+use crate::domain::ports::{ConnectorView, StationStore, StatusBoard, Store, StoreResult};
+use crate::domain::station::{Station, StationFilter};
+use crate::domain::{ChargerId, ConnectorState, ConnectorStatus};
+
+/// The status board of a single process (embedded).
+#[derive(Default)]
+pub struct LocalBoard {
+    chargers: Mutex<HashMap<ChargerId, (Uuid, ConnectorView)>>,
+}
+
+#[async_trait]
+impl StatusBoard for LocalBoard {
+    fn publish(&self, charger: &ChargerId, conn_id: Uuid, connectors: &[ConnectorState]) {
+        let view = connectors
+            .iter()
+            .map(|c| (c.connector_id, c.status))
+            .collect();
+        self.chargers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(charger.clone(), (conn_id, view));
+    }
+
+    fn remove(&self, charger: &ChargerId, conn_id: Uuid) {
+        let mut chargers = self.chargers.lock().unwrap_or_else(|p| p.into_inner());
+        if chargers.get(charger).is_some_and(|(id, _)| *id == conn_id) {
+            chargers.remove(charger);
+        }
+    }
+
+    async fn statuses(
+        &self,
+        chargers: &[ChargerId],
+    ) -> StoreResult<HashMap<ChargerId, ConnectorView>> {
+        let known = self.chargers.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(chargers
+            .iter()
+            .filter_map(|c| known.get(c).map(|(_, v)| (c.clone(), v.clone())))
+            .collect())
+    }
+}
+
+/// One connector of ours at a station, live.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LiveConnector {
+    pub charger_id: ChargerId,
+    pub connector_id: u32,
+    /// `None`: the charger is not connected.
+    pub status: Option<ConnectorStatus>,
+}
+
+/// What our chargers at a station are doing now.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LiveAvailability {
+    /// Our chargers at this station, and how many of them are connected.
+    pub chargers: u32,
+    pub connected: u32,
+    pub available: u32,
+    pub occupied: u32,
+    pub out_of_order: u32,
+    pub connectors: Vec<LiveConnector>,
+}
+
+impl LiveAvailability {
+    fn count(&mut self, charger: &ChargerId, live: Option<&ConnectorView>) {
+        self.chargers += 1;
+        let Some(connectors) = live else {
+            return;
+        };
+        self.connected += 1;
+        // Connector 0 (OCPP 1.6) is the charger as a whole, not a plug.
+        for (id, status) in connectors.iter().filter(|(id, _)| id.0 > 0) {
+            match status {
+                ConnectorStatus::Available => self.available += 1,
+                ConnectorStatus::Unavailable | ConnectorStatus::Faulted => self.out_of_order += 1,
+                _ => self.occupied += 1,
+            }
+            self.connectors.push(LiveConnector {
+                charger_id: charger.clone(),
+                connector_id: id.0,
+                status: Some(*status),
+            });
+        }
+    }
+}
+
+/// A station as a search answers it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StationHit {
+    pub station: Station,
+    /// From the searched point (searches only).
+    pub distance_km: Option<f64>,
+    /// To be shown with the data (OCM's licence and the data provider's).
+    pub attribution: String,
+    pub data_provider: Option<DataProvider>,
+    pub operator: Option<String>,
+    /// Our chargers there, live; `None` when none of ours stands there.
+    pub live: Option<LiveAvailability>,
+}
+
+/// A radius search.
+#[derive(Debug, Clone)]
+pub struct NearQuery {
+    pub lat: f64,
+    pub lng: f64,
+    pub radius_km: f64,
+    pub filter: StationFilter,
+    /// Only stations where one of our connectors is available now.
+    pub available_now: bool,
+    pub offset: u32,
+    pub limit: u32,
+}
+
+pub struct StationSearch {
+    stations: Arc<dyn StationStore>,
+    store: Arc<dyn Store>,
+    board: Arc<dyn StatusBoard>,
+    reference: Arc<RwLock<ReferenceData>>,
+}
+
+impl StationSearch {
+    pub fn new(
+        stations: Arc<dyn StationStore>,
+        store: Arc<dyn Store>,
+        board: Arc<dyn StatusBoard>,
+        reference: Arc<RwLock<ReferenceData>>,
+    ) -> Self {
+        StationSearch {
+            stations,
+            store,
+            board,
+            reference,
+        }
+    }
+
+    pub fn stations(&self) -> &Arc<dyn StationStore> {
+        &self.stations
+    }
+
+    /// Active stations near a point, nearest first, overlaid with our live status.
+    pub async fn near(&self, q: &NearQuery) -> StoreResult<Vec<StationHit>> {
+        let mut filter = q.filter.clone();
+        if q.available_now {
+            let links = self.store.station_links(None).await?;
+            let live = self.live(&links).await?;
+            let open: BTreeSet<i64> = live
+                .into_iter()
+                .filter(|(_, l)| l.available > 0)
+                .map(|(id, _)| id)
+                .collect();
+            filter.ocm_ids = Some(
+                filter
+                    .ocm_ids
+                    .map_or(open.clone(), |ids| {
+                        ids.into_iter().filter(|i| open.contains(i)).collect()
+                    })
+                    .into_iter()
+                    .collect(),
+            );
+        }
+        let found = self
+            .stations
+            .stations_near(q.lat, q.lng, q.radius_km, &filter, q.offset, q.limit)
+            .await?;
+        self.overlay(found.into_iter().map(|(s, d)| (s, Some(d))).collect())
+            .await
+    }
+
+    /// One station (also an inactive one), overlaid with our live status.
+    pub async fn get(&self, ocm_id: i64) -> StoreResult<Option<StationHit>> {
+        let Some(station) = self.stations.station(ocm_id).await? else {
+            return Ok(None);
+        };
+        Ok(self.overlay(vec![(station, None)]).await?.pop())
+    }
+
+    async fn overlay(&self, found: Vec<(Station, Option<f64>)>) -> StoreResult<Vec<StationHit>> {
+        let ids: Vec<i64> = found.iter().map(|(s, _)| s.ocm_id).collect();
+        let links = self.store.station_links(Some(&ids)).await?;
+        let mut live = self.live(&links).await?;
+        let reference = self.reference.read().unwrap_or_else(|p| p.into_inner());
+        Ok(found
+            .into_iter()
+            .map(|(station, distance_km)| StationHit {
+                attribution: reference.attribution(station.data_provider_id),
+                data_provider: station
+                    .data_provider_id
+                    .and_then(|id| reference.data_providers.get(&id).cloned()),
+                operator: station
+                    .operator_id
+                    .and_then(|id| reference.operators.get(&id).cloned()),
+                live: live.remove(&station.ocm_id),
+                distance_km,
+                station,
+            })
+            .collect())
+    }
+
+    /// Live availability by station, for the linked chargers.
+    async fn live(
+        &self,
+        links: &[(i64, ChargerId)],
+    ) -> StoreResult<HashMap<i64, LiveAvailability>> {
+        if links.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let chargers: Vec<ChargerId> = links.iter().map(|(_, c)| c.clone()).collect();
+        let statuses = self.board.statuses(&chargers).await?;
+        let mut by_station: HashMap<i64, LiveAvailability> = HashMap::new();
+        for (ocm_id, charger) in links {
+            by_station
+                .entry(*ocm_id)
+                .or_default()
+                .count(charger, statuses.get(charger));
+        }
+        Ok(by_station)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ConnectorId;
+
+    fn state(id: u32, status: ConnectorStatus) -> ConnectorState {
+        ConnectorState {
+            connector_id: ConnectorId(id),
+            status,
+            error_code: None,
+            info: None,
+            availability: crate::domain::Availability::Operative,
+            updated_at: chrono::Utc::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_local_board_keeps_the_newest_connection() {
+        let board = LocalBoard::default();
+        let cp = ChargerId::parse("CP1".to_owned()).unwrap();
+        let (old, new) = (Uuid::new_v4(), Uuid::new_v4());
+        board.publish(&cp, old, &[state(1, ConnectorStatus::Charging)]);
+        board.publish(
+            &cp,
+            new,
+            &[
+                state(0, ConnectorStatus::Available),
+                state(1, ConnectorStatus::Available),
+            ],
+        );
+        board.remove(&cp, old);
+        let seen = board.statuses(std::slice::from_ref(&cp)).await.unwrap();
+        let mut live = LiveAvailability::default();
+        live.count(&cp, seen.get(&cp));
+        assert_eq!(
+            (live.connected, live.available, live.connectors.len()),
+            (1, 1, 1)
+        );
+        board.remove(&cp, new);
+        assert!(board.statuses(&[cp]).await.unwrap().is_empty());
+    }
+}
