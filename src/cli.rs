@@ -57,7 +57,12 @@ enum OcmCommand {
     },
     /// Sync the mirror from the OpenChargeMap API now (ocm.scopes, ocm.api_key), and
     /// print the run; exits non-zero when the run fails (the next run resumes).
-    Sync,
+    Sync {
+        /// Import every scope whole again (hides what OCM no longer lists), not only
+        /// the changes.
+        #[arg(long)]
+        full: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -121,7 +126,7 @@ pub async fn run() -> anyhow::Result<()> {
             app.run_until_stopped().await
         }
         Command::Schema => unreachable!("handled before the settings are loaded"),
-        Command::Ocm(OcmCommand::Sync) => {
+        Command::Ocm(OcmCommand::Sync { full }) => {
             let store = persistence::open(&settings, true).await?;
             let metrics = Arc::new(crate::metrics::Metrics::new());
             let stations = persistence::open_stations(&settings, &store, &metrics).await?;
@@ -130,7 +135,7 @@ pub async fn run() -> anyhow::Result<()> {
             ));
             let sync = OcmSync::new(&settings.ocm, store, stations, reference, metrics)?;
             let run = sync.start(SyncTrigger::Cli).await?;
-            let run = sync.run(run).await;
+            let run = sync.run(run, full).await;
             let c = run.counts;
             println!(
                 "sync {} {}: {} fetched, {} inserted, {} updated, {} unchanged, {} excluded, {} failed",

@@ -214,6 +214,9 @@ pub struct OcmSettings {
     pub batch_size: u32,
     /// A scheduled sync every this many seconds (0: only on demand).
     pub sync_interval_secs: u64,
+    /// A full import again after this long, to hide what OCM no longer lists (0: never;
+    /// `POST /api/v1/ocm/sync {"full": true}` asks for one).
+    pub full_sweep_interval_secs: u64,
     pub request_timeout_secs: u64,
     /// Attempts per request when OCM answers 429 or 5xx or cannot be reached.
     pub max_attempts: u32,

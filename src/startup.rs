@@ -207,6 +207,7 @@ impl Application {
             store.clone(),
             board,
             reference,
+            settings.ocm.licence_filter(),
         ));
         let services = Arc::new(Services {
             settings: settings.clone(),

@@ -4,12 +4,13 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::domain::ocm::{DataProvider, ReferenceData};
+use crate::domain::ocm::{DataProvider, LicenceFilter, ReferenceData};
 use crate::domain::ports::{ConnectorView, StationStore, StatusBoard, Store, StoreResult};
 use crate::domain::station::{Station, StationFilter};
 use crate::domain::{ChargerId, ConnectorState, ConnectorStatus};
@@ -128,6 +129,19 @@ pub struct StationSearch {
     store: Arc<dyn Store>,
     board: Arc<dyn StatusBoard>,
     reference: Arc<RwLock<ReferenceData>>,
+    licences: LicenceFilter,
+    /// Stations with an available connector of ours, as last computed: `availableNow`
+    /// searches within this long share one look at every linked charger.
+    available: Mutex<Option<(Instant, Arc<BTreeSet<i64>>)>>,
+}
+
+/// How long the set of stations available now is reused.
+const AVAILABLE_FOR: Duration = Duration::from_secs(1);
+
+/// Coordinates are searched at this precision (about a metre), so that searches a
+/// hair apart share an answer (and a cache entry).
+fn quantize(degrees: f64) -> f64 {
+    (degrees * 1e5).round() / 1e5
 }
 
 impl StationSearch {
@@ -136,13 +150,43 @@ impl StationSearch {
         store: Arc<dyn Store>,
         board: Arc<dyn StatusBoard>,
         reference: Arc<RwLock<ReferenceData>>,
+        licences: LicenceFilter,
     ) -> Self {
         StationSearch {
             stations,
             store,
             board,
             reference,
+            licences,
+            available: Mutex::new(None),
         }
+    }
+
+    /// Providers whose data may not be shown (licence), by the current reference data.
+    fn excluded_providers(&self) -> Vec<i64> {
+        let reference = self.reference.read().unwrap_or_else(|p| p.into_inner());
+        self.licences.excluded(&reference)
+    }
+
+    /// Stations where one of our connectors is available now (shared for a second).
+    async fn available_now(&self) -> StoreResult<Arc<BTreeSet<i64>>> {
+        if let Some((at, set)) = &*self.available.lock().unwrap_or_else(|p| p.into_inner())
+            && at.elapsed() < AVAILABLE_FOR
+        {
+            return Ok(set.clone());
+        }
+        let links = self.store.station_links(None).await?;
+        let set: Arc<BTreeSet<i64>> = Arc::new(
+            self.live(&links)
+                .await
+                .into_iter()
+                .filter(|(_, l)| l.available > 0)
+                .map(|(id, _)| id)
+                .collect(),
+        );
+        *self.available.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), set.clone()));
+        Ok(set)
     }
 
     pub fn stations(&self) -> &Arc<dyn StationStore> {
@@ -152,44 +196,48 @@ impl StationSearch {
     /// Active stations near a point, nearest first, overlaid with our live status.
     pub async fn near(&self, q: &NearQuery) -> StoreResult<Vec<StationHit>> {
         let mut filter = q.filter.clone();
+        filter.excluded_provider_ids = self.excluded_providers();
         if q.available_now {
-            let links = self.store.station_links(None).await?;
-            let live = self.live(&links).await?;
-            let open: BTreeSet<i64> = live
-                .into_iter()
-                .filter(|(_, l)| l.available > 0)
-                .map(|(id, _)| id)
-                .collect();
-            filter.ocm_ids = Some(
-                filter
-                    .ocm_ids
-                    .map_or(open.clone(), |ids| {
-                        ids.into_iter().filter(|i| open.contains(i)).collect()
-                    })
-                    .into_iter()
-                    .collect(),
-            );
+            let open = self.available_now().await?;
+            filter.ocm_ids = Some(match filter.ocm_ids {
+                Some(ids) => ids.into_iter().filter(|i| open.contains(i)).collect(),
+                None => open.iter().copied().collect(),
+            });
         }
         let found = self
             .stations
-            .stations_near(q.lat, q.lng, q.radius_km, &filter, q.offset, q.limit)
+            .stations_near(
+                quantize(q.lat),
+                quantize(q.lng),
+                q.radius_km,
+                &filter,
+                q.offset,
+                q.limit,
+            )
             .await?;
         self.overlay(found.into_iter().map(|(s, d)| (s, Some(d))).collect())
             .await
     }
 
-    /// One station (also an inactive one), overlaid with our live status.
+    /// One station (also an inactive one), overlaid with our live status; none when its
+    /// data provider's licence forbids showing it.
     pub async fn get(&self, ocm_id: i64) -> StoreResult<Option<StationHit>> {
         let Some(station) = self.stations.station(ocm_id).await? else {
             return Ok(None);
         };
+        if station
+            .data_provider_id
+            .is_some_and(|p| self.excluded_providers().contains(&p))
+        {
+            return Ok(None);
+        }
         Ok(self.overlay(vec![(station, None)]).await?.pop())
     }
 
     async fn overlay(&self, found: Vec<(Station, Option<f64>)>) -> StoreResult<Vec<StationHit>> {
         let ids: Vec<i64> = found.iter().map(|(s, _)| s.ocm_id).collect();
         let links = self.store.station_links(Some(&ids)).await?;
-        let mut live = self.live(&links).await?;
+        let mut live = self.live(&links).await;
         let reference = self.reference.read().unwrap_or_else(|p| p.into_inner());
         Ok(found
             .into_iter()
@@ -208,16 +256,20 @@ impl StationSearch {
             .collect())
     }
 
-    /// Live availability by station, for the linked chargers.
-    async fn live(
-        &self,
-        links: &[(i64, ChargerId)],
-    ) -> StoreResult<HashMap<i64, LiveAvailability>> {
+    /// Live availability by station, for the linked chargers. Without the status board
+    /// (Redis down) there is none: the stations are still answered.
+    async fn live(&self, links: &[(i64, ChargerId)]) -> HashMap<i64, LiveAvailability> {
         if links.is_empty() {
-            return Ok(HashMap::new());
+            return HashMap::new();
         }
         let chargers: Vec<ChargerId> = links.iter().map(|(_, c)| c.clone()).collect();
-        let statuses = self.board.statuses(&chargers).await?;
+        let statuses = match self.board.statuses(&chargers).await {
+            Ok(statuses) => statuses,
+            Err(e) => {
+                tracing::warn!(error = %e, "live connector status unavailable; stations shown without it");
+                return HashMap::new();
+            }
+        };
         let mut by_station: HashMap<i64, LiveAvailability> = HashMap::new();
         for (ocm_id, charger) in links {
             by_station
@@ -225,7 +277,7 @@ impl StationSearch {
                 .or_default()
                 .count(charger, statuses.get(charger));
         }
-        Ok(by_station)
+        by_station
     }
 }
 

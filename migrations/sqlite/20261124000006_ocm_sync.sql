@@ -23,15 +23,29 @@ CREATE TABLE ocm_sync_run (
 CREATE UNIQUE INDEX ocm_sync_run_one_running ON ocm_sync_run (status) WHERE status = 'running';
 CREATE INDEX ocm_sync_run_started_idx ON ocm_sync_run (started_at);
 
--- Per scope: the full import pages by id (last_id) until done, then changes are pulled
--- from modified_since on.
+-- Per scope: the full import pages by id (last_id) until an empty page; changes are
+-- then pulled from the modified_since watermark, paging by id at that watermark
+-- (change_last_id; OCM's timestamps are minutes, many POIs share one), and the
+-- watermark moves to the newest change seen (newest_seen) when a pass is done. A full
+-- import is repeated now and then (full_finished_at) to find POIs OCM no longer lists.
 CREATE TABLE ocm_sync_cursor (
-    scope          TEXT PRIMARY KEY,
-    full_done      INTEGER NOT NULL,
-    last_id        INTEGER NOT NULL,
-    modified_since TEXT,
-    updated_at     TEXT NOT NULL
+    scope            TEXT PRIMARY KEY,
+    full_done        INTEGER NOT NULL,
+    last_id          INTEGER NOT NULL,
+    modified_since   TEXT,
+    change_last_id   INTEGER NOT NULL,
+    newest_seen      TEXT,
+    full_started_at  TEXT,
+    full_finished_at TEXT,
+    updated_at       TEXT NOT NULL
 );
+
+-- When a full import last saw each station (those it no longer sees are gone from
+-- OCM's listing), and its country for the sweep of a country scope.
+ALTER TABLE station ADD COLUMN seen_at TEXT;
+ALTER TABLE station ADD COLUMN country_id INTEGER;
+UPDATE station SET country_id = json_extract(data, '$.country_id');
+CREATE INDEX station_country_idx ON station (country_id) WHERE active;
 
 -- /v3/referencedata as OCM last sent it (data providers and their licences, operators,
 -- connection types, countries).

@@ -2,12 +2,15 @@
 //!
 //! A run first fetches `/v3/referencedata` (data providers and their licences), then
 //! for each configured scope (a country or a bounding box) pages through `/v3/poi`: a
-//! full import by id (`greaterthanid` + `sortby=id_asc`) until it is done, then the
-//! changes since the last run (`modifiedsince` + `sortby=modified_asc`), a batch at a
-//! time. Each batch is stored before the scope's cursor moves past it, so a run that
-//! stops for any reason resumes where it stopped. One run at a time across every
-//! replica (a lease on the run record). OCM's 429 is honoured (`Retry-After`), other
-//! transient failures back off.
+//! full import by id (`greaterthanid` + `sortby=id_asc`) until OCM has no more, then
+//! the changes since the last run (`modifiedsince`, paged by id at that watermark: OCM's
+//! timestamps are whole minutes and many POIs share one, so paging by time could skip
+//! some). Delisted POIs are asked for too, so that they reach the mirror and are hidden;
+//! a removed POI is never listed again, so a full import is repeated now and then and
+//! what it no longer sees is hidden. Each batch is stored before the scope's cursor
+//! moves past it, so a run that stops for any reason resumes where it stopped. One run
+//! at a time across every replica (a lease on the run record). OCM's 429 is honoured
+//! (`Retry-After`), other transient failures back off.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -30,9 +33,14 @@ use crate::metrics::Metrics;
 
 /// A run holds its lease this long past its last sign of life.
 const LEASE: Duration = Duration::from_secs(300);
+/// How often each replica reloads the reference data a sync kept.
+const REFERENCE_RELOAD: Duration = Duration::from_secs(300);
 /// Changes during a full import are pulled afterwards: the change cursor starts this
 /// far before the import did (clock skew between OCM and us).
 const CHANGE_MARGIN: chrono::Duration = chrono::Duration::minutes(10);
+
+/// Published (100, 200) and delisted (1000 and up; OCM never returns 1010, not public).
+const LISTED_AND_DELISTED: &str = "100,200,1000,1001,1002,1005,1020";
 
 /// Why a run stopped early. Said plainly in the run record.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +114,20 @@ impl OcmSync {
         })
     }
 
+    /// Takes the reference data the last sync kept (another replica may have run it).
+    pub async fn reload_reference(&self) {
+        match self.stations.reference_data().await {
+            Ok(Some(raw)) => match ReferenceData::from_ocm(&raw) {
+                Ok(reference) => {
+                    *self.reference.write().unwrap_or_else(|p| p.into_inner()) = reference;
+                }
+                Err(e) => tracing::warn!(error = %e, "stored OCM reference data unreadable"),
+            },
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "OCM reference data not reloaded"),
+        }
+    }
+
     /// Records a new run, unless one is running somewhere.
     pub async fn start(&self, trigger: SyncTrigger) -> Result<SyncRun, StartError> {
         if self.scopes.is_empty() {
@@ -118,14 +140,15 @@ impl OcmSync {
             .ok_or(StartError::AlreadyRunning)
     }
 
-    /// Runs a started run to its end and records how it ended.
-    pub async fn run(&self, mut run: SyncRun) -> SyncRun {
+    /// Runs a started run to its end and records how it ended. `full`: import every
+    /// scope whole again (finding what OCM no longer lists), not only the changes.
+    pub async fn run(&self, mut run: SyncRun, full: bool) -> SyncRun {
         let span =
             tracing::info_span!("ocm_sync", run_id = %run.run_id, trigger = run.trigger.as_str());
         tracing::info!(parent: &span, "OpenChargeMap sync started");
         let mut counts = SyncCounts::default();
         let outcome = self
-            .run_scopes(&run, &mut counts)
+            .run_scopes(&run, full, &mut counts)
             .instrument(span.clone())
             .await;
         let (status, error) = match &outcome {
@@ -157,7 +180,12 @@ impl OcmSync {
         run
     }
 
-    async fn run_scopes(&self, run: &SyncRun, counts: &mut SyncCounts) -> Result<(), SyncFailure> {
+    async fn run_scopes(
+        &self,
+        run: &SyncRun,
+        full: bool,
+        counts: &mut SyncCounts,
+    ) -> Result<(), SyncFailure> {
         let raw = self.get(run, "/v3/referencedata", &[]).await?;
         let reference =
             ReferenceData::from_ocm(&raw).map_err(|reason| SyncFailure::Unreadable {
@@ -167,13 +195,25 @@ impl OcmSync {
         self.stations.save_reference_data(&raw).await?;
         *self.reference.write().unwrap_or_else(|p| p.into_inner()) = reference.clone();
 
+        let now = Utc::now();
+        let sweep_every = chrono::Duration::seconds(
+            i64::try_from(self.settings.full_sweep_interval_secs).unwrap_or(i64::MAX),
+        );
         for scope in &self.scopes {
             let mut cursor = match self.store.sync_cursor(&scope.key()).await? {
                 Some(cursor) => cursor,
-                None => SyncCursor::new(scope, run.started_at - CHANGE_MARGIN),
+                None => SyncCursor::new(scope, now, run.started_at - CHANGE_MARGIN),
             };
+            // A full import again now and then (or when asked): it finds the POIs OCM
+            // no longer lists (a removed POI never shows up as a change).
+            let sweep_due = self.settings.full_sweep_interval_secs > 0
+                && cursor
+                    .full_finished_at
+                    .is_some_and(|at| now - at >= sweep_every);
+            if cursor.full_done && (full || sweep_due) {
+                cursor.restart_full(now);
+            }
             let (param, value) = scope.query();
-            let batch = self.settings.batch_size;
             while !cursor.full_done {
                 let page = self
                     .page(
@@ -185,14 +225,32 @@ impl OcmSync {
                         ],
                     )
                     .await?;
-                let ids = page
-                    .iter()
-                    .filter_map(|p| p.get("ID").and_then(Value::as_i64));
-                cursor.last_id = ids.fold(cursor.last_id, i64::max);
-                cursor.full_done = page.len() < batch as usize;
-                self.store_page(run, &page, &reference, counts, &cursor)
+                match next_id(&page, cursor.last_id)? {
+                    Some(last) => cursor.last_id = last,
+                    None => {
+                        // OCM has no more: what the import did not see is gone.
+                        cursor.full_done = true;
+                        cursor.full_finished_at = Some(Utc::now());
+                        let before = cursor.full_started_at.unwrap_or(now);
+                        match scope.area(&reference) {
+                            Some(area) => {
+                                let gone = self.stations.deactivate_unseen(&area, before).await?;
+                                counts.updated += gone;
+                                if gone > 0 {
+                                    tracing::info!(scope = %cursor.scope, gone, "stations OCM no longer lists are hidden");
+                                }
+                            }
+                            None => {
+                                tracing::warn!(scope = %cursor.scope, "unknown country in OCM's reference data: unlisted stations not looked for")
+                            }
+                        }
+                    }
+                }
+                self.store_page(run, &page, &reference, counts, &cursor, true)
                     .await?;
             }
+            // Changes: every POI modified at or after the watermark, page by page in id
+            // order; the watermark then moves to the newest change seen.
             loop {
                 let since = cursor
                     .modified_since
@@ -206,7 +264,8 @@ impl OcmSync {
                                 "modifiedsince",
                                 since.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
                             ),
-                            ("sortby", "modified_asc".into()),
+                            ("greaterthanid", cursor.change_last_id.to_string()),
+                            ("sortby", "id_asc".into()),
                         ],
                     )
                     .await?;
@@ -216,20 +275,23 @@ impl OcmSync {
                     .filter_map(|t| DateTime::parse_from_rfc3339(t).ok())
                     .map(|t| t.with_timezone(&Utc))
                     .max();
-                let full = page.len() >= batch as usize;
-                cursor.modified_since = Some(match newest {
-                    // A whole batch changed within one second: step past it rather than
-                    // asking for the same batch for ever.
-                    Some(t) if full && t <= since => {
-                        tracing::warn!(%since, "a whole batch of OCM changes shares one timestamp; stepping past it");
-                        since + chrono::Duration::seconds(1)
+                cursor.newest_seen = cursor.newest_seen.max(newest);
+                let done = match next_id(&page, cursor.change_last_id)? {
+                    Some(last) => {
+                        cursor.change_last_id = last;
+                        false
                     }
-                    Some(t) => t.max(since),
-                    None => since,
-                });
-                self.store_page(run, &page, &reference, counts, &cursor)
+                    None => {
+                        cursor.modified_since =
+                            Some(since.max(cursor.newest_seen.unwrap_or(since)));
+                        cursor.change_last_id = 0;
+                        cursor.newest_seen = None;
+                        true
+                    }
+                };
+                self.store_page(run, &page, &reference, counts, &cursor, false)
                     .await?;
-                if !full {
+                if done {
                     break;
                 }
             }
@@ -249,6 +311,9 @@ impl OcmSync {
             ("compact", "true".into()),
             ("verbose", "false".into()),
             ("includecomments", "false".into()),
+            // Published and delisted ones: a delisted POI must reach the mirror to be
+            // hidden (OCM answers only published ones unless asked).
+            ("submissionstatustypeid", LISTED_AND_DELISTED.into()),
         ]);
         match self.get(run, "/v3/poi", &query).await? {
             Value::Array(pois) => Ok(pois),
@@ -267,6 +332,7 @@ impl OcmSync {
         reference: &ReferenceData,
         counts: &mut SyncCounts,
         cursor: &SyncCursor,
+        full_import: bool,
     ) -> Result<(), SyncFailure> {
         let mut batch = SyncCounts {
             fetched: page.len() as u64,
@@ -289,6 +355,11 @@ impl OcmSync {
             }
         }
         let upserted = self.stations.upsert_stations(&stations).await?;
+        if full_import && !stations.is_empty() {
+            let ids: Vec<i64> = stations.iter().map(|s| s.ocm_id).collect();
+            let seen = cursor.full_started_at.unwrap_or_else(Utc::now);
+            self.stations.touch_stations(&ids, seen).await?;
+        }
         batch.inserted = upserted.inserted;
         batch.updated = upserted.updated;
         batch.unchanged = upserted.unchanged;
@@ -383,6 +454,27 @@ impl OcmSync {
     }
 }
 
+/// The highest id of a page, which must be past `after`; `None` for an empty page (the
+/// end). A page that does not move forward would be asked for again for ever.
+fn next_id(page: &[Value], after: i64) -> Result<Option<i64>, SyncFailure> {
+    if page.is_empty() {
+        return Ok(None);
+    }
+    match page
+        .iter()
+        .filter_map(|p| p.get("ID").and_then(Value::as_i64))
+        .max()
+    {
+        Some(last) if last > after => Ok(Some(last)),
+        _ => Err(SyncFailure::Unreadable {
+            path: "/v3/poi".into(),
+            reason: format!(
+                "a page of POIs that does not go past id {after} (greaterthanid ignored?)"
+            ),
+        }),
+    }
+}
+
 fn lease_end(wait: Duration) -> DateTime<Utc> {
     Utc::now() + LEASE + wait
 }
@@ -415,6 +507,12 @@ impl Actor for OcmSyncActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        // Every replica shows attribution from the reference data the last sync kept,
+        // whichever replica ran it.
+        ctx.run_interval(REFERENCE_RELOAD, |actor, ctx| {
+            let sync = actor.sync.clone();
+            ctx.spawn(async move { sync.reload_reference().await }.into_actor(actor));
+        });
         if self.interval.is_zero() || self.sync.scopes.is_empty() {
             tracing::info!(
                 "no scheduled OpenChargeMap sync (ocm.scopes or ocm.sync_interval_secs unset)"
@@ -432,7 +530,11 @@ impl Actor for OcmSyncActor {
 /// Start a run now; answered with the run as recorded when it started.
 #[derive(Message)]
 #[rtype(result = "Result<SyncRun, StartError>")]
-pub struct StartSync(pub SyncTrigger);
+pub struct StartSync {
+    pub trigger: SyncTrigger,
+    /// Import every scope whole again, not only the changes.
+    pub full: bool,
+}
 
 impl Handler<StartSync> for OcmSyncActor {
     type Result = ResponseFuture<Result<SyncRun, StartError>>;
@@ -440,9 +542,9 @@ impl Handler<StartSync> for OcmSyncActor {
     fn handle(&mut self, msg: StartSync, _: &mut Self::Context) -> Self::Result {
         let sync = self.sync.clone();
         Box::pin(async move {
-            let run = sync.start(msg.0).await?;
+            let run = sync.start(msg.trigger).await?;
             let started = run.clone();
-            tokio::spawn(async move { sync.run(run).await });
+            tokio::spawn(async move { sync.run(run, msg.full).await });
             Ok(started)
         })
     }
@@ -473,7 +575,7 @@ impl Handler<ScheduledSync> for OcmSyncActor {
             }
             match sync.start(SyncTrigger::Schedule).await {
                 Ok(run) => {
-                    tokio::spawn(async move { sync.run(run).await });
+                    tokio::spawn(async move { sync.run(run, false).await });
                 }
                 Err(StartError::AlreadyRunning) => {}
                 Err(e) => tracing::warn!(error = %e, "scheduled OpenChargeMap sync not started"),

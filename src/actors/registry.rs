@@ -136,8 +136,21 @@ impl StationRegistry {
     }
 }
 
+/// How often every connected charger's connectors are published again (the board's
+/// entries outlive this three times: a charger that only answers pings stays shown).
+pub const BOARD_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Actor for StationRegistry {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(BOARD_REFRESH, |registry, _| {
+            for (id, c) in &registry.chargers {
+                let view: Vec<ConnectorState> = c.connectors.values().cloned().collect();
+                registry.board.publish(id, c.conn_id, &view);
+            }
+        });
+    }
 }
 
 /// A charger's connection is up. Sent by `ChargerActor::started`; a previous connection
@@ -261,10 +274,9 @@ impl Handler<ChargerUpdate> for StationRegistry {
         }
         if let Some(state) = msg.connector {
             c.connectors.insert(state.connector_id, state);
+            let view: Vec<ConnectorState> = c.connectors.values().cloned().collect();
+            self.board.publish(&msg.charger_id, msg.conn_id, &view);
         }
-        // A heartbeat renews the entry; a status change replaces it.
-        let view: Vec<ConnectorState> = c.connectors.values().cloned().collect();
-        self.board.publish(&msg.charger_id, msg.conn_id, &view);
     }
 }
 

@@ -65,6 +65,28 @@ impl SyncScope {
         }
     }
 
+    /// Its area, for the sweep (a country needs its OCM id from the reference data).
+    pub fn area(&self, reference: &ReferenceData) -> Option<ScopeArea> {
+        match self {
+            SyncScope::Country(code) => reference
+                .countries
+                .get(code)
+                .copied()
+                .map(ScopeArea::Country),
+            SyncScope::BoundingBox {
+                south,
+                west,
+                north,
+                east,
+            } => Some(ScopeArea::Box {
+                south: south.parse().ok()?,
+                west: west.parse().ok()?,
+                north: north.parse().ok()?,
+                east: east.parse().ok()?,
+            }),
+        }
+    }
+
     /// The `/v3/poi` parameters that select it.
     pub fn query(&self) -> (&'static str, String) {
         match self {
@@ -79,26 +101,74 @@ impl SyncScope {
     }
 }
 
-/// Where a scope's sync got to. The full import pages by id; once it is done, changes
-/// are pulled by modification time.
+/// Where a scope's sync got to. The full import pages by id until OCM has no more;
+/// then changes are pulled from a watermark, paging by id at that watermark (OCM's
+/// timestamps are whole minutes: many POIs share one), and the watermark moves to the
+/// newest change seen once a pass is through.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyncCursor {
     pub scope: String,
     pub full_done: bool,
     /// The full import has everything up to this OCM id.
     pub last_id: i64,
-    /// Changes from this time on are still to be pulled (set when the full import
-    /// starts, so that what changes during it is pulled afterwards).
+    /// Changes from this time on are still to be pulled (set when the first full
+    /// import starts, so that what changes during it is pulled afterwards).
     pub modified_since: Option<DateTime<Utc>>,
+    /// The change pass in progress has everything at the watermark up to this id.
+    pub change_last_id: i64,
+    /// The newest change seen by the pass in progress: the next watermark.
+    pub newest_seen: Option<DateTime<Utc>>,
+    /// When the full import in progress (or the last one) started: stations of the
+    /// scope it has not seen since are no longer listed by OCM.
+    pub full_started_at: Option<DateTime<Utc>>,
+    pub full_finished_at: Option<DateTime<Utc>>,
 }
 
 impl SyncCursor {
-    pub fn new(scope: &SyncScope, started: DateTime<Utc>) -> SyncCursor {
+    pub fn new(scope: &SyncScope, started: DateTime<Utc>, watermark: DateTime<Utc>) -> SyncCursor {
         SyncCursor {
             scope: scope.key(),
             full_done: false,
             last_id: 0,
-            modified_since: Some(started),
+            modified_since: Some(watermark),
+            change_last_id: 0,
+            newest_seen: None,
+            full_started_at: Some(started),
+            full_finished_at: None,
+        }
+    }
+
+    /// Starts a new full import (a sweep), keeping the change watermark.
+    pub fn restart_full(&mut self, started: DateTime<Utc>) {
+        self.full_done = false;
+        self.last_id = 0;
+        self.full_started_at = Some(started);
+    }
+}
+
+/// Where a scope's stations are, to find those OCM no longer lists.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ScopeArea {
+    /// An OCM country id.
+    Country(i64),
+    Box {
+        south: f64,
+        west: f64,
+        north: f64,
+        east: f64,
+    },
+}
+
+impl ScopeArea {
+    pub fn contains(&self, s: &super::station::Station) -> bool {
+        match *self {
+            ScopeArea::Country(id) => s.country_id == Some(id),
+            ScopeArea::Box {
+                south,
+                west,
+                north,
+                east,
+            } => (south..=north).contains(&s.latitude) && (west..=east).contains(&s.longitude),
         }
     }
 }
@@ -229,6 +299,8 @@ pub struct ReferenceData {
     pub data_providers: HashMap<i64, DataProvider>,
     pub operators: HashMap<i64, String>,
     pub connection_types: HashMap<i64, String>,
+    /// ISO 3166 alpha-2 code → OCM country id.
+    pub countries: HashMap<String, i64>,
 }
 
 fn titles(raw: &Value, key: &str) -> HashMap<i64, String> {
@@ -276,10 +348,23 @@ impl ReferenceData {
                 ))
             })
             .collect();
+        let countries = raw
+            .get("Countries")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| {
+                Some((
+                    c.get("ISOCode")?.as_str()?.to_ascii_uppercase(),
+                    c.get("ID")?.as_i64()?,
+                ))
+            })
+            .collect();
         Ok(ReferenceData {
             data_providers,
             operators: titles(raw, "Operators"),
             connection_types: titles(raw, "ConnectionTypes"),
+            countries,
         })
     }
 
@@ -311,6 +396,20 @@ pub struct LicenceFilter {
 }
 
 impl LicenceFilter {
+    /// The data providers (known from the reference data, or listed) it leaves out.
+    pub fn excluded(&self, reference: &ReferenceData) -> Vec<i64> {
+        let mut ids: Vec<i64> = reference
+            .data_providers
+            .values()
+            .filter(|p| !self.allows(reference, Some(p.id)))
+            .map(|p| p.id)
+            .chain(self.excluded_providers.iter().copied())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
     pub fn allows(&self, reference: &ReferenceData, provider: Option<i64>) -> bool {
         let Some(id) = provider else {
             return true;
@@ -374,6 +473,7 @@ mod tests {
         assert!(!filter.allows(&r, Some(26)) && !filter.allows(&r, Some(40)));
         assert!(!filter.allows(&r, Some(18)), "listed");
         assert!(LicenceFilter::default().allows(&r, Some(26)));
+        assert_eq!(filter.excluded(&r), [18, 26, 40]);
         assert_eq!(
             r.attribution(Some(18)),
             "© Open Charge Map contributors; data: UK NCR (Open Government Licence v2.0)"

@@ -15,7 +15,7 @@ use super::charger::{
 use super::events::{DomainEvent, EventType, StoredEvent};
 use super::ids::{ChargerId, ConnectorId, IdToken, SessionId, TransactionId};
 use super::money::Money;
-use super::ocm::{SyncCounts, SyncCursor, SyncRun, SyncStatus, SyncTrigger};
+use super::ocm::{ScopeArea, SyncCounts, SyncCursor, SyncRun, SyncStatus, SyncTrigger};
 use super::requests::ReportedVariable;
 use super::session::{MeterSample, NewSession, Session, SessionFilter};
 use super::station::{Station, StationFilter};
@@ -394,6 +394,11 @@ pub trait StationStore: Send + Sync {
     ) -> StoreResult<Vec<(Station, f64)>>;
     /// A station by OCM id (also an inactive one: the app may hold a link to it).
     async fn station(&self, ocm_id: i64) -> StoreResult<Option<Station>>;
+    /// Records that a full import saw these stations at `at`.
+    async fn touch_stations(&self, ocm_ids: &[i64], at: DateTime<Utc>) -> StoreResult<()>;
+    /// Marks inactive the active stations of `area` that no full import has seen since
+    /// `before` (OCM stopped listing them); returns how many.
+    async fn deactivate_unseen(&self, area: &ScopeArea, before: DateTime<Utc>) -> StoreResult<u64>;
     /// Keeps OCM's reference data (`/v3/referencedata`, as sent).
     async fn save_reference_data(&self, raw: &serde_json::Value) -> StoreResult<()>;
     /// The reference data last kept, if any.

@@ -146,6 +146,8 @@ pub struct StationFilter {
     pub operator_ids: Vec<i64>,
     /// Only these stations (e.g. those where one of our connectors is available now).
     pub ocm_ids: Option<Vec<i64>>,
+    /// Not the data of these providers (their licence forbids our use).
+    pub excluded_provider_ids: Vec<i64>,
 }
 
 impl StationFilter {
@@ -256,6 +258,7 @@ mod tests {
             connection_type_ids: vec![33],
             operator_ids: vec![],
             ocm_ids: None,
+            excluded_provider_ids: vec![],
         };
         assert!(filter.matches(&s));
         assert!(

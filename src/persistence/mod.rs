@@ -123,10 +123,9 @@ pub fn status_board(settings: &Settings) -> anyhow::Result<Arc<dyn StatusBoard>>
         Some(url) => Arc::new(redis::RedisBoard::new(
             redis::pool(url).context("configuring Redis")?,
             &settings.redis.key_prefix,
-            // Heartbeats renew it; a replica that died leaves it at most this long.
-            std::time::Duration::from_secs(
-                u64::from(settings.ocpp.heartbeat_interval_secs.max(60)) * 3,
-            ),
+            // The registry publishes every charger again each BOARD_REFRESH; a replica
+            // that died leaves its chargers shown at most this long.
+            crate::actors::registry::BOARD_REFRESH * 3,
         )),
         None => Arc::new(crate::stations::LocalBoard::default()),
     })

@@ -17,6 +17,9 @@ use mongodb::options::IndexOptions;
 use mongodb::{Collection, Database, IndexModel};
 use secrecy::{ExposeSecret, SecretString};
 
+use chrono::{DateTime, Utc};
+
+use crate::domain::ocm::ScopeArea;
 use crate::domain::ports::{StationStore, StoreError, StoreResult, UpsertCounts};
 use crate::domain::station::{Station, StationFilter, haversine_km};
 
@@ -61,6 +64,7 @@ impl MongoStationStore {
             doc! {"active": 1, "operator_id": 1},
             doc! {"active": 1, "max_power_kw": 1},
             doc! {"date_last_status_update_ms": 1},
+            doc! {"active": 1, "country_id": 1, "seen_at_ms": 1},
         ]
         .into_iter()
         .map(|keys| {
@@ -101,6 +105,8 @@ fn document(s: &Station) -> StoreResult<Document> {
         "operator_id": s.operator_id.map_or(Bson::Null, Bson::Int64),
         "connection_type_ids": types,
         "max_power_kw": s.max_power_kw().map_or(Bson::Null, Bson::Double),
+        "data_provider_id": s.data_provider_id.map_or(Bson::Null, Bson::Int64),
+        "country_id": s.country_id.map_or(Bson::Null, Bson::Int64),
         "date_last_status_update_ms": millis(s.date_last_status_update),
         "station": station,
     })
@@ -129,6 +135,12 @@ fn query(filter: &StationFilter) -> Document {
     }
     if let Some(ids) = &filter.ocm_ids {
         q.insert("_id", doc! {"$in": ids.clone()});
+    }
+    if !filter.excluded_provider_ids.is_empty() {
+        q.insert(
+            "data_provider_id",
+            doc! {"$nin": filter.excluded_provider_ids.clone()},
+        );
     }
     q
 }
@@ -286,6 +298,49 @@ impl StationStore for MongoStationStore {
             .as_ref()
             .map(station_of)
             .transpose()
+    }
+
+    async fn touch_stations(&self, ocm_ids: &[i64], at: DateTime<Utc>) -> StoreResult<()> {
+        for chunk in ocm_ids.chunks(1000) {
+            self.stations
+                .update_many(
+                    doc! {"_id": {"$in": chunk.to_vec()}},
+                    doc! {"$set": {"seen_at_ms": at.timestamp_millis()}},
+                )
+                .await
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    async fn deactivate_unseen(&self, area: &ScopeArea, before: DateTime<Utc>) -> StoreResult<u64> {
+        let mut q = doc! {
+            "active": true,
+            "$or": [
+                {"seen_at_ms": {"$lt": before.timestamp_millis()}},
+                {"seen_at_ms": Bson::Null},
+            ],
+        };
+        match *area {
+            ScopeArea::Country(id) => {
+                q.insert("country_id", id);
+            }
+            ScopeArea::Box {
+                south,
+                west,
+                north,
+                east,
+            } => {
+                q.insert("station.latitude", doc! {"$gte": south, "$lte": north});
+                q.insert("station.longitude", doc! {"$gte": west, "$lte": east});
+            }
+        }
+        let done = self
+            .stations
+            .update_many(q, doc! {"$set": {"active": false, "station.active": false}})
+            .await
+            .map_err(backend)?;
+        Ok(done.modified_count)
     }
 
     async fn save_reference_data(&self, raw: &serde_json::Value) -> StoreResult<()> {

@@ -27,8 +27,7 @@ pub struct RedisFailureCounter {
 
 impl RedisFailureCounter {
     pub fn new(url: &SecretString, prefix: &str, window: Duration) -> anyhow::Result<Self> {
-        let pool = deadpool_redis::Config::from_url(url.expose_secret())
-            .create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+        let pool = pool(url)?;
         Ok(RedisFailureCounter {
             pool,
             prefix: format!("{prefix}attempts:"),
@@ -92,10 +91,21 @@ impl FailureCounter for RedisFailureCounter {
     }
 }
 
-/// A connection pool to the Redis at `url`.
+/// A connection pool to the Redis at `url`. Waiting for a connection, making one and
+/// checking one each give up after two seconds: a Redis that does not answer costs the
+/// cache and the live status, never a hung request.
 pub fn pool(url: &SecretString) -> anyhow::Result<deadpool_redis::Pool> {
-    Ok(deadpool_redis::Config::from_url(url.expose_secret())
-        .create_pool(Some(deadpool_redis::Runtime::Tokio1))?)
+    let mut config = deadpool_redis::Config::from_url(url.expose_secret());
+    let limit = Some(Duration::from_secs(2));
+    config.pool = Some(deadpool_redis::PoolConfig {
+        timeouts: deadpool_redis::Timeouts {
+            wait: limit,
+            create: limit,
+            recycle: limit,
+        },
+        ..Default::default()
+    });
+    Ok(config.create_pool(Some(deadpool_redis::Runtime::Tokio1))?)
 }
 
 /// The station mirror behind a Redis cache: searches and single stations are kept for a
@@ -247,6 +257,26 @@ impl StationStore for CachedStations {
         .await
     }
 
+    async fn touch_stations(
+        &self,
+        ocm_ids: &[i64],
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> StoreResult<()> {
+        self.inner.touch_stations(ocm_ids, at).await
+    }
+
+    async fn deactivate_unseen(
+        &self,
+        area: &crate::domain::ocm::ScopeArea,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> StoreResult<u64> {
+        let gone = self.inner.deactivate_unseen(area, before).await?;
+        if gone > 0 {
+            self.invalidate().await;
+        }
+        Ok(gone)
+    }
+
     async fn save_reference_data(&self, raw: &serde_json::Value) -> StoreResult<()> {
         self.inner.save_reference_data(raw).await
     }
@@ -275,14 +305,18 @@ const REMOVE_IF_OURS: &str = "if redis.call('HGET', KEYS[1], 'conn') == ARGV[1] 
 pub struct RedisBoard {
     pool: deadpool_redis::Pool,
     prefix: String,
-    writes: tokio::sync::mpsc::UnboundedSender<BoardOp>,
+    writes: tokio::sync::mpsc::Sender<BoardOp>,
 }
+
+/// Board writes waiting for Redis at most; beyond, they are dropped (the next refresh
+/// publishes every charger again).
+const BOARD_BACKLOG: usize = 100_000;
 
 impl RedisBoard {
     /// Must be called within a Tokio runtime (it starts the writer).
     pub fn new(pool: deadpool_redis::Pool, prefix: &str, ttl: Duration) -> Self {
         let prefix = format!("{prefix}live:charger:");
-        let (writes, mut pending) = tokio::sync::mpsc::unbounded_channel::<BoardOp>();
+        let (writes, mut pending) = tokio::sync::mpsc::channel::<BoardOp>(BOARD_BACKLOG);
         let (writer_pool, writer_prefix) = (pool.clone(), prefix.clone());
         tokio::spawn(async move {
             while let Some(first) = pending.recv().await {
@@ -335,6 +369,16 @@ impl RedisBoard {
     }
 }
 
+impl RedisBoard {
+    fn send(&self, op: BoardOp) {
+        if let Err(tokio::sync::mpsc::error::TrySendError::Full(_)) = self.writes.try_send(op) {
+            tracing::warn!(
+                "live connector status backlog full (Redis slow or down): an update dropped"
+            );
+        }
+    }
+}
+
 #[async_trait]
 impl StatusBoard for RedisBoard {
     fn publish(&self, charger: &ChargerId, conn_id: Uuid, connectors: &[ConnectorState]) {
@@ -343,14 +387,12 @@ impl StatusBoard for RedisBoard {
             .map(|c| (c.connector_id, c.status))
             .collect();
         if let Ok(json) = serde_json::to_string(&view) {
-            let _ = self
-                .writes
-                .send(BoardOp::Set(charger.clone(), conn_id, json));
+            self.send(BoardOp::Set(charger.clone(), conn_id, json));
         }
     }
 
     fn remove(&self, charger: &ChargerId, conn_id: Uuid) {
-        let _ = self.writes.send(BoardOp::Remove(charger.clone(), conn_id));
+        self.send(BoardOp::Remove(charger.clone(), conn_id));
     }
 
     async fn statuses(

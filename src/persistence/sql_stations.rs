@@ -2,7 +2,7 @@
 // text like `sql_store.rs`. Radius search: a bounding-box prefilter on an index, then
 // the exact great-circle distance, sorted here (never by the server's order).
 
-use crate::domain::ocm::{SyncCounts, SyncCursor, SyncRun, SyncStatus, SyncTrigger};
+use crate::domain::ocm::{ScopeArea, SyncCounts, SyncCursor, SyncRun, SyncStatus, SyncTrigger};
 use crate::domain::ports::{OcmStore, StationStore, UpsertCounts};
 use crate::domain::station::{Station, StationFilter, bounding_box, haversine_km};
 
@@ -37,15 +37,18 @@ impl StationStore for SqlStore {
                     counts.unchanged += 1;
                     continue;
                 }
-                Some(_) => counts.updated += 1,
-                None => counts.inserted += 1,
+                _ => {}
             }
-            sqlx::query(
-                "INSERT INTO station (ocm_id, latitude, longitude, active, date_last_status_update, data, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+            // The write itself refuses an older record too: another writer may have
+            // stored a newer one since the read (PostgreSQL's READ COMMITTED).
+            let written = sqlx::query(
+                "INSERT INTO station (ocm_id, latitude, longitude, active, date_last_status_update, data, updated_at, country_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                  ON CONFLICT (ocm_id) DO UPDATE SET latitude = excluded.latitude, longitude = excluded.longitude, \
                    active = excluded.active, date_last_status_update = excluded.date_last_status_update, \
-                   data = excluded.data, updated_at = excluded.updated_at",
+                   data = excluded.data, updated_at = excluded.updated_at, country_id = excluded.country_id \
+                 WHERE station.date_last_status_update IS NULL OR excluded.date_last_status_update IS NULL \
+                   OR excluded.date_last_status_update >= station.date_last_status_update",
             )
             .bind(s.ocm_id)
             .bind(s.latitude)
@@ -54,9 +57,15 @@ impl StationStore for SqlStore {
             .bind(s.date_last_status_update)
             .bind(Json(s))
             .bind(now)
+            .bind(s.country_id)
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
+            match (written.rows_affected(), &stored) {
+                (0, _) => counts.unchanged += 1,
+                (_, Some(_)) => counts.updated += 1,
+                (_, None) => counts.inserted += 1,
+            }
         }
         tx.commit().await.map_err(backend)?;
         Ok(counts)
@@ -105,6 +114,57 @@ impl StationStore for SqlStore {
             .transpose()
     }
 
+    async fn touch_stations(&self, ocm_ids: &[i64], at: DateTime<Utc>) -> StoreResult<()> {
+        for chunk in ocm_ids.chunks(INSERT_CHUNK) {
+            let mut q = QueryBuilder::<Db>::new("UPDATE station SET seen_at = ");
+            q.push_bind(at);
+            q.push(" WHERE ocm_id");
+            push_in(&mut q, chunk.iter().copied());
+            q.build().execute(&self.pool).await.map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    async fn deactivate_unseen(&self, area: &ScopeArea, before: DateTime<Utc>) -> StoreResult<u64> {
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
+        let mut q = QueryBuilder::<Db>::new("SELECT data FROM station WHERE active AND (seen_at IS NULL OR seen_at < ");
+        q.push_bind(before);
+        q.push(")");
+        match *area {
+            ScopeArea::Country(id) => {
+                q.push(" AND country_id = ");
+                q.push_bind(id);
+            }
+            ScopeArea::Box { south, west, north, east } => {
+                q.push(" AND latitude BETWEEN ");
+                q.push_bind(south);
+                q.push(" AND ");
+                q.push_bind(north);
+                q.push(" AND longitude BETWEEN ");
+                q.push_bind(west);
+                q.push(" AND ");
+                q.push_bind(east);
+            }
+        }
+        let rows = q.build().fetch_all(&mut *tx).await.map_err(backend)?;
+        let mut gone = 0;
+        for row in &rows {
+            let mut station = station_from_row(row)?;
+            station.active = false;
+            sqlx::query("UPDATE station SET active = $1, data = $2, updated_at = $3 WHERE ocm_id = $4")
+                .bind(false)
+                .bind(Json(&station))
+                .bind(Utc::now())
+                .bind(station.ocm_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            gone += 1;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(gone)
+    }
+
     async fn save_reference_data(&self, raw: &serde_json::Value) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO ocm_reference_data (id, data, fetched_at) VALUES (1, $1, $2) \
@@ -131,6 +191,11 @@ impl StationStore for SqlStore {
     fn station_backend(&self) -> &'static str {
         BACKEND
     }
+}
+
+/// The run was marked interrupted (its lease ran out) while it still ran: it must stop.
+fn lease_lost(run_id: uuid::Uuid) -> StoreError {
+    StoreError::Conflict(format!("sync run {run_id} lost its lease (another replica took over)"))
 }
 
 fn run_count(row: &DbRow, column: &str) -> StoreResult<u64> {
@@ -218,10 +283,10 @@ impl OcmStore for SqlStore {
         cursor: Option<&SyncCursor>,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
-        bind_counts(
+        let held = bind_counts(
             sqlx::query(
                 "UPDATE ocm_sync_run SET lease_until = $1, fetched = $2, inserted = $3, updated = $4, \
-                   unchanged = $5, excluded = $6, failed = $7 WHERE run_id = $8",
+                   unchanged = $5, excluded = $6, failed = $7 WHERE run_id = $8 AND status = 'running'",
             )
             .bind(lease_until),
             counts,
@@ -230,16 +295,27 @@ impl OcmStore for SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
+        if held.rows_affected() == 0 {
+            return Err(lease_lost(run_id));
+        }
         if let Some(c) = cursor {
             sqlx::query(
-                "INSERT INTO ocm_sync_cursor (scope, full_done, last_id, modified_since, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (scope) DO UPDATE SET full_done = excluded.full_done, \
-                   last_id = excluded.last_id, modified_since = excluded.modified_since, updated_at = excluded.updated_at",
+                "INSERT INTO ocm_sync_cursor (scope, full_done, last_id, modified_since, change_last_id, newest_seen, \
+                   full_started_at, full_finished_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (scope) DO UPDATE SET \
+                   full_done = excluded.full_done, last_id = excluded.last_id, modified_since = excluded.modified_since, \
+                   change_last_id = excluded.change_last_id, newest_seen = excluded.newest_seen, \
+                   full_started_at = excluded.full_started_at, full_finished_at = excluded.full_finished_at, \
+                   updated_at = excluded.updated_at",
             )
             .bind(&c.scope)
             .bind(c.full_done)
             .bind(c.last_id)
             .bind(c.modified_since)
+            .bind(c.change_last_id)
+            .bind(c.newest_seen)
+            .bind(c.full_started_at)
+            .bind(c.full_finished_at)
             .bind(Utc::now())
             .execute(&mut *tx)
             .await
@@ -249,12 +325,15 @@ impl OcmStore for SqlStore {
     }
 
     async fn renew_sync_lease(&self, run_id: uuid::Uuid, lease_until: DateTime<Utc>) -> StoreResult<()> {
-        sqlx::query("UPDATE ocm_sync_run SET lease_until = $1 WHERE run_id = $2")
+        let held = sqlx::query("UPDATE ocm_sync_run SET lease_until = $1 WHERE run_id = $2 AND status = 'running'")
             .bind(lease_until)
             .bind(run_id)
             .execute(&self.pool)
             .await
             .map_err(backend)?;
+        if held.rows_affected() == 0 {
+            return Err(lease_lost(run_id));
+        }
         Ok(())
     }
 
@@ -269,7 +348,7 @@ impl OcmStore for SqlStore {
         bind_counts(
             sqlx::query(
                 "UPDATE ocm_sync_run SET status = $1, finished_at = $2, error = $3, fetched = $4, inserted = $5, \
-                   updated = $6, unchanged = $7, excluded = $8, failed = $9 WHERE run_id = $10",
+                   updated = $6, unchanged = $7, excluded = $8, failed = $9 WHERE run_id = $10 AND status = 'running'",
             )
             .bind(status.as_str())
             .bind(now)
@@ -319,6 +398,10 @@ impl OcmStore for SqlStore {
             full_done: row.try_get("full_done").map_err(backend)?,
             last_id: row.try_get("last_id").map_err(backend)?,
             modified_since: row.try_get("modified_since").map_err(backend)?,
+            change_last_id: row.try_get("change_last_id").map_err(backend)?,
+            newest_seen: row.try_get("newest_seen").map_err(backend)?,
+            full_started_at: row.try_get("full_started_at").map_err(backend)?,
+            full_finished_at: row.try_get("full_finished_at").map_err(backend)?,
         }))
     }
 

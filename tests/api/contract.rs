@@ -146,6 +146,8 @@ station_contract!(
     stations_upsert_idempotently_and_are_found_nearest_first,
     radius_searches_cut_off_filter_and_page_like_the_formula_on_real_stations,
     reference_data_is_kept_as_sent,
+    concurrent_upserts_keep_the_newest,
+    stations_no_full_import_saw_are_hidden,
 );
 
 /// Times as the stores return them (microsecond precision).
@@ -1225,4 +1227,89 @@ async fn reference_data_is_kept_as_sent(s: &dyn StationStore) {
         "Oplaadpalen.nl is CC BY-NC-SA"
     );
     assert!(!parsed.data_providers[&1].non_commercial());
+}
+
+async fn concurrent_upserts_keep_the_newest(s: &dyn StationStore) {
+    let base = station(7, 51.5, -0.1, "2024-01-01T00:00:00Z");
+    s.upsert_stations(std::slice::from_ref(&base))
+        .await
+        .unwrap();
+    for round in 0..6_i64 {
+        // Eight versions written at once, in an order unlike their dates.
+        let versions: Vec<jucr::domain::station::Station> = [3, 8, 1, 6, 2, 7, 4, 5]
+            .iter()
+            .map(|i: &i64| {
+                let mut v = base.clone();
+                v.title = format!("v{round}-{i}");
+                v.date_last_status_update =
+                    Some(Utc::now() + Duration::days(round * 10) + Duration::hours(*i));
+                v
+            })
+            .collect();
+        let written = futures_util::future::join_all(
+            versions
+                .iter()
+                .map(|v| s.upsert_stations(std::slice::from_ref(v))),
+        )
+        .await;
+        for w in written {
+            w.unwrap();
+        }
+        assert_eq!(
+            s.station(7).await.unwrap().unwrap().title,
+            format!("v{round}-8"),
+            "the newest record stays, whatever the order of the writes"
+        );
+    }
+}
+
+async fn stations_no_full_import_saw_are_hidden(s: &dyn StationStore) {
+    use jucr::domain::ocm::ScopeArea;
+    use jucr::domain::station::StationFilter;
+    let all = london();
+    s.upsert_stations(&all).await.unwrap();
+    let sweep = Utc::now();
+    // The import saw all but three of the London stations.
+    let seen: Vec<i64> = all.iter().skip(3).map(|st| st.ocm_id).collect();
+    s.touch_stations(&seen, sweep).await.unwrap();
+    // A box elsewhere hides nothing; another country hides nothing.
+    let elsewhere = ScopeArea::Box {
+        south: 40.0,
+        west: 0.0,
+        north: 41.0,
+        east: 1.0,
+    };
+    assert_eq!(s.deactivate_unseen(&elsewhere, sweep).await.unwrap(), 0);
+    assert_eq!(
+        s.deactivate_unseen(&ScopeArea::Country(2), sweep)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.deactivate_unseen(&ScopeArea::Country(1), sweep)
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        s.deactivate_unseen(&ScopeArea::Country(1), sweep)
+            .await
+            .unwrap(),
+        0,
+        "once"
+    );
+    for st in all.iter().take(3) {
+        assert!(!s.station(st.ocm_id).await.unwrap().unwrap().active);
+    }
+    let shown = s
+        .stations_near(51.5, -0.12, 100.0, &StationFilter::default(), 0, 1000)
+        .await
+        .unwrap();
+    assert_eq!(shown.len(), 97);
+    // Seen again by a later import, a listed station comes back through its upsert.
+    let mut back = all[0].clone();
+    back.date_last_status_update = Some(Utc::now());
+    assert_eq!(s.upsert_stations(&[back]).await.unwrap().updated, 1);
+    assert!(s.station(all[0].ocm_id).await.unwrap().unwrap().active);
 }

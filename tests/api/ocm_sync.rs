@@ -160,13 +160,25 @@ fn select(pois: &[Value], q: &HashMap<String, String>) -> Vec<Value> {
                 let since = DateTime::parse_from_rfc3339(since).unwrap();
                 time(p).is_some_and(|t| t >= since)
             });
-            country && in_box && after_id && modified
+            // As OCM: published POIs only unless asked for others; never "not public"
+            // (1010) ones, never removed (status 200) ones.
+            let submission = p["SubmissionStatusTypeID"].as_i64().unwrap_or(200);
+            let listed = match q.get("submissionstatustypeid") {
+                Some(ids) => ids
+                    .split(',')
+                    .any(|id| id.parse::<i64>().ok() == Some(submission)),
+                None => [100, 200].contains(&submission),
+            } && submission != 1010
+                && p["StatusTypeID"].as_i64() != Some(200);
+            country && in_box && after_id && modified && listed
         })
         .cloned()
         .collect();
     match q.get("sortby").map(String::as_str) {
-        Some("modified_asc") => found.sort_by_key(|p| (time(p), p["ID"].as_i64())),
-        _ => found.sort_by_key(|p| p["ID"].as_i64()),
+        // As OCM: by time only; ties come in whatever order.
+        Some("modified_asc") => found.sort_by_key(time),
+        Some("id_asc") => found.sort_by_key(|p| p["ID"].as_i64()),
+        _ => found.sort_by_key(|p| std::cmp::Reverse(p["ID"].as_i64())),
     }
     let max: usize = q.get("maxresults").map_or(100, |m| m.parse().unwrap());
     found.truncate(max);
@@ -228,7 +240,8 @@ impl FakeOcm {
             .find(|p| p["ID"].as_i64() == Some(id))
             .expect("a POI with that id");
         change(poi);
-        poi["DateLastStatusUpdate"] = json!(Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string());
+        // OCM's timestamps are whole minutes.
+        poi["DateLastStatusUpdate"] = json!(Utc::now().format("%Y-%m-%dT%H:%M:00Z").to_string());
     }
 }
 
@@ -338,10 +351,10 @@ async fn the_mirror_is_synced_page_by_page_then_by_changes() {
         pages[1].at - pages[0].at >= Duration::from_secs(1),
         "Retry-After honoured"
     );
-    // The full import pages by id, 30 at a time, per scope.
+    // The full import pages by id, 30 at a time, per scope, until OCM has no more.
     let by_id: Vec<(String, String)> = pages
         .iter()
-        .filter(|s| s.status == 200 && s.query.contains_key("greaterthanid"))
+        .filter(|s| s.status == 200 && !s.query.contains_key("modifiedsince"))
         .map(|s| {
             assert_eq!(s.query["sortby"], "id_asc");
             assert_eq!(s.query["maxresults"], "30");
@@ -349,12 +362,23 @@ async fn the_mirror_is_synced_page_by_page_then_by_changes() {
             (scope, s.query["greaterthanid"].clone())
         })
         .collect();
-    let expected: Vec<(String, String)> = [0, gb[29], gb[59], gb[89]]
+    let expected: Vec<(String, String)> = [0, gb[29], gb[59], gb[89], gb[99]]
         .iter()
         .map(|id| ("GB".to_owned(), id.to_string()))
-        .chain([("LI".to_owned(), "0".to_owned())])
+        .chain(
+            [0, li[6]]
+                .iter()
+                .map(|id| ("LI".to_owned(), id.to_string())),
+        )
         .collect();
     assert_eq!(by_id, expected);
+    assert!(
+        pages.iter().all(|s| s
+            .query
+            .get("submissionstatustypeid")
+            .is_some_and(|l| l.contains("1001"))),
+        "delisted POIs are asked for"
+    );
 
     // The mirror has what OCM has, the right places, nothing from Andorra.
     let (status, near) = app
@@ -393,10 +417,14 @@ async fn the_mirror_is_synced_page_by_page_then_by_changes() {
         .api("GET", &format!("/api/v1/stations/{andorra}"), None)
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "out of scope");
-    let (_, hidden) = app
+    let (status, hidden) = app
         .api("GET", &format!("/api/v1/stations/{nc}"), None)
         .await;
-    assert_eq!(hidden["station"]["active"], false, "{hidden}");
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a non-commercial licence: never shown {hidden}"
+    );
     let (_, vaduz) = app
         .api(
             "GET",
@@ -436,28 +464,39 @@ async fn the_mirror_is_synced_page_by_page_then_by_changes() {
         "{station}"
     );
 
-    // OCM changes one POI and delists another: the next run pulls only changes.
+    // OCM changes one POI and delists another, and 45 more change within the same
+    // minute (more than a page): the next run pulls only changes, and all of them.
     let (renamed, delisted) = (gb[10], gb[20]);
     ocm.edit(renamed, |p| {
         p["AddressInfo"]["Title"] = json!("Renamed by OCM")
     });
     ocm.edit(delisted, |p| p["SubmissionStatusTypeID"] = json!(1001));
+    for id in &gb[50..95] {
+        ocm.edit(*id, |p| p["UsageCost"] = json!("£0.79/kWh"));
+    }
     let before = ocm.seen().len();
     let run = sync(&app).await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(
         (&run["fetched"], &run["updated"], &run["inserted"]),
-        (&json!(2), &json!(2), &json!(0)),
+        (&json!(47), &json!(47), &json!(0)),
         "{run}"
     );
     let seen = ocm.seen();
     for s in poi_requests(&seen[before..]) {
         assert!(
-            !s.query.contains_key("greaterthanid"),
+            s.query.contains_key("modifiedsince"),
             "no second full import"
         );
-        assert_eq!(s.query["sortby"], "modified_asc");
-        assert!(s.query.contains_key("modifiedsince"));
+    }
+    for id in &gb[50..95] {
+        let (_, one) = app
+            .api("GET", &format!("/api/v1/stations/{id}"), None)
+            .await;
+        assert_eq!(
+            one["station"]["usage_cost"], "£0.79/kWh",
+            "every change of the minute"
+        );
     }
     let (_, one) = app
         .api("GET", &format!("/api/v1/stations/{renamed}"), None)
@@ -540,14 +579,45 @@ async fn a_failed_sync_resumes_where_it_stopped_and_a_missing_key_is_said_plainl
         .collect();
     assert_eq!(statuses, ["succeeded", "failed", "failed"]);
     assert!(runs[2]["error"].as_str().unwrap().contains("403"));
-    let (_, near) = app
-        .api(
-            "GET",
-            "/api/v1/stations?lat=51.5&lng=-0.12&radius_km=100&limit=1000",
-            None,
-        )
+    let near = "/api/v1/stations?lat=51.5&lng=-0.12&radius_km=100&limit=1000";
+    let (_, all) = app.api("GET", near, None).await;
+    let listed = all.as_array().unwrap().len();
+    assert!(listed >= 90, "{listed}");
+
+    // OCM removes a POI (status 200): it is never listed again, not even as a change.
+    let removed = gb[7];
+    ocm.edit(removed, |p| p["StatusTypeID"] = json!(200));
+    let run = sync(&app).await;
+    assert_eq!(
+        (&run["status"], &run["fetched"]),
+        (&json!("succeeded"), &json!(0)),
+        "{run}"
+    );
+    let (_, still) = app
+        .api("GET", &format!("/api/v1/stations/{removed}"), None)
         .await;
-    assert!(near.as_array().unwrap().len() >= 90);
+    assert_eq!(still["station"]["active"], true);
+    // A full import (weekly, or asked for) finds what OCM no longer lists, and hides it.
+    let (status, body) = app
+        .api("POST", "/api/v1/ocm/sync", Some(json!({"full": "yes"})))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, run) = app
+        .api("POST", "/api/v1/ocm/sync", Some(json!({"full": true})))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{run}");
+    let run = finished(&app, run["run_id"].as_str().unwrap()).await;
+    assert_eq!(
+        (&run["status"], &run["fetched"], &run["updated"]),
+        (&json!("succeeded"), &json!(99), &json!(1)),
+        "{run}"
+    );
+    let (_, gone) = app
+        .api("GET", &format!("/api/v1/stations/{removed}"), None)
+        .await;
+    assert_eq!(gone["station"]["active"], false, "{gone}");
+    let (_, now) = app.api("GET", near, None).await;
+    assert_eq!(now.as_array().unwrap().len(), listed - 1);
 }
 
 /// A counter's value, 0 before it was first counted.
@@ -683,7 +753,7 @@ async fn cloud_searches_are_cached_invalidated_by_a_sync_and_show_our_chargers_l
     let data = ok(
         &app,
         None,
-        "query($n: LatLng!) { stations(near: $n, radiusKm: 5, filter: {availableNow: true}) { edges { node { id live { available connectors { chargerId connectorId status } } } } } }",
+        "query($n: LatLng!) { stations(near: $n, radiusKm: 5, filter: {availableNow: true}) { edges { node { id live { available connectors { connectorId status } } } } } }",
         json!({"n": {"lat": lat, "lng": lng}}),
     )
     .await;
@@ -691,7 +761,7 @@ async fn cloud_searches_are_cached_invalidated_by_a_sync_and_show_our_chargers_l
     assert_eq!(edges.len(), 1);
     assert_eq!(
         edges[0]["node"]["live"]["connectors"],
-        json!([{"chargerId": "CP-LIVE", "connectorId": 1, "status": "Available"}])
+        json!([{"connectorId": 1, "status": "Available"}])
     );
 
     // Charging: no longer available now, shown occupied.

@@ -51,11 +51,10 @@ impl From<DataProvider> for DataProviderView {
     }
 }
 
-/// One of our connectors at a station.
+/// One of our connectors at a station (our chargers' identities stay ours).
 #[derive(SimpleObject)]
 #[graphql(name = "LiveConnector")]
 pub struct LiveConnectorView {
-    pub charger_id: String,
     pub connector_id: i32,
     /// OCPP status (Available, Charging, ...).
     pub status: Option<String>,
@@ -91,7 +90,6 @@ impl From<LiveAvailability> for LiveView {
                 .connectors
                 .into_iter()
                 .map(|c| LiveConnectorView {
-                    charger_id: c.charger_id.to_string(),
                     connector_id: n(c.connector_id),
                     status: c.status.and_then(|s| {
                         serde_json::to_value(s)
@@ -245,6 +243,7 @@ impl StationQuery {
             min_power_kw: filter.min_power_kw,
             operator_ids: filter.operator_ids.unwrap_or_default(),
             ocm_ids: None,
+            excluded_provider_ids: Vec::new(),
         };
         query(
             after,

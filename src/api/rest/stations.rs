@@ -85,6 +85,7 @@ pub async fn near(
                 min_power_kw: q.min_power_kw,
                 operator_ids: ids(q.operator_ids.as_deref(), "operator_ids")?,
                 ocm_ids: None,
+                excluded_provider_ids: Vec::new(),
             },
             available_now: q.available_now.unwrap_or(false),
             offset: q.offset.unwrap_or(0),
@@ -145,12 +146,35 @@ pub async fn link(
     Ok(HttpResponse::Ok().json(json!({"charger_id": charger, "ocm_id": ocm_id})))
 }
 
-/// `POST /api/v1/ocm/sync`: a run now (202 with the run; 409 while one runs).
-pub async fn sync(_: Operator, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequest {
+    /// Import every scope whole again (hides what OCM no longer lists).
+    #[serde(default)]
+    full: bool,
+}
+
+/// `POST /api/v1/ocm/sync` (body optional: `{"full": true}`): a run now (202 with the
+/// run; 409 while one runs).
+pub async fn sync(
+    _: Operator,
+    state: web::Data<ApiState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let request: SyncRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        SyncRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("expected {{\"full\": bool}}: {e}")))?
+    };
+    let full = request.full;
     let started = state
         .services
         .ocm_sync
-        .send(StartSync(SyncTrigger::Api))
+        .send(StartSync {
+            trigger: SyncTrigger::Api,
+            full,
+        })
         .await
         .map_err(|_| ApiError::Unavailable)?;
     match started {
