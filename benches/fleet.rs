@@ -1,0 +1,866 @@
+//! The fleet load generator: N simulated chargers over real WebSockets against a real
+//! `jucr`, OCPP 1.6 and 2.0.1 mixed, booting at a set rate, then running a realistic
+//! mix (heartbeats, status changes, transactions with MeterValues every S seconds) for
+//! a set time. It reports the connect rate, calls per second, CALL→CALLRESULT latency
+//! (p50, p99, p99.9), errors, and the server's resident memory per connected charger
+//! ((RSS with N connected − RSS with none) / N, from /proc), then stops the server and
+//! checks that every meter value sent was persisted. It stops by itself.
+//!
+//! ```text
+//! cargo bench --bench fleet -- --chargers 15000 --boot-rate 500 --duration 60 \
+//!     --meter-interval 10 --heartbeat-interval 30 --processes 4 --profile embedded
+//! ```
+//!
+//! Options (also `JUCR_FLEET_<NAME>` variables): `--chargers`, `--boot-rate` (per
+//! second), `--duration` (seconds of the mix once all are connected), `--meter-interval`,
+//! `--heartbeat-interval`, `--meter-values` (per transaction), `--samples` (sampled
+//! values per MeterValues), `--share-201` (0 to 1), `--processes` (generator processes:
+//! one holds at most ~20,000 sockets), `--source-ips` (127.0.0.1 … 127.0.0.N, so that
+//! ephemeral ports never run out), `--profile embedded|cloud` (cloud: PostgreSQL from
+//! `JUCR_FLEET_DATABASE_URL`, default the local server, a fresh database per run),
+//! `--addr host:port` (a server already running, unknown chargers accepted; no
+//! persistence check) with `--server-pid` for the memory figure.
+//!
+//! Run without `--bench` (as `cargo test --benches` does) it is a smoke test: a few
+//! hundred chargers for a few seconds against both profiles, failing unless there were
+//! no errors and every meter value sent was persisted.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpSocket;
+use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Options {
+    chargers: usize,
+    boot_rate: f64,
+    duration: f64,
+    meter_interval: f64,
+    heartbeat_interval: f64,
+    meter_values: usize,
+    samples: usize,
+    share_201: f64,
+    processes: usize,
+    source_ips: usize,
+    profile: String,
+    addr: Option<String>,
+    server_pid: Option<u32>,
+}
+
+impl Options {
+    fn full() -> Options {
+        Options {
+            chargers: 1000,
+            boot_rate: 500.0,
+            duration: 30.0,
+            meter_interval: 10.0,
+            heartbeat_interval: 30.0,
+            meter_values: 6,
+            samples: 10,
+            share_201: 0.3,
+            processes: 2,
+            source_ips: 8,
+            profile: "embedded".into(),
+            addr: None,
+            server_pid: None,
+        }
+    }
+
+    fn smoke(profile: &str) -> Options {
+        Options {
+            chargers: 300,
+            boot_rate: 300.0,
+            duration: 4.0,
+            meter_interval: 0.5,
+            heartbeat_interval: 1.0,
+            meter_values: 3,
+            samples: 10,
+            share_201: 0.3,
+            processes: 2,
+            source_ips: 4,
+            profile: profile.into(),
+            addr: None,
+            server_pid: None,
+        }
+    }
+
+    /// Command-line options over `JUCR_FLEET_*` variables over the defaults.
+    fn parse(mut self, args: &[String]) -> Options {
+        let mut set = |name: &str, value: &str| {
+            fn num<T: std::str::FromStr>(name: &str, value: &str) -> T {
+                value
+                    .parse()
+                    .unwrap_or_else(|_| panic!("--{name}: {value:?} is not valid"))
+            }
+            match name {
+                "chargers" => self.chargers = num(name, value),
+                "boot-rate" => self.boot_rate = num(name, value),
+                "duration" => self.duration = num(name, value),
+                "meter-interval" => self.meter_interval = num(name, value),
+                "heartbeat-interval" => self.heartbeat_interval = num(name, value),
+                "meter-values" => self.meter_values = num(name, value),
+                "samples" => self.samples = num(name, value),
+                "share-201" => self.share_201 = num(name, value),
+                "processes" => self.processes = num(name, value),
+                "source-ips" => self.source_ips = num(name, value),
+                "profile" => self.profile = value.into(),
+                "addr" => self.addr = Some(value.into()),
+                "server-pid" => self.server_pid = Some(num(name, value)),
+                other => panic!("unknown option --{other}"),
+            }
+        };
+        for (key, value) in std::env::vars() {
+            if let Some(name) = key.strip_prefix("JUCR_FLEET_")
+                && name != "WORKER"
+                && name != "OPTIONS"
+                && name != "DATABASE_URL"
+            {
+                set(&name.to_ascii_lowercase().replace('_', "-"), &value);
+            }
+        }
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            if let Some(name) = arg.strip_prefix("--") {
+                let value = it
+                    .next()
+                    .unwrap_or_else(|| panic!("--{name} needs a value"));
+                set(name, value);
+            }
+        }
+        assert!(self.chargers > 0 && self.processes > 0 && self.source_ips > 0);
+        assert!(
+            self.source_ips < 250,
+            "--source-ips: 127.0.0.1 to 127.0.0.249"
+        );
+        assert!((0.0..=1.0).contains(&self.share_201), "--share-201: 0 to 1");
+        assert!(self.boot_rate > 0.0 && self.meter_interval > 0.0 && self.heartbeat_interval > 0.0);
+        self
+    }
+}
+
+/// Latencies in buckets 2% wide, from 1 µs up (about 1,000 buckets to a minute).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Histogram {
+    buckets: Vec<u64>,
+}
+
+impl Histogram {
+    fn bucket(d: Duration) -> usize {
+        let us = d.as_micros().max(1) as f64;
+        (us.ln() / 1.02_f64.ln()) as usize
+    }
+
+    fn record(&mut self, d: Duration) {
+        let b = Self::bucket(d);
+        if self.buckets.len() <= b {
+            self.buckets.resize(b + 1, 0);
+        }
+        self.buckets[b] += 1;
+    }
+
+    fn merge(&mut self, other: &Histogram) {
+        if self.buckets.len() < other.buckets.len() {
+            self.buckets.resize(other.buckets.len(), 0);
+        }
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    /// The upper edge of the bucket holding quantile `q`.
+    fn quantile(&self, q: f64) -> Duration {
+        let total = self.count();
+        if total == 0 {
+            return Duration::ZERO;
+        }
+        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Duration::from_micros(1.02_f64.powi(i as i32 + 1) as u64);
+            }
+        }
+        Duration::MAX
+    }
+}
+
+/// What a worker (or the whole fleet) did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Stats {
+    connected: u64,
+    connect_failures: u64,
+    calls: u64,
+    errors: u64,
+    transactions: u64,
+    samples_sent: u64,
+    /// From the first connection to the last.
+    boot_secs: f64,
+    /// Of the mix, from the last connection to the end.
+    mix_secs: f64,
+    latency: Histogram,
+    first_errors: Vec<String>,
+}
+
+impl Stats {
+    fn merge(&mut self, o: &Stats) {
+        self.connected += o.connected;
+        self.connect_failures += o.connect_failures;
+        self.calls += o.calls;
+        self.errors += o.errors;
+        self.transactions += o.transactions;
+        self.samples_sent += o.samples_sent;
+        self.boot_secs = self.boot_secs.max(o.boot_secs);
+        self.mix_secs = self.mix_secs.max(o.mix_secs);
+        self.latency.merge(&o.latency);
+        self.first_errors.extend(
+            o.first_errors
+                .iter()
+                .take(5usize.saturating_sub(self.first_errors.len()))
+                .cloned(),
+        );
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// One simulated charger's connection, making one call at a time as chargers do.
+struct Charger {
+    ws: Socket,
+    seq: u64,
+    latency: Histogram,
+    calls: u64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Charger {
+    /// A call and its answer; server calls arriving meanwhile are answered.
+    async fn call(&mut self, action: &str, payload: Value) -> Option<Value> {
+        self.seq += 1;
+        let id = self.seq.to_string();
+        let sent = Instant::now();
+        self.calls += 1;
+        if let Err(e) = self
+            .ws
+            .send(Message::text(json!([2, id, action, payload]).to_string()))
+            .await
+        {
+            return self.fail(format!("{action}: send failed: {e}"));
+        }
+        let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return self.fail(format!("{action}: no answer within {CALL_TIMEOUT:?}")),
+                Ok(None) => return self.fail(format!("{action}: connection closed")),
+                Ok(Some(Err(e))) => return self.fail(format!("{action}: {e}")),
+                Ok(Some(Ok(Message::Text(text)))) => text,
+                Ok(Some(Ok(_))) => continue,
+            };
+            let Ok(frame) = serde_json::from_str::<Value>(frame.as_str()) else {
+                return self.fail(format!("{action}: not JSON: {frame}"));
+            };
+            match frame[0].as_i64() {
+                Some(3) if frame[1] == id.as_str() => {
+                    self.latency.record(sent.elapsed());
+                    return Some(frame[2].clone());
+                }
+                Some(4) if frame[1] == id.as_str() => {
+                    return self.fail(format!("{action}: CALLERROR {frame}"));
+                }
+                // The server's own call (CostUpdated to 2.0.1 stations, …): answered.
+                Some(2) => {
+                    let answer = json!([3, frame[1], {}]).to_string();
+                    if self.ws.send(Message::text(answer)).await.is_err() {
+                        return self.fail(format!("{action}: connection lost"));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn fail(&mut self, what: String) -> Option<Value> {
+        self.errors += 1;
+        self.first_error.get_or_insert(what);
+        None
+    }
+}
+
+fn status_16(status: &str) -> Value {
+    json!({"connectorId": 1, "errorCode": "NoError", "status": status, "timestamp": now()})
+}
+
+fn status_201(status: &str) -> Value {
+    json!({"timestamp": now(), "connectorStatus": status, "evseId": 1, "connectorId": 1})
+}
+
+/// `n` sampled values (1.6), the energy register first.
+fn samples_16(energy_wh: u64, n: usize) -> Value {
+    let all = [
+        json!({"value": energy_wh.to_string(), "measurand": "Energy.Active.Import.Register", "unit": "Wh"}),
+        json!({"value": "11000", "measurand": "Power.Active.Import", "unit": "W"}),
+        json!({"value": "230.1", "measurand": "Voltage", "phase": "L1-N", "unit": "V"}),
+        json!({"value": "229.8", "measurand": "Voltage", "phase": "L2-N", "unit": "V"}),
+        json!({"value": "231.0", "measurand": "Voltage", "phase": "L3-N", "unit": "V"}),
+        json!({"value": "16.0", "measurand": "Current.Import", "phase": "L1", "unit": "A"}),
+        json!({"value": "15.9", "measurand": "Current.Import", "phase": "L2", "unit": "A"}),
+        json!({"value": "16.1", "measurand": "Current.Import", "phase": "L3", "unit": "A"}),
+        json!({"value": "55", "measurand": "SoC", "unit": "Percent"}),
+        json!({"value": "31.5", "measurand": "Temperature", "unit": "Celsius"}),
+    ];
+    Value::Array(all.into_iter().take(n.clamp(1, 10)).collect())
+}
+
+fn samples_201(energy_wh: u64, n: usize) -> Value {
+    let all = [
+        json!({"value": energy_wh as f64, "measurand": "Energy.Active.Import.Register", "unitOfMeasure": {"unit": "Wh"}}),
+        json!({"value": 11000.0, "measurand": "Power.Active.Import", "unitOfMeasure": {"unit": "W"}}),
+        json!({"value": 230.1, "measurand": "Voltage", "phase": "L1-N", "unitOfMeasure": {"unit": "V"}}),
+        json!({"value": 229.8, "measurand": "Voltage", "phase": "L2-N", "unitOfMeasure": {"unit": "V"}}),
+        json!({"value": 231.0, "measurand": "Voltage", "phase": "L3-N", "unitOfMeasure": {"unit": "V"}}),
+        json!({"value": 16.0, "measurand": "Current.Import", "phase": "L1", "unitOfMeasure": {"unit": "A"}}),
+        json!({"value": 15.9, "measurand": "Current.Import", "phase": "L2", "unitOfMeasure": {"unit": "A"}}),
+        json!({"value": 16.1, "measurand": "Current.Import", "phase": "L3", "unitOfMeasure": {"unit": "A"}}),
+        json!({"value": 55.0, "measurand": "SoC", "unitOfMeasure": {"unit": "Percent"}}),
+        json!({"value": 50.0, "measurand": "Frequency"}),
+    ];
+    Value::Array(all.into_iter().take(n.clamp(1, 10)).collect())
+}
+
+/// Waits until `at`, sending heartbeats on the way when they fall due.
+async fn idle_until(
+    c: &mut Charger,
+    at: tokio::time::Instant,
+    next_beat: &mut tokio::time::Instant,
+    every: Duration,
+) {
+    while *next_beat < at {
+        tokio::time::sleep_until(*next_beat).await;
+        c.call("Heartbeat", json!({})).await;
+        *next_beat += every;
+    }
+    tokio::time::sleep_until(at).await;
+}
+
+/// One charger's life: connect, boot, then transactions and idle spells until `end`.
+async fn run_charger(
+    index: usize,
+    o: Arc<Options>,
+    addr: String,
+    start: tokio::time::Instant,
+    end: tokio::time::Instant,
+    connected: Arc<AtomicU64>,
+    out: Arc<Mutex<Stats>>,
+) {
+    tokio::time::sleep_until(start).await;
+    let v201 = ((index * 7919) % 1000) as f64 / 1000.0 < o.share_201;
+    let id = format!("FLEET-{index:06}");
+    let source = format!("127.0.0.{}:0", 1 + index % o.source_ips);
+    let connect = async {
+        let socket = TcpSocket::new_v4()?;
+        socket.bind(source.parse().expect("source address"))?;
+        let stream = socket
+            .connect(addr.parse().expect("server address is an IP:port"))
+            .await?;
+        stream.set_nodelay(true)?;
+        let mut request = format!("ws://{addr}/ocpp/{id}")
+            .into_client_request()
+            .expect("url");
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(if v201 { "ocpp2.0.1" } else { "ocpp1.6" }),
+        );
+        tokio_tungstenite::client_async(request, stream)
+            .await
+            .map(|(ws, _)| ws)
+            .map_err(std::io::Error::other)
+    };
+    let ws = match tokio::time::timeout(CALL_TIMEOUT, connect).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => return failed_connect(&out, format!("{id} from {source}: {e}")).await,
+        Err(_) => return failed_connect(&out, format!("{id}: connect timed out")).await,
+    };
+    let mut c = Charger {
+        ws,
+        seq: 0,
+        latency: Histogram::default(),
+        calls: 0,
+        errors: 0,
+        first_error: None,
+    };
+    let (mut transactions, mut samples) = (0u64, 0u64);
+    if v201 {
+        c.call("BootNotification", json!({"reason": "PowerUp", "chargingStation": {"model": "Fleet", "vendorName": "jucr-bench"}})).await;
+        c.call("StatusNotification", status_201("Available")).await;
+    } else {
+        c.call(
+            "BootNotification",
+            json!({"chargePointVendor": "jucr-bench", "chargePointModel": "Fleet"}),
+        )
+        .await;
+        c.call("StatusNotification", status_16("Available")).await;
+    }
+    connected.fetch_add(1, Ordering::Relaxed);
+
+    let beat = Duration::from_secs_f64(o.heartbeat_interval);
+    let meter = Duration::from_secs_f64(o.meter_interval);
+    // Spread the fleet's timers: each charger starts its cycle at its own offset.
+    let offset = Duration::from_secs_f64(o.meter_interval * ((index % 97) as f64 / 97.0));
+    let mut next_beat = tokio::time::Instant::now() + beat.mul_f64((index % 89) as f64 / 89.0);
+    let mut energy = 0u64;
+    let mut cycle = 0u64;
+    let mut at = tokio::time::Instant::now() + offset;
+    // A transaction must fit before the end, or it is not begun.
+    let tx_length = meter * (o.meter_values as u32 + 1);
+    while at + tx_length < end && c.errors == 0 {
+        idle_until(&mut c, at, &mut next_beat, beat).await;
+        cycle += 1;
+        let tag = format!("TAG{index}");
+        if v201 {
+            let tx = format!("{id}-{cycle}");
+            c.call("StatusNotification", status_201("Occupied")).await;
+            c.call("TransactionEvent", json!({"eventType": "Started", "timestamp": now(), "triggerReason": "Authorized", "seqNo": 0,
+                "transactionInfo": {"transactionId": tx, "chargingState": "Charging"},
+                "idToken": {"idToken": tag, "type": "ISO14443"}, "evse": {"id": 1, "connectorId": 1}})).await;
+            transactions += 1;
+            for n in 1..=o.meter_values {
+                at += meter;
+                idle_until(&mut c, at, &mut next_beat, beat).await;
+                energy += 150;
+                let reading = samples_201(energy, o.samples);
+                let sent = reading.as_array().map_or(0, |a| a.len() as u64);
+                // Counted when accepted: what the server refused it need not keep.
+                if c.call("TransactionEvent", json!({"eventType": "Updated", "timestamp": now(), "triggerReason": "MeterValuePeriodic", "seqNo": n,
+                    "transactionInfo": {"transactionId": tx},
+                    "meterValue": [{"timestamp": now(), "sampledValue": reading}]})).await.is_some() {
+                    samples += sent;
+                }
+            }
+            c.call("TransactionEvent", json!({"eventType": "Ended", "timestamp": now(), "triggerReason": "StopAuthorized", "seqNo": o.meter_values + 1,
+                "transactionInfo": {"transactionId": tx, "stoppedReason": "Local"}})).await;
+            c.call("StatusNotification", status_201("Available")).await;
+        } else {
+            c.call("StatusNotification", status_16("Preparing")).await;
+            let started = c
+                .call("StartTransaction", json!({"connectorId": 1, "idTag": tag, "meterStart": energy, "timestamp": now()}))
+                .await;
+            let Some(tx) = started.map(|s| s["transactionId"].clone()) else {
+                break;
+            };
+            transactions += 1;
+            c.call("StatusNotification", status_16("Charging")).await;
+            for _ in 0..o.meter_values {
+                at += meter;
+                idle_until(&mut c, at, &mut next_beat, beat).await;
+                energy += 150;
+                let reading = samples_16(energy, o.samples);
+                let sent = reading.as_array().map_or(0, |a| a.len() as u64);
+                // Counted when accepted: what the server refused it need not keep.
+                let payload = json!({"connectorId": 1, "transactionId": tx,
+                    "meterValue": [{"timestamp": now(), "sampledValue": reading}]});
+                if c.call("MeterValues", payload).await.is_some() {
+                    samples += sent;
+                }
+            }
+            c.call("StopTransaction", json!({"transactionId": tx, "meterStop": energy, "timestamp": now(), "reason": "Local"})).await;
+            c.call("StatusNotification", status_16("Available")).await;
+        }
+        // Idle for a while (heartbeating) before the next car.
+        at += meter * 2;
+    }
+    idle_until(&mut c, end, &mut next_beat, beat).await;
+    let _ = c.ws.close(None).await;
+    let mut s = out.lock().await;
+    s.calls += c.calls;
+    s.errors += c.errors;
+    s.transactions += transactions;
+    s.samples_sent += samples;
+    s.latency.merge(&c.latency);
+    if let Some(e) = c.first_error
+        && s.first_errors.len() < 5
+    {
+        s.first_errors.push(e);
+    }
+}
+
+async fn failed_connect(out: &Mutex<Stats>, what: String) {
+    let mut s = out.lock().await;
+    s.connect_failures += 1;
+    s.errors += 1;
+    if s.first_errors.len() < 5 {
+        s.first_errors.push(what);
+    }
+}
+
+/// A generator process: its share of the fleet (every `processes`-th charger).
+async fn worker(index: usize, o: Options, addr: String) {
+    let o = Arc::new(o);
+    let mine: Vec<usize> = (0..o.chargers)
+        .filter(|i| i % o.processes == index)
+        .collect();
+    let out = Arc::new(Mutex::new(Stats::default()));
+    let connected = Arc::new(AtomicU64::new(0));
+    let t0 = tokio::time::Instant::now() + Duration::from_millis(200);
+    let boot_span = Duration::from_secs_f64(o.chargers as f64 / o.boot_rate);
+    // The mix ends `duration` after the whole fleet (every process) is connected.
+    let end = t0 + boot_span + Duration::from_secs_f64(o.duration);
+    let tasks: Vec<_> = mine
+        .iter()
+        .map(|&i| {
+            let start = t0 + Duration::from_secs_f64(i as f64 / o.boot_rate);
+            tokio::spawn(run_charger(
+                i,
+                o.clone(),
+                addr.clone(),
+                start,
+                end,
+                connected.clone(),
+                out.clone(),
+            ))
+        })
+        .collect();
+    // Say when this process's chargers are all up (or failed), for the memory figure.
+    let total = mine.len() as u64;
+    let watcher = {
+        let (connected, out) = (connected.clone(), out.clone());
+        tokio::spawn(async move {
+            loop {
+                let failed = out.lock().await.connect_failures;
+                let up = connected.load(Ordering::Relaxed);
+                if up + failed >= total {
+                    println!("{}", json!({"connected": up, "failed": failed}));
+                    return tokio::time::Instant::now();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    for t in tasks {
+        if let Err(e) = t.await {
+            let mut s = out.lock().await;
+            s.errors += 1;
+            s.first_errors.push(format!("a charger task failed: {e}"));
+        }
+    }
+    let all_up = watcher.await.unwrap_or(t0);
+    let mut s = out.lock().await.clone();
+    s.connected = connected.load(Ordering::Relaxed);
+    s.boot_secs = (all_up - t0).as_secs_f64();
+    s.mix_secs = (end - all_up).as_secs_f64();
+    println!("{}", json!({"stats": s}));
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The server under load, when the generator starts it.
+struct Server {
+    child: tokio::process::Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+    database: Option<String>,
+    sqlite: std::path::PathBuf,
+}
+
+async fn start_server(profile: &str) -> Server {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_jucr"));
+    command
+        .env("JUCR_PROFILE", profile)
+        .env(
+            "JUCR_CONFIG_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
+        )
+        .env("JUCR__HTTP__HOST", "127.0.0.1")
+        .env("JUCR__HTTP__PORT", "0")
+        .env("JUCR__DATA_DIR", dir.path())
+        .env("JUCR__OCPP__UNKNOWN_CHARGERS", "accept")
+        .env("JUCR__EVENTS__BUS", "in-process")
+        .env("JUCR__STATIONS__STORE", "database")
+        .env("JUCR__LOG__FORMAT", "pretty")
+        .env("JUCR_ADMIN_EMAIL", "fleet@bench.local")
+        .env("JUCR_ADMIN_PASSWORD", "fleet-bench-password")
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    let mut database = None;
+    if profile == "cloud" {
+        use sqlx::Connection;
+        let admin = std::env::var("JUCR_FLEET_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let name = format!("jucr_fleet_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("the cloud profile needs PostgreSQL at {admin}: {e}"));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("creating the run's database");
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        let url = format!("{base}/{name}");
+        command
+            .env("JUCR__DATABASE__URL", &url)
+            .env(
+                "JUCR__REDIS__URL",
+                std::env::var("JUCR_FLEET_REDIS_URL")
+                    .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+            )
+            .env("JUCR__REDIS__KEY_PREFIX", format!("{name}:"));
+        database = Some(url);
+    }
+    let mut child = command.spawn().expect("starting jucr");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let line = lines
+                .next_line()
+                .await
+                .expect("stdout")
+                .expect("jucr exited before listening");
+            if let Some(a) = line.strip_prefix("jucr listening on ") {
+                return a.to_owned();
+            }
+        }
+    })
+    .await
+    .expect("jucr listens within 60 s");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Server {
+        child,
+        addr,
+        sqlite: dir.path().join("jucr.sqlite"),
+        _dir: dir,
+        database,
+    }
+}
+
+/// What the server persisted: meter values and sessions.
+async fn persisted(server: &Server) -> (u64, u64) {
+    use sqlx::{Connection, Row};
+    const COUNTS: &str = "SELECT (SELECT COUNT(*) FROM meter_sample) AS samples, (SELECT COUNT(*) FROM session) AS sessions";
+    let row = match &server.database {
+        Some(url) => {
+            let mut c = sqlx::PgConnection::connect(url).await.expect("PostgreSQL");
+            let row = sqlx::query(COUNTS).fetch_one(&mut c).await.expect("counts");
+            let (a, b): (i64, i64) = (row.get("samples"), row.get("sessions"));
+            (a, b)
+        }
+        None => {
+            let url = format!("sqlite://{}", server.sqlite.display());
+            let mut c = sqlx::SqliteConnection::connect(&url).await.expect("SQLite");
+            let row = sqlx::query(COUNTS).fetch_one(&mut c).await.expect("counts");
+            let (a, b): (i64, i64) = (row.get("samples"), row.get("sessions"));
+            (a, b)
+        }
+    };
+    (row.0 as u64, row.1 as u64)
+}
+
+/// Runs the fleet (in worker processes) against a server; prints the report. Returns
+/// whether the run was clean (no errors, everything persisted).
+async fn run(o: Options) -> bool {
+    let mut server = match &o.addr {
+        Some(_) => None,
+        None => Some(start_server(&o.profile).await),
+    };
+    let addr = o
+        .addr
+        .clone()
+        .unwrap_or_else(|| server.as_ref().expect("started").addr.clone());
+    let pid = o
+        .server_pid
+        .or_else(|| server.as_ref().and_then(|s| s.child.id()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_rss = pid.and_then(rss_kib);
+    println!(
+        "fleet: {} chargers ({}% 2.0.1), {} processes, {} source addresses, boot {}/s, mix {} s (MeterValues every {} s x {} x {} samples, heartbeat every {} s) against {addr} ({})",
+        o.chargers,
+        (o.share_201 * 100.0).round(),
+        o.processes,
+        o.source_ips,
+        o.boot_rate,
+        o.duration,
+        o.meter_interval,
+        o.meter_values,
+        o.samples,
+        o.heartbeat_interval,
+        if o.addr.is_some() {
+            "external"
+        } else {
+            o.profile.as_str()
+        },
+    );
+    let exe = std::env::current_exe().expect("own executable");
+    let mut workers = Vec::new();
+    for i in 0..o.processes {
+        let mut child = tokio::process::Command::new(&exe)
+            .env("JUCR_FLEET_WORKER", i.to_string())
+            .env(
+                "JUCR_FLEET_OPTIONS",
+                serde_json::to_string(&o).expect("options"),
+            )
+            .env("JUCR_FLEET_ADDR_RESOLVED", &addr)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting a generator process");
+        let lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        workers.push((child, lines));
+    }
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_secs_f64(o.chargers as f64 / o.boot_rate + o.duration + 120.0);
+    let mut total = Stats::default();
+    let mut up_rss = None;
+    let mut reported = 0;
+    let mut all = Vec::new();
+    for (child, lines) in &mut workers {
+        all.push((child, lines));
+    }
+    // Each worker says "connected" then its stats; read them in turn.
+    let mut connected_seen = vec![false; o.processes];
+    let mut stats_seen = vec![false; o.processes];
+    while stats_seen.iter().any(|s| !s) {
+        for (i, (_, lines)) in all.iter_mut().enumerate() {
+            if stats_seen[i] {
+                continue;
+            }
+            let line = tokio::time::timeout_at(deadline, lines.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("generator process {i} did not finish in time"))
+                .expect("reading a generator process")
+                .unwrap_or_else(|| panic!("generator process {i} exited without its figures"));
+            let v: Value = serde_json::from_str(&line).expect("a generator line");
+            if v.get("connected").is_some() {
+                connected_seen[i] = true;
+                reported += 1;
+                if reported == o.processes {
+                    up_rss = pid.and_then(rss_kib);
+                }
+            } else if let Some(s) = v.get("stats") {
+                let s: Stats = serde_json::from_value(s.clone()).expect("stats");
+                total.merge(&s);
+                stats_seen[i] = true;
+            }
+        }
+    }
+    for (child, _) in all {
+        let _ = child.wait().await;
+    }
+    let mut clean = total.errors == 0 && total.connected == o.chargers as u64;
+    println!(
+        "fleet: {} connected ({} failed) in {:.1} s = {:.0} connections/s",
+        total.connected,
+        total.connect_failures,
+        total.boot_secs,
+        total.connected as f64 / total.boot_secs.max(1e-3),
+    );
+    let mix_calls = total.calls;
+    let span = total.boot_secs + total.mix_secs;
+    println!(
+        "fleet: {} calls in {:.1} s = {:.0} calls/s; CALL->CALLRESULT p50 {:.2?} p99 {:.2?} p99.9 {:.2?}; {} errors",
+        mix_calls,
+        span,
+        mix_calls as f64 / span.max(1e-3),
+        total.latency.quantile(0.50),
+        total.latency.quantile(0.99),
+        total.latency.quantile(0.999),
+        total.errors,
+    );
+    for e in &total.first_errors {
+        println!("fleet: error: {e}");
+    }
+    if let (Some(idle), Some(up)) = (idle_rss, up_rss) {
+        println!(
+            "fleet: server RSS {} KiB idle, {} KiB with {} connected = {:.1} KiB per charger",
+            idle,
+            up,
+            total.connected,
+            (up.saturating_sub(idle)) as f64 / total.connected.max(1) as f64
+        );
+    }
+    if let Some(mut s) = server.take() {
+        // SIGTERM: the server flushes what it holds, then exits.
+        if let Some(pid) = s.child.id() {
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        }
+        let status = tokio::time::timeout(Duration::from_secs(60), s.child.wait())
+            .await
+            .expect("jucr stops within 60 s of SIGTERM")
+            .expect("jucr's exit");
+        let (samples, sessions) = persisted(&s).await;
+        let ok = samples == total.samples_sent && sessions == total.transactions;
+        println!(
+            "fleet: persisted {samples} of {} meter values and {sessions} of {} sessions: {}; server exit {status}",
+            total.samples_sent,
+            total.transactions,
+            if ok { "all" } else { "MISMATCH" },
+        );
+        clean &= ok && status.success();
+    }
+    println!("fleet: {}", if clean { "clean run" } else { "FAILED" });
+    clean
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if let Ok(index) = std::env::var("JUCR_FLEET_WORKER") {
+        let o: Options =
+            serde_json::from_str(&std::env::var("JUCR_FLEET_OPTIONS").expect("options"))
+                .expect("options are JSON");
+        let addr = std::env::var("JUCR_FLEET_ADDR_RESOLVED").expect("address");
+        return worker(index.parse().expect("worker index"), o, addr).await;
+    }
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let full = std::env::args().any(|a| a == "--bench");
+    let runs: Vec<Options> = if full {
+        vec![Options::full().parse(&args)]
+    } else {
+        // `cargo test --benches`: the smoke run, on both profiles.
+        ["embedded", "cloud"]
+            .iter()
+            .map(|p| Options::smoke(p))
+            .collect()
+    };
+    let mut clean = true;
+    for o in runs {
+        clean &= run(o).await;
+    }
+    if !clean {
+        std::process::exit(1);
+    }
+}
