@@ -1,54 +1,160 @@
 //! The per-message hot path, without I/O: reading a frame, checking it against its
-//! schema, and translating it to the internal model. `cargo bench --bench ocpp`.
+//! schema, and translating it to the internal model (what the charger actor dispatches
+//! on), for the messages chargers send most; encoding and checking answers; and the
+//! live hub fanning a session update out to 1,000 subscribers. `cargo bench --bench ocpp`.
 
 use std::hint::black_box;
+use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use jucr::actors::notifier::LiveHub;
+use jucr::domain::live::LiveUpdate;
+use jucr::domain::{
+    Availability, ChargerId, ChargerRequest, ChargerResponse, ConnectorId, ConnectorState,
+    ConnectorStatus, RegistrationStatus, TransactionId,
+};
 use jucr::ocpp::frame;
 use jucr::ocpp::schema::{PayloadKind, schemas};
-use jucr::ocpp::{OcppVersion, v16};
+use jucr::ocpp::{OcppVersion, v16, v201};
 
-const METER_VALUES: &str = r#"[2,"m-1","MeterValues",{"connectorId":1,"transactionId":42,"meterValue":[{"timestamp":"2026-11-24T10:00:00.000Z","sampledValue":[{"value":"12345","measurand":"Energy.Active.Import.Register","unit":"Wh"},{"value":"11000","measurand":"Power.Active.Import","unit":"W"},{"value":"230.1","measurand":"Voltage","phase":"L1-N","unit":"V"},{"value":"16.0","measurand":"Current.Import","phase":"L1","unit":"A"},{"value":"55","measurand":"SoC","unit":"Percent"}]}]}]"#;
+const BOOT: &str = r#"[2,"b-1","BootNotification",{"chargePointVendor":"jucr-bench","chargePointModel":"Fleet","chargePointSerialNumber":"SN-0001","firmwareVersion":"1.2.3"}]"#;
 const HEARTBEAT: &str = r#"[2,"h-1","Heartbeat",{}]"#;
+const STATUS: &str = r#"[2,"s-1","StatusNotification",{"connectorId":1,"errorCode":"NoError","status":"Charging","timestamp":"2026-11-24T10:00:00.000Z"}]"#;
+/// Ten sampled values, as a three-phase AC charger reports them.
+const METER_VALUES: &str = r#"[2,"m-1","MeterValues",{"connectorId":1,"transactionId":42,"meterValue":[{"timestamp":"2026-11-24T10:00:00.000Z","sampledValue":[{"value":"12345","measurand":"Energy.Active.Import.Register","unit":"Wh"},{"value":"11000","measurand":"Power.Active.Import","unit":"W"},{"value":"230.1","measurand":"Voltage","phase":"L1-N","unit":"V"},{"value":"229.8","measurand":"Voltage","phase":"L2-N","unit":"V"},{"value":"231.0","measurand":"Voltage","phase":"L3-N","unit":"V"},{"value":"16.0","measurand":"Current.Import","phase":"L1","unit":"A"},{"value":"15.9","measurand":"Current.Import","phase":"L2","unit":"A"},{"value":"16.1","measurand":"Current.Import","phase":"L3","unit":"A"},{"value":"55","measurand":"SoC","unit":"Percent"},{"value":"31.5","measurand":"Temperature","unit":"Celsius"}]}]}]"#;
+const TRANSACTION_EVENT: &str = r#"[2,"t-1","TransactionEvent",{"eventType":"Updated","timestamp":"2026-11-24T10:00:00.000Z","triggerReason":"MeterValuePeriodic","seqNo":3,"transactionInfo":{"transactionId":"TX-42","chargingState":"Charging"},"evse":{"id":1,"connectorId":1},"meterValue":[{"timestamp":"2026-11-24T10:00:00.000Z","sampledValue":[{"value":12345.0,"measurand":"Energy.Active.Import.Register","unitOfMeasure":{"unit":"Wh"}},{"value":11000.0,"measurand":"Power.Active.Import","unitOfMeasure":{"unit":"W"}},{"value":55.0,"measurand":"SoC","unitOfMeasure":{"unit":"Percent"}}]}]}]"#;
 
-fn inbound(text: &str) -> jucr::domain::ChargerRequest {
+/// Parse, validate and decode: what a charger actor does before it acts on a message.
+fn inbound(version: OcppVersion, text: &str) -> ChargerRequest {
     let frame::Frame::Call(call) = frame::parse(text).expect("valid frame") else {
         unreachable!()
     };
-    schemas(OcppVersion::V16)
+    schemas(version)
         .check(&call.action, PayloadKind::Request, &call.payload)
         .expect("valid payload");
-    v16::decode_request(&call.action, call.payload).expect("decodes")
+    match version {
+        OcppVersion::V16 => v16::decode_request(&call.action, call.payload),
+        OcppVersion::V201 => v201::decode_request(&call.action, call.payload),
+    }
+    .expect("decodes")
 }
 
 fn hot_path(c: &mut Criterion) {
-    schemas(OcppVersion::V16); // compile once, outside the measurement
+    // Compile the schemas once, outside the measurement.
+    schemas(OcppVersion::V16);
+    schemas(OcppVersion::V201);
     let mut group = c.benchmark_group("inbound");
     group.throughput(Throughput::Elements(1));
     group.bench_function("parse_frame/MeterValues", |b| {
         b.iter(|| frame::parse(black_box(METER_VALUES)))
     });
-    group.bench_function("parse_validate_decode/MeterValues", |b| {
-        b.iter(|| inbound(black_box(METER_VALUES)))
-    });
-    group.bench_function("parse_validate_decode/Heartbeat", |b| {
-        b.iter(|| inbound(black_box(HEARTBEAT)))
-    });
+    for (name, version, text) in [
+        ("1.6/BootNotification", OcppVersion::V16, BOOT),
+        ("1.6/Heartbeat", OcppVersion::V16, HEARTBEAT),
+        ("1.6/StatusNotification", OcppVersion::V16, STATUS),
+        ("1.6/MeterValues_10_samples", OcppVersion::V16, METER_VALUES),
+        (
+            "2.0.1/TransactionEvent",
+            OcppVersion::V201,
+            TRANSACTION_EVENT,
+        ),
+    ] {
+        group.bench_function(format!("parse_validate_decode/{name}"), |b| {
+            b.iter(|| inbound(version, black_box(text)))
+        });
+    }
     group.finish();
 
-    let response = jucr::domain::ChargerResponse::Heartbeat {
-        current_time: chrono::Utc::now(),
-    };
-    c.bench_function("outbound/encode_validate/HeartbeatResponse", |b| {
-        b.iter(|| {
-            let payload = v16::encode_response("Heartbeat", black_box(&response)).unwrap();
-            schemas(OcppVersion::V16)
-                .check("Heartbeat", PayloadKind::Response, &payload)
-                .unwrap();
-            payload
-        })
-    });
+    let now = chrono::Utc::now();
+    let mut group = c.benchmark_group("outbound");
+    group.throughput(Throughput::Elements(1));
+    for (name, version, action, response) in [
+        (
+            "1.6/BootNotification",
+            OcppVersion::V16,
+            "BootNotification",
+            ChargerResponse::BootNotification {
+                status: RegistrationStatus::Accepted,
+                current_time: now,
+                interval_secs: 300,
+            },
+        ),
+        (
+            "1.6/Heartbeat",
+            OcppVersion::V16,
+            "Heartbeat",
+            ChargerResponse::Heartbeat { current_time: now },
+        ),
+        (
+            "1.6/MeterValues",
+            OcppVersion::V16,
+            "MeterValues",
+            ChargerResponse::Ack,
+        ),
+        (
+            "2.0.1/TransactionEvent",
+            OcppVersion::V201,
+            "TransactionEvent",
+            ChargerResponse::Transaction {
+                transaction_id: TransactionId("TX-42".to_owned()),
+                id_token_info: None,
+                total_cost: None,
+            },
+        ),
+    ] {
+        group.bench_function(format!("encode_validate_frame/{name}"), |b| {
+            b.iter(|| {
+                let payload = match version {
+                    OcppVersion::V16 => v16::encode_response(action, black_box(&response)),
+                    OcppVersion::V201 => v201::encode_response(action, black_box(&response)),
+                }
+                .expect("encodes");
+                schemas(version)
+                    .check(action, PayloadKind::Response, &payload)
+                    .expect("valid answer");
+                frame::Frame::CallResult(frame::CallResult {
+                    message_id: "m-1".into(),
+                    payload,
+                })
+                .to_text()
+            })
+        });
+    }
+    group.finish();
 }
 
-criterion_group!(benches, hot_path);
+/// One live update reaching 1,000 subscribers (the app's sessionUpdated and the
+/// operators' streams all listen on the hub).
+fn fan_out(c: &mut Criterion) {
+    let hub = LiveHub::local(Arc::new(jucr::metrics::Metrics::new()));
+    let mut subscribers: Vec<_> = (0..1000).map(|_| hub.subscribe()).collect();
+    let update = LiveUpdate::ChargerStatus {
+        charger_id: ChargerId::parse("CP-1".to_owned()).expect("id"),
+        connector: ConnectorState {
+            connector_id: ConnectorId(1),
+            status: ConnectorStatus::Charging,
+            error_code: None,
+            info: None,
+            availability: Availability::Operative,
+            updated_at: chrono::Utc::now(),
+        },
+    };
+    let mut group = c.benchmark_group("live");
+    group.throughput(Throughput::Elements(1000));
+    group.bench_function("publish_to_1000_subscribers", |b| {
+        b.iter(|| {
+            hub.publish(black_box(update.clone()));
+            let mut received = 0;
+            for s in subscribers.iter_mut() {
+                if s.try_recv().is_ok() {
+                    received += 1;
+                }
+            }
+            assert_eq!(received, 1000);
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, hot_path, fan_out);
 criterion_main!(benches);

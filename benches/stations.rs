@@ -59,11 +59,13 @@ pub fn generate(n: usize) -> Vec<Station> {
         .collect()
 }
 
+/// 50,000 under `cargo bench`; a quick 2,000 when run as a test (`cargo test --benches`).
 fn size() -> usize {
+    let measuring = std::env::args().any(|a| a == "--bench");
     std::env::var("JUCR_BENCH_STATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(50_000)
+        .unwrap_or(if measuring { 50_000 } else { 2_000 })
 }
 
 async fn load(store: &dyn StationStore, stations: &[Station]) {

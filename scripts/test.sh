@@ -158,6 +158,17 @@ set +e
 cargo test --locked --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+[ "$status" = 0 ] || { say "cargo test exited with $status"; }
+
+# The benches, in the tests' build profile: each criterion bench once, and the fleet
+# load generator's smoke run (a few hundred chargers on both profiles, zero errors and
+# every meter value persisted, or it fails).
+say "cargo test --benches (smoke)"
+set +e
+cargo test --locked --benches 2>&1 | tee -a "$log"
+bench_status=${PIPESTATUS[0]}
+set -e
+[ "$bench_status" = 0 ] || fail "the benches' smoke run failed ($bench_status)"
 
 # The persistence contract runs once per backend; say that both ran.
 sqlite=$(grep -cE '^test contract::sqlite::[a-z_]+ \.\.\. ok$' "$log" || true)

@@ -45,6 +45,9 @@ pub struct Metrics {
     pub station_cache: IntCounterVec,
     /// OpenChargeMap sync runs by how they ended.
     pub ocm_sync_runs: IntCounterVec,
+    /// File descriptors this process has open, and may have (each charger holds one).
+    pub open_fds: IntGauge,
+    pub max_fds: IntGauge,
 }
 
 impl Metrics {
@@ -161,6 +164,10 @@ impl Metrics {
             &["status"],
         )
         .expect("static metric definition; qed");
+        let open_fds = IntGauge::new("process_open_fds", "File descriptors open")
+            .expect("static metric definition; qed");
+        let max_fds = IntGauge::new("process_max_fds", "File descriptors this process may open")
+            .expect("static metric definition; qed");
         for metric in [
             Box::new(connected_chargers.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(active_sessions.clone()),
@@ -181,6 +188,8 @@ impl Metrics {
             Box::new(live_link_up.clone()),
             Box::new(station_cache.clone()),
             Box::new(ocm_sync_runs.clone()),
+            Box::new(open_fds.clone()),
+            Box::new(max_fds.clone()),
         ] {
             registry
                 .register(metric)
@@ -207,6 +216,8 @@ impl Metrics {
             live_link_up,
             station_cache,
             ocm_sync_runs,
+            open_fds,
+            max_fds,
         }
     }
 
@@ -231,4 +242,76 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The soft limit on open files, from /proc (Linux); `None` elsewhere or unlimited.
+fn fd_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// How the process stands with file descriptors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FdState {
+    Fine,
+    /// Nine tenths or more in use.
+    Low,
+    /// None left: new connections are refused.
+    Out,
+}
+
+/// Watches the process's file descriptors (each charger's socket is one): exports them
+/// as metrics and says plainly, once per change, when they run low or out. Running out
+/// only refuses new connections: the chargers already connected are served on.
+pub fn watch_fds(metrics: std::sync::Arc<Metrics>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Some(limit) = fd_limit() else {
+            return;
+        };
+        metrics
+            .max_fds
+            .set(i64::try_from(limit).unwrap_or(i64::MAX));
+        let mut state = FdState::Fine;
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            // Counting needs a descriptor too: when even that fails, none are left.
+            let open = match std::fs::read_dir("/proc/self/fd") {
+                Ok(entries) => entries.count() as u64,
+                Err(e) if e.raw_os_error() == Some(24) => limit,
+                Err(_) => return,
+            };
+            metrics
+                .open_fds
+                .set(i64::try_from(open).unwrap_or(i64::MAX));
+            let now = if open + 2 >= limit {
+                FdState::Out
+            } else if open * 10 >= limit * 9 {
+                FdState::Low
+            } else {
+                FdState::Fine
+            };
+            if now != state {
+                match now {
+                    FdState::Out => tracing::error!(
+                        open,
+                        limit,
+                        "out of file descriptors: new charger and API connections are refused until some close; \
+                         connected chargers are served on. Raise the limit (ulimit -n, systemd LimitNOFILE, \
+                         the container's nofile) or spread the chargers over more replicas"
+                    ),
+                    FdState::Low => tracing::warn!(
+                        open,
+                        limit,
+                        "file descriptors running low: nine tenths in use; new connections will be refused when none are left"
+                    ),
+                    FdState::Fine => {
+                        tracing::info!(open, limit, "file descriptors available again")
+                    }
+                }
+                state = now;
+            }
+        }
+    })
 }

@@ -56,6 +56,8 @@ impl Application {
         let settings = Arc::new(settings);
         let store = persistence::open(&settings, settings.database.migrate_on_start).await?;
         let metrics = Arc::new(Metrics::new());
+        // Each charger holds a descriptor: say it plainly when they run out.
+        crate::metrics::watch_fds(metrics.clone());
         let p = &settings.persistence;
         let (writer, writer_task) = BatchWriter::spawn(
             store.clone(),

@@ -202,6 +202,25 @@ impl TestApp {
         } else {
             command.stderr(log);
         }
+        // `JUCR_TEST_NOFILE`: the process may open at most this many files (a test of
+        // running out of file descriptors).
+        if let Some(limit) = self.setting("JUCR_TEST_NOFILE") {
+            let limit: libc::rlim_t = limit.parse().expect("JUCR_TEST_NOFILE is a number");
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let rl = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         let mut child = command.spawn().expect("starting jucr");
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut lines = BufReader::new(stdout).lines();

@@ -2,6 +2,7 @@
 
 mod amqp;
 mod billing;
+mod capacity;
 mod charge_point;
 mod contract;
 mod events;
