@@ -243,6 +243,10 @@ impl SchemaSet {
             PayloadKind::Request => request,
             PayloadKind::Response => response,
         };
+        // The fast check first (no error paths built); the first error only when invalid.
+        if validator.is_valid(payload) {
+            return Ok(());
+        }
         match validator.iter_errors(payload).next() {
             None => Ok(()),
             Some(error) => {

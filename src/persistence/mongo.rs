@@ -191,14 +191,13 @@ impl StationStore for MongoStationStore {
             }
             // Written only if what is stored then is not newer (another writer may have
             // been quicker): otherwise the upsert collides on _id and is counted unchanged.
+            // (`$not: {$gt}` also matches a missing date, and keeps to the _id index:
+            // an `$or` here makes some servers scan the collection per statement.)
             let mut q = doc! {"_id": s.ocm_id};
             if let Some(t) = s.date_last_status_update {
                 q.insert(
-                    "$or",
-                    vec![
-                        doc! {"date_last_status_update_ms": {"$lte": t.timestamp_millis()}},
-                        doc! {"date_last_status_update_ms": Bson::Null},
-                    ],
+                    "date_last_status_update_ms",
+                    doc! {"$not": {"$gt": t.timestamp_millis()}},
                 );
             }
             updates.push(doc! {"q": q, "u": document(s)?, "upsert": true});
@@ -316,10 +315,7 @@ impl StationStore for MongoStationStore {
     async fn deactivate_unseen(&self, area: &ScopeArea, before: DateTime<Utc>) -> StoreResult<u64> {
         let mut q = doc! {
             "active": true,
-            "$or": [
-                {"seen_at_ms": {"$lt": before.timestamp_millis()}},
-                {"seen_at_ms": Bson::Null},
-            ],
+            "seen_at_ms": {"$not": {"$gte": before.timestamp_millis()}},
         };
         match *area {
             ScopeArea::Country(id) => {

@@ -80,9 +80,13 @@ impl StationStore for SqlStore {
         offset: u32,
         limit: u32,
     ) -> StoreResult<Vec<(Station, f64)>> {
+        // First only positions (from the index's box), measured and sorted here; then
+        // the stations themselves, nearest first, a chunk at a time, until the page is
+        // full: a wide search reads thousands of positions but only a page of stations.
         let (min_lat, max_lat, min_lng, max_lng) = bounding_box(lat, lng, radius_km);
         let rows = sqlx::query(
-            "SELECT data FROM station WHERE active AND latitude BETWEEN $1 AND $2 AND longitude BETWEEN $3 AND $4",
+            "SELECT ocm_id, latitude, longitude FROM station \
+             WHERE active AND latitude BETWEEN $1 AND $2 AND longitude BETWEEN $3 AND $4",
         )
         .bind(min_lat)
         .bind(max_lat)
@@ -91,16 +95,47 @@ impl StationStore for SqlStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
-        let mut found = Vec::new();
+        let mut near = Vec::with_capacity(rows.len());
         for row in &rows {
-            let station = station_from_row(row)?;
-            let distance = haversine_km(lat, lng, station.latitude, station.longitude);
-            if distance <= radius_km && filter.matches(&station) {
-                found.push((station, distance));
+            let id: i64 = row.try_get("ocm_id").map_err(backend)?;
+            let distance = haversine_km(lat, lng, row.try_get("latitude").map_err(backend)?, row.try_get("longitude").map_err(backend)?);
+            if distance <= radius_km && filter.ocm_ids.as_ref().is_none_or(|ids| ids.contains(&id)) {
+                near.push((id, distance));
             }
         }
-        found.sort_by(|(a, da), (b, db)| da.total_cmp(db).then(a.ocm_id.cmp(&b.ocm_id)));
-        Ok(found.into_iter().skip(offset as usize).take(limit as usize).collect())
+        near.sort_by(|(a, da), (b, db)| da.total_cmp(db).then(a.cmp(b)));
+        let (offset, limit) = (offset as usize, limit as usize);
+        let mut found = Vec::with_capacity(limit);
+        if limit == 0 {
+            return Ok(found);
+        }
+        let mut matched = 0;
+        for chunk in near.chunks((offset + limit + 16).clamp(64, 512)) {
+            let mut q = QueryBuilder::<Db>::new("SELECT data FROM station WHERE ocm_id");
+            push_in(&mut q, chunk.iter().map(|(id, _)| *id));
+            let mut stations: std::collections::HashMap<i64, Station> = q
+                .build()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(backend)?
+                .iter()
+                .map(|row| station_from_row(row).map(|s| (s.ocm_id, s)))
+                .collect::<StoreResult<_>>()?;
+            for (id, distance) in chunk {
+                // Gone or deactivated since the first read: left out.
+                let Some(station) = stations.remove(id).filter(|s| s.active && filter.matches(s)) else {
+                    continue;
+                };
+                matched += 1;
+                if matched > offset {
+                    found.push((station, *distance));
+                    if found.len() == limit {
+                        return Ok(found);
+                    }
+                }
+            }
+        }
+        Ok(found)
     }
 
     async fn station(&self, ocm_id: i64) -> StoreResult<Option<Station>> {
