@@ -213,6 +213,9 @@ struct Stats {
     /// Of the mix, from the last connection to the end.
     mix_secs: f64,
     latency: Histogram,
+    /// The same, by action (write-through ones like StartTransaction apart from the
+    /// hot ones).
+    by_action: std::collections::BTreeMap<String, Histogram>,
     first_errors: Vec<String>,
 }
 
@@ -227,6 +230,9 @@ impl Stats {
         self.boot_secs = self.boot_secs.max(o.boot_secs);
         self.mix_secs = self.mix_secs.max(o.mix_secs);
         self.latency.merge(&o.latency);
+        for (action, h) in &o.by_action {
+            self.by_action.entry(action.clone()).or_default().merge(h);
+        }
         self.first_errors.extend(
             o.first_errors
                 .iter()
@@ -247,6 +253,7 @@ struct Charger {
     ws: Socket,
     seq: u64,
     latency: Histogram,
+    by_action: std::collections::BTreeMap<String, Histogram>,
     calls: u64,
     errors: u64,
     first_error: Option<String>,
@@ -282,7 +289,12 @@ impl Charger {
             };
             match frame[0].as_i64() {
                 Some(3) if frame[1] == id.as_str() => {
-                    self.latency.record(sent.elapsed());
+                    let took = sent.elapsed();
+                    self.latency.record(took);
+                    self.by_action
+                        .entry(action.to_owned())
+                        .or_default()
+                        .record(took);
                     return Some(frame[2].clone());
                 }
                 Some(4) if frame[1] == id.as_str() => {
@@ -405,6 +417,7 @@ async fn run_charger(
         ws,
         seq: 0,
         latency: Histogram::default(),
+        by_action: Default::default(),
         calls: 0,
         errors: 0,
         first_error: None,
@@ -497,6 +510,9 @@ async fn run_charger(
     s.transactions += transactions;
     s.samples_sent += samples;
     s.latency.merge(&c.latency);
+    for (action, h) in &c.by_action {
+        s.by_action.entry(action.clone()).or_default().merge(h);
+    }
     if let Some(e) = c.first_error
         && s.first_errors.len() < 5
     {
@@ -797,6 +813,15 @@ async fn run(o: Options) -> bool {
         total.latency.quantile(0.999),
         total.errors,
     );
+    for (action, h) in &total.by_action {
+        println!(
+            "fleet:   {action}: {} calls, p50 {:.2?} p99 {:.2?} p99.9 {:.2?}",
+            h.count(),
+            h.quantile(0.50),
+            h.quantile(0.99),
+            h.quantile(0.999),
+        );
+    }
     for e in &total.first_errors {
         println!("fleet: error: {e}");
     }
