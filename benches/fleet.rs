@@ -757,40 +757,26 @@ async fn run(o: Options) -> bool {
     let deadline = tokio::time::Instant::now()
         + Duration::from_secs_f64(o.chargers as f64 / o.boot_rate + o.duration + 120.0);
     let mut total = Stats::default();
-    let mut up_rss = None;
-    let mut reported = 0;
-    let mut all = Vec::new();
-    for (child, lines) in &mut workers {
-        all.push((child, lines));
+    // Each worker says first that its chargers are up, then what it measured.
+    let next = async |i: usize, lines: &mut tokio::io::Lines<_>| -> Value {
+        let line = tokio::time::timeout_at(deadline, lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("generator process {i} did not finish in time"))
+            .expect("reading a generator process")
+            .unwrap_or_else(|| panic!("generator process {i} exited without its figures"));
+        serde_json::from_str(&line).expect("a generator line")
+    };
+    for (i, (_, lines)) in workers.iter_mut().enumerate() {
+        assert!(
+            next(i, lines).await.get("connected").is_some(),
+            "the connected line first"
+        );
     }
-    // Each worker says "connected" then its stats; read them in turn.
-    let mut connected_seen = vec![false; o.processes];
-    let mut stats_seen = vec![false; o.processes];
-    while stats_seen.iter().any(|s| !s) {
-        for (i, (_, lines)) in all.iter_mut().enumerate() {
-            if stats_seen[i] {
-                continue;
-            }
-            let line = tokio::time::timeout_at(deadline, lines.next_line())
-                .await
-                .unwrap_or_else(|_| panic!("generator process {i} did not finish in time"))
-                .expect("reading a generator process")
-                .unwrap_or_else(|| panic!("generator process {i} exited without its figures"));
-            let v: Value = serde_json::from_str(&line).expect("a generator line");
-            if v.get("connected").is_some() {
-                connected_seen[i] = true;
-                reported += 1;
-                if reported == o.processes {
-                    up_rss = pid.and_then(rss_kib);
-                }
-            } else if let Some(s) = v.get("stats") {
-                let s: Stats = serde_json::from_value(s.clone()).expect("stats");
-                total.merge(&s);
-                stats_seen[i] = true;
-            }
-        }
-    }
-    for (child, _) in all {
+    let up_rss = pid.and_then(rss_kib);
+    for (i, (child, lines)) in workers.iter_mut().enumerate() {
+        let stats = next(i, lines).await;
+        let s: Stats = serde_json::from_value(stats["stats"].clone()).expect("stats");
+        total.merge(&s);
         let _ = child.wait().await;
     }
     let mut clean = total.errors == 0 && total.connected == o.chargers as u64;
@@ -801,13 +787,12 @@ async fn run(o: Options) -> bool {
         total.boot_secs,
         total.connected as f64 / total.boot_secs.max(1e-3),
     );
-    let mix_calls = total.calls;
     let span = total.boot_secs + total.mix_secs;
     println!(
         "fleet: {} calls in {:.1} s = {:.0} calls/s; CALL->CALLRESULT p50 {:.2?} p99 {:.2?} p99.9 {:.2?}; {} errors",
-        mix_calls,
+        total.calls,
         span,
-        mix_calls as f64 / span.max(1e-3),
+        total.calls as f64 / span.max(1e-3),
         total.latency.quantile(0.50),
         total.latency.quantile(0.99),
         total.latency.quantile(0.999),

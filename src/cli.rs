@@ -131,7 +131,9 @@ pub async fn run() -> anyhow::Result<()> {
             let metrics = Arc::new(crate::metrics::Metrics::new());
             let stations = persistence::open_stations(&settings, &store, &metrics).await?;
             let reference = Arc::new(RwLock::new(
-                crate::startup::load_reference(&*stations).await,
+                crate::actors::ocm_sync::stored_reference(&*stations)
+                    .await
+                    .unwrap_or_default(),
             ));
             let sync = OcmSync::new(&settings.ocm, store, stations, reference, metrics)?;
             let run = sync.start(SyncTrigger::Cli).await?;
@@ -166,7 +168,9 @@ pub async fn run() -> anyhow::Result<()> {
                 poi => vec![poi],
             };
             // The licence filter applies as in a sync (with the reference data last synced).
-            let reference = crate::startup::load_reference(&*mirror).await;
+            let reference = crate::actors::ocm_sync::stored_reference(&*mirror)
+                .await
+                .unwrap_or_default();
             let licences = settings.ocm.licence_filter();
             let mut stations = Vec::with_capacity(pois.len());
             let (mut failed, mut excluded) = (0, 0);

@@ -19,15 +19,12 @@ use crate::actors::batch_writer::BatchWriter;
 use crate::actors::billing::{Billing, BillingActor, BillingConsumer};
 use crate::actors::event_bus::LocalBus;
 use crate::actors::notifier::{LiveConsumer, LiveHub, Notifier, NotifierActor, WebhookConsumer};
-use crate::actors::ocm_sync::{OcmSync, OcmSyncActor};
+use crate::actors::ocm_sync::{OcmSync, OcmSyncActor, stored_reference};
 use crate::actors::outbox_relay::{self, RelayKick};
 use crate::actors::registry::{ChargerDirectory, LocalDirectory, OpenSession, StationRegistry};
 use crate::api::{self, ApiState};
 use crate::config::{BusKind, GatewayKind, Settings};
-use crate::domain::ocm::ReferenceData;
-use crate::domain::ports::{
-    EventBus, EventConsumer, PaymentGateway, StationStore, Store, StoreError,
-};
+use crate::domain::ports::{EventBus, EventConsumer, PaymentGateway, Store, StoreError};
 use crate::domain::{Email, Role, User};
 use crate::metrics::Metrics;
 use crate::payment::SandboxGateway;
@@ -187,7 +184,9 @@ impl Application {
         );
         // The OpenChargeMap mirror, its reference data (licences), and its sync.
         let stations = persistence::open_stations(&settings, &store, &metrics).await?;
-        let reference = Arc::new(RwLock::new(load_reference(&*stations).await));
+        let reference = Arc::new(RwLock::new(
+            stored_reference(&*stations).await.unwrap_or_default(),
+        ));
         let ocm_sync = OcmSyncActor::new(
             Arc::new(OcmSync::new(
                 &settings.ocm,
@@ -404,21 +403,6 @@ fn login_counter(settings: &Settings) -> anyhow::Result<Box<dyn api::limit::Fail
             window,
         )),
     })
-}
-
-/// OCM's reference data as last synced (none yet: attribution without provider names).
-pub async fn load_reference(stations: &dyn StationStore) -> ReferenceData {
-    match stations.reference_data().await {
-        Ok(Some(raw)) => ReferenceData::from_ocm(&raw).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "stored OCM reference data unreadable");
-            ReferenceData::default()
-        }),
-        Ok(None) => ReferenceData::default(),
-        Err(e) => {
-            tracing::warn!(error = %e, "OCM reference data not loaded");
-            ReferenceData::default()
-        }
-    }
 }
 
 /// The API's token key: configured, or generated once and kept in the database so

@@ -116,15 +116,8 @@ impl OcmSync {
 
     /// Takes the reference data the last sync kept (another replica may have run it).
     pub async fn reload_reference(&self) {
-        match self.stations.reference_data().await {
-            Ok(Some(raw)) => match ReferenceData::from_ocm(&raw) {
-                Ok(reference) => {
-                    *self.reference.write().unwrap_or_else(|p| p.into_inner()) = reference;
-                }
-                Err(e) => tracing::warn!(error = %e, "stored OCM reference data unreadable"),
-            },
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "OCM reference data not reloaded"),
+        if let Some(reference) = stored_reference(&*self.stations).await {
+            *self.reference.write().unwrap_or_else(|p| p.into_inner()) = reference;
         }
     }
 
@@ -451,6 +444,21 @@ impl OcmSync {
             backoff = (backoff * 2).min(Duration::from_secs(300));
         }
         Err(SyncFailure::Unavailable(last))
+    }
+}
+
+/// OCM's reference data as the last sync kept it; `None` when there is none yet or it
+/// cannot be read (said in the log).
+pub async fn stored_reference(stations: &dyn StationStore) -> Option<ReferenceData> {
+    match stations.reference_data().await {
+        Ok(Some(raw)) => ReferenceData::from_ocm(&raw)
+            .map_err(|e| tracing::warn!(error = %e, "stored OCM reference data unreadable"))
+            .ok(),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "OCM reference data not loaded");
+            None
+        }
     }
 }
 

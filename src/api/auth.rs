@@ -19,19 +19,22 @@ pub struct Authenticated(pub Claims);
 /// A signed-in operator or admin.
 pub struct Operator(pub Claims);
 
-fn claims(req: &HttpRequest) -> Result<Claims, ApiError> {
-    let state = req
-        .app_data::<web::Data<ApiState>>()
-        .expect("ApiState is registered on the App; qed");
-    let token = req
-        .headers()
+/// The token of an `Authorization: Bearer …` header, if there is one.
+pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
+    req.headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
-        .ok_or(ApiError::Unauthorized)?;
+}
+
+fn claims(req: &HttpRequest) -> Result<Claims, ApiError> {
+    let state = req
+        .app_data::<web::Data<ApiState>>()
+        .expect("ApiState is registered on the App; qed");
+    let token = bearer_token(req).ok_or(ApiError::Unauthorized)?;
     state
         .keys
         .verify(token.trim())

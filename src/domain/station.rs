@@ -130,6 +130,16 @@ impl Station {
         })
     }
 
+    /// Whether this record should replace the `stored` one: it differs, and is not
+    /// older (`date_last_status_update`, when both have one). Every store decides so.
+    pub fn replaces(&self, stored: &Station) -> bool {
+        self != stored
+            && !matches!(
+                (stored.date_last_status_update, self.date_last_status_update),
+                (Some(old), Some(new)) if new < old
+            )
+    }
+
     pub fn max_power_kw(&self) -> Option<f64> {
         self.connections
             .iter()

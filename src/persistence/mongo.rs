@@ -177,18 +177,12 @@ impl StationStore for MongoStationStore {
         let mut ordered: Vec<&Station> = latest.into_values().collect();
         ordered.sort_by_key(|s| s.ocm_id);
         for s in ordered {
-            match stored.get(&s.ocm_id) {
-                Some(old) if old == s => {
-                    counts.unchanged += 1;
-                    continue;
-                }
-                Some(old) if matches!((old.date_last_status_update, s.date_last_status_update), (Some(o), Some(n)) if n < o) =>
-                {
-                    counts.unchanged += 1;
-                    continue;
-                }
-                old => written.push((s.ocm_id, old.is_none())),
+            let old = stored.get(&s.ocm_id);
+            if old.is_some_and(|old| !s.replaces(old)) {
+                counts.unchanged += 1;
+                continue;
             }
+            written.push((s.ocm_id, old.is_none()));
             // Written only if what is stored then is not newer (another writer may have
             // been quicker): otherwise the upsert collides on _id and is counted unchanged.
             // (`$not: {$gt}` also matches a missing date, and keeps to the _id index:

@@ -33,6 +33,17 @@ async fn insert_refresh_token(conn: &mut Conn, t: &RefreshToken) -> StoreResult<
     Ok(())
 }
 
+/// Revokes every live refresh token of a family (reuse detected, or logout).
+async fn revoke_family(conn: &mut Conn, family: Uuid, now: DateTime<Utc>) -> StoreResult<()> {
+    sqlx::query("UPDATE refresh_token SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL")
+        .bind(family)
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
 #[async_trait]
 impl AccountStore for SqlStore {
     async fn set_user_name(&self, user: Uuid, name: Option<&str>) -> StoreResult<()> {
@@ -93,12 +104,7 @@ impl AccountStore for SqlStore {
             return Ok(Rotation::Invalid);
         };
         let family: Uuid = used.try_get("family_id").map_err(backend)?;
-        sqlx::query("UPDATE refresh_token SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL")
-            .bind(family)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        revoke_family(&mut tx, family, now).await?;
         tx.commit().await.map_err(backend)?;
         Ok(Rotation::Reused)
     }
@@ -114,12 +120,7 @@ impl AccountStore for SqlStore {
             return Ok(false);
         };
         let family: Uuid = row.try_get("family_id").map_err(backend)?;
-        sqlx::query("UPDATE refresh_token SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL")
-            .bind(family)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        revoke_family(&mut tx, family, now).await?;
         tx.commit().await.map_err(backend)?;
         Ok(true)
     }

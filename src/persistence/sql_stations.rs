@@ -17,28 +17,24 @@ impl StationStore for SqlStore {
         let mut counts = UpsertCounts::default();
         let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
         let now = Utc::now();
-        for s in stations {
-            let stored = sqlx::query("SELECT data FROM station WHERE ocm_id = $1")
-                .bind(s.ocm_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(backend)?
-                .as_ref()
-                .map(station_from_row)
-                .transpose()?;
-            match &stored {
-                Some(old) if old == s => {
-                    counts.unchanged += 1;
-                    continue;
-                }
-                Some(old)
-                    if matches!((old.date_last_status_update, s.date_last_status_update), (Some(o), Some(n)) if n < o) =>
-                {
-                    counts.unchanged += 1;
-                    continue;
-                }
-                _ => {}
+        // What is stored, read once per chunk rather than once per station.
+        let mut stored: std::collections::HashMap<i64, std::borrow::Cow<'_, Station>> =
+            std::collections::HashMap::new();
+        for chunk in stations.chunks(INSERT_CHUNK) {
+            let mut q = QueryBuilder::<Db>::new("SELECT data FROM station WHERE ocm_id");
+            push_in(&mut q, chunk.iter().map(|s| s.ocm_id));
+            for row in q.build().fetch_all(&mut *tx).await.map_err(backend)? {
+                let station = station_from_row(&row)?;
+                stored.insert(station.ocm_id, std::borrow::Cow::Owned(station));
             }
+        }
+        for s in stations {
+            let old = stored.get(&s.ocm_id);
+            if old.is_some_and(|old| !s.replaces(old)) {
+                counts.unchanged += 1;
+                continue;
+            }
+            let existed = old.is_some();
             // The write itself refuses an older record too: another writer may have
             // stored a newer one since the read (PostgreSQL's READ COMMITTED).
             let written = sqlx::query(
@@ -61,10 +57,14 @@ impl StationStore for SqlStore {
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
-            match (written.rows_affected(), &stored) {
+            match (written.rows_affected(), existed) {
                 (0, _) => counts.unchanged += 1,
-                (_, Some(_)) => counts.updated += 1,
-                (_, None) => counts.inserted += 1,
+                (_, true) => counts.updated += 1,
+                (_, false) => counts.inserted += 1,
+            }
+            if written.rows_affected() > 0 {
+                // A later record of the same POI in this batch compares with this one.
+                stored.insert(s.ocm_id, std::borrow::Cow::Borrowed(s));
             }
         }
         tx.commit().await.map_err(backend)?;

@@ -108,21 +108,14 @@ struct MongoDatabase(String);
 impl Drop for MongoDatabase {
     fn drop(&mut self) {
         let name = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                let url = secrecy::SecretString::from(crate::helpers::mongodb_url());
-                if let Ok(store) =
-                    jucr::persistence::mongo::MongoStationStore::connect(&url, &name).await
-                {
-                    let _ = store.drop_database().await;
-                }
-            });
-        })
-        .join();
+        crate::helpers::cleanup(async move {
+            let url = secrecy::SecretString::from(crate::helpers::mongodb_url());
+            if let Ok(store) =
+                jucr::persistence::mongo::MongoStationStore::connect(&url, &name).await
+            {
+                let _ = store.drop_database().await;
+            }
+        });
     }
 }
 

@@ -1,7 +1,7 @@
 //! Charging: the driver's sessions and invoices, live chargers, starting and stopping
 //! from the phone.
 
-use async_graphql::connection::{Connection, Edge, EmptyFields, query};
+use async_graphql::connection::{Connection, EmptyFields};
 use async_graphql::{Context, ID, Object};
 use chrono::Utc;
 use serde_json::json;
@@ -10,7 +10,9 @@ use uuid::Uuid;
 use super::types::{
     BilledSessions, ChargerStatusView, ConnectorView, InvoiceView, SessionStatus, SessionView,
 };
-use super::{Code, GraphqlState, error, state, store_error, viewer_id};
+use super::{
+    Code, GraphqlState, error, offset_connection, page_size, state, store_error, viewer_id,
+};
 use crate::actors::charger::CallFailure;
 use crate::domain::ports::InvoiceFilter;
 use crate::domain::{
@@ -19,9 +21,6 @@ use crate::domain::{
 };
 use crate::ocpp::OcppVersion;
 use async_graphql::dataloader::DataLoader;
-
-/// Largest page.
-const MAX_PAGE: usize = 100;
 
 #[derive(Default)]
 pub struct ChargingQuery;
@@ -114,17 +113,6 @@ pub async fn own_session(ctx: &Context<'_>, id: &ID) -> async_graphql::Result<Se
     Ok(session)
 }
 
-fn page(first: Option<i32>) -> async_graphql::Result<usize> {
-    match first {
-        None => Ok(20),
-        Some(n) if n >= 0 && n as usize <= MAX_PAGE => Ok(n as usize),
-        Some(_) => Err(error(
-            Code::BadUserInput,
-            format!("first must be 0 to {MAX_PAGE}"),
-        )),
-    }
-}
-
 #[Object]
 impl ChargingQuery {
     /// The driver's sessions, newest first.
@@ -135,28 +123,17 @@ impl ChargingQuery {
         after: Option<String>,
     ) -> async_graphql::Result<Connection<usize, SessionView, EmptyFields, EmptyFields>> {
         let viewer = viewer_id(ctx)?;
-        let limit = page(first)?;
-        query(
+        let store = &state(ctx).services.store;
+        offset_connection(
             after,
-            None,
-            Some(limit as i32),
-            None,
-            |after: Option<usize>, _, _, _| async move {
-                let offset = super::offset_after(after)? as usize;
-                let store = &state(ctx).services.store;
-                let sessions = store
-                    .user_sessions(viewer, offset as u32, limit as u32 + 1)
+            page_size(first)?,
+            |offset, limit| async move {
+                store
+                    .user_sessions(viewer, offset, limit)
                     .await
-                    .map_err(store_error)?;
-                let has_next = sessions.len() > limit;
-                let mut connection = Connection::new(offset > 0, has_next);
-                for (i, session) in sessions.into_iter().take(limit).enumerate() {
-                    connection
-                        .edges
-                        .push(Edge::new(offset + i, session_view(ctx, session).await?));
-                }
-                Ok::<_, async_graphql::Error>(connection)
+                    .map_err(store_error)
             },
+            |session| session_view(ctx, session),
         )
         .await
     }
@@ -169,36 +146,22 @@ impl ChargingQuery {
         after: Option<String>,
     ) -> async_graphql::Result<Connection<usize, InvoiceView, EmptyFields, EmptyFields>> {
         let viewer = viewer_id(ctx)?;
-        let limit = page(first)?;
-        query(
+        let store = &state(ctx).services.store;
+        offset_connection(
             after,
-            None,
-            Some(limit as i32),
-            None,
-            |after: Option<usize>, _, _, _| async move {
-                let offset = super::offset_after(after)? as usize;
-                let invoices = state(ctx)
-                    .services
-                    .store
+            page_size(first)?,
+            |offset, limit| async move {
+                store
                     .invoices(&InvoiceFilter {
                         user_id: Some(viewer),
                         session_id: None,
-                        offset: offset as u32,
-                        limit: limit as u32 + 1,
+                        offset,
+                        limit,
                     })
                     .await
-                    .map_err(store_error)?;
-                let has_next = invoices.len() > limit;
-                let mut connection = Connection::new(offset > 0, has_next);
-                connection.edges.extend(
-                    invoices
-                        .into_iter()
-                        .take(limit)
-                        .enumerate()
-                        .map(|(i, invoice)| Edge::new(offset + i, InvoiceView::from(invoice))),
-                );
-                Ok::<_, async_graphql::Error>(connection)
+                    .map_err(store_error)
             },
+            |invoice| async move { Ok(InvoiceView::from(invoice)) },
         )
         .await
     }

@@ -29,15 +29,8 @@ const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(30);
 /// UNAUTHENTICATED where it matters (resolvers that need a viewer), not a failed request:
 /// `register` and `login` work without one.
 pub fn viewer(req: &HttpRequest, state: &ApiState) -> Viewer {
-    let claims = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .and_then(|token| state.keys.verify(token.trim()).ok());
+    let claims =
+        crate::api::auth::bearer_token(req).and_then(|token| state.keys.verify(token.trim()).ok());
     Viewer {
         claims,
         address: client_address(req, state),

@@ -16,8 +16,11 @@ mod types;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use std::future::Future;
+
+use async_graphql::connection::{Connection, Edge, EmptyFields, query};
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{Context, ErrorExtensions, MergedObject, Schema};
+use async_graphql::{Context, ErrorExtensions, MergedObject, OutputType, Schema};
 use uuid::Uuid;
 
 use crate::actors::Services;
@@ -157,6 +160,57 @@ pub fn offset_after(after: Option<usize>) -> async_graphql::Result<u32> {
             .and_then(|o| u32::try_from(o).ok())
             .ok_or_else(|| error(Code::BadUserInput, "after: not a cursor of this list")),
     }
+}
+
+/// The largest page any list gives.
+pub const MAX_PAGE: usize = 100;
+
+/// A list's page size from `first`: 20 when not given, at most [`MAX_PAGE`].
+pub fn page_size(first: Option<i32>) -> async_graphql::Result<usize> {
+    match first {
+        None => Ok(20),
+        Some(n) if n >= 0 && n as usize <= MAX_PAGE => Ok(n as usize),
+        Some(_) => Err(error(
+            Code::BadUserInput,
+            format!("first must be 0 to {MAX_PAGE}"),
+        )),
+    }
+}
+
+/// A Relay connection over an offset-paged list (cursors are positions): `fetch(offset,
+/// limit + 1)` reads one item more than the page, to know whether another page follows;
+/// `node` turns each item of the page into what the list shows.
+pub async fn offset_connection<T, N, F, Fut, V, VFut>(
+    after: Option<String>,
+    limit: usize,
+    fetch: F,
+    mut node: V,
+) -> async_graphql::Result<Connection<usize, N, EmptyFields, EmptyFields>>
+where
+    N: OutputType,
+    F: FnOnce(u32, u32) -> Fut,
+    Fut: Future<Output = async_graphql::Result<Vec<T>>>,
+    V: FnMut(T) -> VFut,
+    VFut: Future<Output = async_graphql::Result<N>>,
+{
+    query(
+        after,
+        None,
+        Some(limit as i32),
+        None,
+        |after: Option<usize>, _, _, _| async move {
+            let offset = offset_after(after)?;
+            let items = fetch(offset, limit as u32 + 1).await?;
+            let mut connection = Connection::new(offset > 0, items.len() > limit);
+            for (i, item) in items.into_iter().take(limit).enumerate() {
+                connection
+                    .edges
+                    .push(Edge::new(offset as usize + i, node(item).await?));
+            }
+            Ok::<_, async_graphql::Error>(connection)
+        },
+    )
+    .await
 }
 
 /// The signed-in user's id, or UNAUTHENTICATED.

@@ -1,17 +1,14 @@
 //! Public stations from the OpenChargeMap mirror: "near me", and one by id. Public data:
 //! no sign-in needed. Shown with OCM's attribution.
 
-use async_graphql::connection::{Connection, Edge, EmptyFields, query};
+use async_graphql::connection::{Connection, EmptyFields};
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 
-use super::{Code, error, state, store_error};
+use super::{Code, error, offset_connection, page_size, state, store_error};
 use crate::api::rest::stations::MAX_RADIUS_KM;
 use crate::domain::ocm::DataProvider;
 use crate::domain::station::StationFilter;
 use crate::stations::{LiveAvailability, NearQuery, StationHit};
-
-/// The largest page.
-const MAX_PAGE: i32 = 100;
 
 #[derive(InputObject)]
 pub struct LatLng {
@@ -220,16 +217,7 @@ impl StationQuery {
                 format!("radiusKm must be above 0 and at most {MAX_RADIUS_KM}"),
             ));
         }
-        let limit = match first {
-            None => 20,
-            Some(n) if (0..=MAX_PAGE).contains(&n) => n as usize,
-            Some(_) => {
-                return Err(error(
-                    Code::BadUserInput,
-                    format!("first must be 0 to {MAX_PAGE}"),
-                ));
-            }
-        };
+        let limit = page_size(first)?;
         let filter = filter.unwrap_or_default();
         if filter
             .min_power_kw
@@ -245,38 +233,25 @@ impl StationQuery {
             ocm_ids: None,
             excluded_provider_ids: Vec::new(),
         };
-        query(
+        let search = &state(ctx).services.stations;
+        offset_connection(
             after,
-            None,
-            Some(limit as i32),
-            None,
-            |after: Option<usize>, _, _, _| async move {
-                let offset = super::offset_after(after)? as usize;
-                let found = state(ctx)
-                    .services
-                    .stations
+            limit,
+            |offset, limit| async move {
+                search
                     .near(&NearQuery {
                         lat: near.lat,
                         lng: near.lng,
                         radius_km,
                         filter,
                         available_now,
-                        offset: offset as u32,
-                        limit: limit as u32 + 1,
+                        offset,
+                        limit,
                     })
                     .await
-                    .map_err(store_error)?;
-                let has_next = found.len() > limit;
-                let mut connection = Connection::new(offset > 0, has_next);
-                connection.edges.extend(
-                    found
-                        .into_iter()
-                        .take(limit)
-                        .enumerate()
-                        .map(|(i, hit)| Edge::new(offset + i, StationView::new(hit))),
-                );
-                Ok::<_, async_graphql::Error>(connection)
+                    .map_err(store_error)
             },
+            |hit| async move { Ok(StationView::new(hit)) },
         )
         .await
     }
