@@ -1,7 +1,8 @@
 //! The per-message hot path, without I/O: reading a frame, checking it against its
 //! schema, and translating it to the internal model (what the charger actor dispatches
 //! on), for the messages chargers send most; encoding and checking answers; and the
-//! live hub fanning a session update out to 1,000 subscribers. `cargo bench --bench ocpp`.
+//! live hub fanning a session update out to 1,000 subscribers; and a frame's round trip
+//! through a `ChargerActor`. `cargo bench --bench ocpp`.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -156,5 +157,112 @@ fn fan_out(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, hot_path, fan_out);
+/// Hands `text` to the actor and returns what it answers.
+async fn round_trip(
+    addr: &actix::Addr<jucr::actors::charger::ChargerActor>,
+    text: String,
+    out: &mut tokio::sync::mpsc::UnboundedReceiver<jucr::actors::charger::Outbound>,
+) -> String {
+    use jucr::actors::charger::{Inbound, Outbound};
+    addr.send(Inbound(text)).await.expect("the actor runs");
+    match out.recv().await {
+        Some(Outbound::Text(answer)) => answer,
+        _ => panic!("the actor answers"),
+    }
+}
+
+/// A frame through a `ChargerActor` and its answer back, as the socket task sees it:
+/// the actor reads, checks and decodes the frame, acts (for MeterValues: the session
+/// actor folds the samples in and hands them to the batch writer), and emits the
+/// CALLRESULT. The embedded profile, on a temporary SQLite file.
+fn charger_actor(c: &mut Criterion) {
+    use actix::Actor;
+    use jucr::actors::charger::ChargerActor;
+    use jucr::domain::{AuthorizationStatus, IdToken, IdTokenRecord, TokenType};
+
+    let data = tempfile::tempdir().expect("a temporary directory");
+    // SAFETY: set before any other thread of this process reads the environment.
+    unsafe {
+        std::env::set_var("JUCR_PROFILE", "embedded");
+        std::env::set_var(
+            "JUCR_CONFIG_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
+        );
+        std::env::set_var("JUCR__DATA_DIR", data.path());
+        std::env::set_var("JUCR__HTTP__HOST", "127.0.0.1");
+        std::env::set_var("JUCR__HTTP__PORT", "0");
+        std::env::set_var("JUCR_ADMIN_EMAIL", "bench@jucr.local");
+        std::env::set_var("JUCR_ADMIN_PASSWORD", "bench-password");
+    }
+    let system = actix::System::new();
+    let (addr, mut out) = system.block_on(async {
+        let settings = jucr::config::Settings::load().expect("settings");
+        let app = jucr::startup::Application::build(settings)
+            .await
+            .expect("the application builds");
+        let services = app.services();
+        let tag = IdToken::parse("BENCH-TAG").expect("token");
+        services
+            .store
+            .put_id_token(&IdTokenRecord {
+                id_token: tag,
+                status: AuthorizationStatus::Accepted,
+                token_type: TokenType::Central,
+                expiry_date: None,
+                group_id: None,
+                user_id: None,
+                updated_at: chrono::Utc::now(),
+            })
+            .await
+            .expect("a token");
+        let (tx, out) = tokio::sync::mpsc::unbounded_channel();
+        let actor = ChargerActor::new(
+            ChargerId::parse("CP-BENCH".to_owned()).expect("id"),
+            OcppVersion::V16,
+            services,
+            tx,
+            RegistrationStatus::Accepted,
+            Vec::new(),
+        );
+        // The application is only needed for what it built; its listener is never run.
+        std::mem::forget(app);
+        (actor.start(), out)
+    });
+    let started = system.block_on(round_trip(
+        &addr,
+        r#"[2,"st-1","StartTransaction",{"connectorId":1,"idTag":"BENCH-TAG","meterStart":0,"timestamp":"2026-11-24T10:00:00.000Z"}]"#.to_owned(),
+        &mut out,
+    ));
+    let answer: serde_json::Value = serde_json::from_str(&started).expect("JSON");
+    let transaction_id = answer[2]["transactionId"]
+        .as_i64()
+        .expect("a transaction id");
+    let meter_values = METER_VALUES.replace(
+        r#""transactionId":42"#,
+        &format!(r#""transactionId":{transaction_id}"#),
+    );
+
+    let mut group = c.benchmark_group("charger_actor");
+    group.throughput(Throughput::Elements(1));
+    for (name, text) in [
+        ("1.6/Heartbeat", HEARTBEAT.to_owned()),
+        ("1.6/MeterValues_10_samples", meter_values),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                system.block_on(async {
+                    let start = std::time::Instant::now();
+                    for _ in 0..iters {
+                        let answer = round_trip(&addr, text.clone(), &mut out).await;
+                        assert!(answer.starts_with("[3,"), "{answer}");
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, hot_path, fan_out, charger_actor);
 criterion_main!(benches);

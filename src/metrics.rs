@@ -27,6 +27,8 @@ pub struct Metrics {
     pub pending_writes: IntGauge,
     /// Updates dropped: refused by the database, or past the backlog cap during an outage.
     pub dropped_writes: IntCounter,
+    /// Charger connections waiting for storage to catch up before their next frame.
+    pub backpressure_waiting: IntGauge,
     /// Domain events in the outbox not yet published.
     pub outbox_pending: IntGauge,
     /// Domain events published, by type.
@@ -110,6 +112,11 @@ impl Metrics {
             "Updates refused or dropped",
         )
         .expect("static metric definition; qed");
+        let backpressure_waiting = IntGauge::new(
+            "persistence_backpressure_waiting",
+            "Charger connections waiting for storage to catch up",
+        )
+        .expect("static metric; qed");
         let outbox_pending = IntGauge::new(
             "outbox_pending_events",
             "Domain events waiting in the outbox",
@@ -179,6 +186,7 @@ impl Metrics {
             Box::new(flush_failures.clone()),
             Box::new(pending_writes.clone()),
             Box::new(dropped_writes.clone()),
+            Box::new(backpressure_waiting.clone()),
             Box::new(outbox_pending.clone()),
             Box::new(events_published.clone()),
             Box::new(sessions_billed.clone()),
@@ -207,6 +215,7 @@ impl Metrics {
             flush_failures,
             pending_writes,
             dropped_writes,
+            backpressure_waiting,
             outbox_pending,
             events_published,
             sessions_billed,

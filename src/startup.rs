@@ -287,6 +287,11 @@ impl Application {
         self.port
     }
 
+    /// What the actors share (for benchmarks that drive an actor without a socket).
+    pub fn services(&self) -> Arc<Services> {
+        self.services.clone()
+    }
+
     /// The port of the TLS listener, when one is configured.
     pub fn tls_port(&self) -> Option<u16> {
         self.tls_port

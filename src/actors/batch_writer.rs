@@ -1,21 +1,42 @@
 //! Write-behind for the hot path: meter samples, session progress, connector status
-//! and last-seen times are collected here and written in one transaction per flush
-//! window (`persistence.flush_interval_ms`) or as soon as `persistence.max_batch`
-//! updates are waiting. Nothing on the OCPP message path waits for the database.
+//! and last-seen times are collected here and written per flush window
+//! (`persistence.flush_interval_ms`) or as soon as `persistence.max_batch` updates are
+//! waiting, in transactions of at most `max_batch` updates each (so that a large
+//! backlog never holds the database's write lock for long).
 //!
-//! A failed write keeps its updates and retries at the next window. A graceful
-//! shutdown flushes; a SIGKILL loses at most the updates of one window.
+//! Nothing on the OCPP message path waits for the database while it keeps up. When it
+//! falls behind (more than `max_batch` × [`BACKLOG_FACTOR`] samples not yet stored),
+//! the charger connections wait before handing over their next frame
+//! ([`BatchWriter::admit`]) until it catches up: a slow database slows the chargers
+//! down, and nothing is lost.
+//!
+//! A failed write keeps its updates and retries with backoff. While storage does not
+//! answer at all, nobody waits (chargers are served on) and beyond
+//! `max_batch` × [`OUTAGE_FACTOR`] samples the oldest are dropped and counted, so that an
+//! outage cannot exhaust memory. A graceful shutdown flushes; a SIGKILL loses at most
+//! what was not yet written.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::domain::ports::{SessionProgress, SessionSample, Store, WriteBatch};
+use crate::domain::ports::{SessionProgress, SessionSample, Store, StoreError, WriteBatch};
 use crate::domain::{ChargerId, ConnectorId, ConnectorState, SessionId};
 use crate::metrics::Metrics;
+
+/// Samples not yet stored beyond which charger connections wait: this many batches.
+pub const BACKLOG_FACTOR: usize = 4;
+
+/// Samples kept while storage is down; past this many batches the oldest are dropped.
+pub const OUTAGE_FACTOR: usize = 50;
+
+/// Longest wait between attempts while storage is down.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 enum Command {
     Samples(Vec<SessionSample>),
@@ -29,11 +50,60 @@ enum Command {
 #[derive(Clone)]
 pub struct BatchWriter {
     tx: mpsc::UnboundedSender<Command>,
+    backlog: Arc<Backlog>,
+}
+
+/// What the writer owes storage, shared with everyone who hands it samples.
+struct Backlog {
+    /// Samples handed over and neither stored nor dropped yet.
+    samples: AtomicUsize,
+    /// Past this, connections wait in [`BatchWriter::admit`].
+    high_water: usize,
+    /// Storage does not answer: nobody waits for it.
+    storage_down: AtomicBool,
+    /// Told whenever samples are stored or storage goes down.
+    drained: Notify,
+    /// Connections waiting now (a gauge).
+    waiting: prometheus::IntGauge,
+}
+
+impl Backlog {
+    fn full(&self) -> bool {
+        self.samples.load(Ordering::Acquire) >= self.high_water
+            && !self.storage_down.load(Ordering::Acquire)
+    }
+
+    fn settled(&self, samples: usize) {
+        self.samples.fetch_sub(samples, Ordering::AcqRel);
+        self.drained.notify_waiters();
+    }
+
+    fn set_down(&self, down: bool) {
+        if self.storage_down.swap(down, Ordering::AcqRel) != down {
+            self.drained.notify_waiters();
+        }
+    }
+}
+
+/// Counts a connection as waiting for as long as it lives.
+struct Waiting<'a>(&'a prometheus::IntGauge);
+
+impl<'a> Waiting<'a> {
+    fn new(gauge: &'a prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Waiting(gauge)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 #[derive(Default)]
 struct Pending {
-    samples: Vec<SessionSample>,
+    samples: VecDeque<SessionSample>,
     progress: HashMap<SessionId, SessionProgress>,
     connectors: HashMap<(ChargerId, ConnectorId), ConnectorState>,
     seen: HashMap<ChargerId, chrono::DateTime<chrono::Utc>>,
@@ -44,18 +114,53 @@ impl Pending {
         self.samples.len() + self.progress.len() + self.connectors.len() + self.seen.len()
     }
 
-    fn to_batch(&self) -> WriteBatch {
+    /// Takes up to `max` updates: the oldest samples first, then the latest figures.
+    fn take(&mut self, max: usize) -> WriteBatch {
+        let n = self.samples.len().min(max);
+        let samples: Vec<SessionSample> = self.samples.drain(..n).collect();
+        let mut room = max - n;
         WriteBatch {
-            samples: self.samples.clone(),
-            progress: self.progress.values().cloned().collect(),
-            connectors: self
-                .connectors
-                .iter()
-                .map(|((id, _), c)| (id.clone(), c.clone()))
+            samples,
+            progress: take_some(&mut self.progress, &mut room)
+                .into_iter()
+                .map(|(_, p)| p)
                 .collect(),
-            last_seen: self.seen.iter().map(|(id, at)| (id.clone(), *at)).collect(),
+            connectors: take_some(&mut self.connectors, &mut room)
+                .into_iter()
+                .map(|((id, _), c)| (id, c))
+                .collect(),
+            last_seen: take_some(&mut self.seen, &mut room),
         }
     }
+
+    /// Puts back what `take` took and could not be written (newer figures win).
+    fn restore(&mut self, batch: WriteBatch) {
+        for sample in batch.samples.into_iter().rev() {
+            self.samples.push_front(sample);
+        }
+        for p in batch.progress {
+            self.progress.entry(p.session_id).or_insert(p);
+        }
+        for (id, c) in batch.connectors {
+            self.connectors.entry((id, c.connector_id)).or_insert(c);
+        }
+        for (id, at) in batch.last_seen {
+            self.seen.entry(id).or_insert(at);
+        }
+    }
+}
+
+/// Up to `room` entries of `map` (all of them without copying keys when they fit).
+fn take_some<K: Clone + Eq + Hash, V>(map: &mut HashMap<K, V>, room: &mut usize) -> Vec<(K, V)> {
+    if map.len() <= *room {
+        *room -= map.len();
+        return std::mem::take(map).into_iter().collect();
+    }
+    let keys: Vec<K> = map.keys().take(*room).cloned().collect();
+    *room = 0;
+    keys.into_iter()
+        .filter_map(|k| map.remove(&k).map(|v| (k, v)))
+        .collect()
 }
 
 impl BatchWriter {
@@ -66,14 +171,37 @@ impl BatchWriter {
         max_batch: usize,
         metrics: Arc<Metrics>,
     ) -> (Self, JoinHandle<()>) {
+        let max_batch = max_batch.max(1);
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(store, window, max_batch.max(1), metrics, rx));
-        (BatchWriter { tx }, task)
+        let backlog = Arc::new(Backlog {
+            samples: AtomicUsize::new(0),
+            high_water: max_batch * BACKLOG_FACTOR,
+            storage_down: AtomicBool::new(false),
+            drained: Notify::new(),
+            waiting: metrics.backpressure_waiting.clone(),
+        });
+        let writer = Writer {
+            store,
+            metrics,
+            backlog: backlog.clone(),
+            pending: Pending::default(),
+            window,
+            max_batch,
+            retry_at: None,
+            failures: 0,
+        };
+        let task = tokio::spawn(run(writer, rx));
+        (BatchWriter { tx, backlog }, task)
     }
 
     pub fn samples(&self, samples: Vec<SessionSample>) {
-        if !samples.is_empty() {
-            self.send(Command::Samples(samples));
+        let n = samples.len();
+        if n == 0 {
+            return;
+        }
+        self.backlog.samples.fetch_add(n, Ordering::AcqRel);
+        if !self.send(Command::Samples(samples)) {
+            self.backlog.settled(n);
         }
     }
 
@@ -89,6 +217,23 @@ impl BatchWriter {
         self.send(Command::Seen(charger, at));
     }
 
+    /// Returns at once while storage keeps up (or does not answer at all); otherwise
+    /// when the backlog is back under its high-water mark. A charger connection awaits
+    /// this before handing over its next frame.
+    pub async fn admit(&self) {
+        if !self.backlog.full() {
+            return;
+        }
+        let _waiting = Waiting::new(&self.backlog.waiting);
+        loop {
+            let drained = self.backlog.drained.notified();
+            if !self.backlog.full() || self.tx.is_closed() {
+                return;
+            }
+            drained.await;
+        }
+    }
+
     /// Writes everything queued so far; returns when it is stored (or the writer is gone).
     pub async fn flush(&self) {
         let (ack, done) = oneshot::channel();
@@ -96,46 +241,29 @@ impl BatchWriter {
         let _ = done.await;
     }
 
-    fn send(&self, command: Command) {
-        if self.tx.send(command).is_err() {
+    fn send(&self, command: Command) -> bool {
+        let sent = self.tx.send(command).is_ok();
+        if !sent {
             tracing::error!("batch writer has stopped; an update is lost");
         }
+        sent
     }
 }
-
-/// Samples kept while storage is down; past this the oldest are dropped (and counted),
-/// so that an outage cannot exhaust memory.
-const MAX_PENDING_FACTOR: usize = 50;
-
-/// Longest wait between attempts while storage is down.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 struct Writer {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
+    backlog: Arc<Backlog>,
     pending: Pending,
     window: Duration,
+    max_batch: usize,
     /// After failures, no attempt before this (unless a flush is asked for).
     retry_at: Option<tokio::time::Instant>,
     failures: u32,
 }
 
-async fn run(
-    store: Arc<dyn Store>,
-    window: Duration,
-    max_batch: usize,
-    metrics: Arc<Metrics>,
-    mut rx: mpsc::UnboundedReceiver<Command>,
-) {
-    let mut w = Writer {
-        store,
-        metrics,
-        pending: Pending::default(),
-        window,
-        retry_at: None,
-        failures: 0,
-    };
-    let mut tick = tokio::time::interval(window);
+async fn run(mut w: Writer, mut rx: mpsc::UnboundedReceiver<Command>) {
+    let mut tick = tokio::time::interval(w.window);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -154,15 +282,9 @@ async fn run(
                         let _ = ack.send(());
                     }
                 }
-                let cap = max_batch * MAX_PENDING_FACTOR;
-                if w.pending.samples.len() > cap {
-                    let excess = w.pending.samples.len() - cap;
-                    w.pending.samples.drain(..excess);
-                    w.metrics.dropped_writes.inc_by(excess as u64);
-                    tracing::error!(dropped = excess, "storage is behind; oldest meter samples dropped");
-                }
+                w.drop_beyond_outage_cap();
                 w.metrics.pending_writes.set(w.pending.len() as i64);
-                if w.pending.len() >= max_batch {
+                if w.pending.len() >= w.max_batch {
                     w.write(false).await;
                 }
             }
@@ -172,10 +294,24 @@ async fn run(
 }
 
 impl Writer {
-    /// Writes what is pending in one transaction. If that fails while storage answers,
-    /// the updates are tried one by one so that a single bad one (a value the database
-    /// refuses) cannot block the rest: those that fail alone are dropped and counted.
-    /// If storage is down, everything is kept and retried with backoff.
+    /// While storage is down, keeps at most `max_batch` × [`OUTAGE_FACTOR`] samples.
+    fn drop_beyond_outage_cap(&mut self) {
+        let cap = self.max_batch * OUTAGE_FACTOR;
+        if !self.backlog.storage_down.load(Ordering::Acquire) || self.pending.samples.len() <= cap {
+            return;
+        }
+        let excess = self.pending.samples.len() - cap;
+        self.pending.samples.drain(..excess);
+        self.backlog.settled(excess);
+        self.metrics.dropped_writes.inc_by(excess as u64);
+        tracing::error!(
+            dropped = excess,
+            "storage is unavailable; oldest meter samples dropped"
+        );
+    }
+
+    /// Writes what is pending, `max_batch` updates per transaction. If storage is
+    /// down, everything is kept and retried with backoff.
     async fn write(&mut self, now_or_never: bool) {
         if self.pending.len() == 0 {
             return;
@@ -187,23 +323,41 @@ impl Writer {
         {
             return;
         }
-        let batch = self.pending.to_batch();
+        while self.pending.len() > 0 {
+            let batch = self.pending.take(self.max_batch);
+            if let Err(batch) = self.write_one(batch).await {
+                self.pending.restore(batch);
+                self.metrics.pending_writes.set(self.pending.len() as i64);
+                return self.back_off();
+            }
+            self.metrics.pending_writes.set(self.pending.len() as i64);
+        }
+        self.succeeded();
+    }
+
+    /// Writes one transaction. If that fails while storage answers, the updates are
+    /// tried one by one so that a single bad one (a value the database refuses) cannot
+    /// block the rest: those that fail alone are dropped and counted. Gives the batch
+    /// back if storage does not answer.
+    async fn write_one(&mut self, batch: WriteBatch) -> Result<(), WriteBatch> {
+        let samples = batch.samples.len();
         let started = Instant::now();
         let error = match self.store.write_batch(&batch).await {
             Ok(()) => {
                 self.metrics
                     .flush_duration
                     .observe(started.elapsed().as_secs_f64());
-                return self.succeeded();
+                self.backlog.settled(samples);
+                return Ok(());
             }
             Err(e) => e,
         };
         self.metrics.flush_failures.inc();
         tracing::error!(error.cause_chain = ?error, error.message = %error, updates = batch.len(), "batch write failed");
-        let (mut stored, mut refused) = (0usize, 0usize);
-        if self.store.ping().await.is_err() {
-            return self.back_off();
+        if matches!(error, StoreError::Unavailable(_)) || self.store.ping().await.is_err() {
+            return Err(batch);
         }
+        let (mut stored, mut refused) = (0usize, 0usize);
         for single in split(batch) {
             match self.store.write_batch(&single).await {
                 Ok(()) => stored += 1,
@@ -215,18 +369,20 @@ impl Writer {
                 }
             }
         }
+        self.backlog.settled(samples);
         self.metrics.dropped_writes.inc_by(refused as u64);
         tracing::error!(
             stored,
             dropped = refused,
             "updates the database refused were dropped"
         );
-        self.succeeded();
+        Ok(())
     }
 
-    /// Storage is down: keep everything, try again later.
+    /// Storage is down: keep everything, try again later; nobody waits meanwhile.
     fn back_off(&mut self) {
         self.failures += 1;
+        self.backlog.set_down(true);
         let backoff = (self.window * 2u32.saturating_pow(self.failures.min(16))).min(MAX_BACKOFF);
         self.retry_at = Some(tokio::time::Instant::now() + backoff);
         tracing::error!(
@@ -236,7 +392,7 @@ impl Writer {
     }
 
     fn succeeded(&mut self) {
-        self.pending = Pending::default();
+        self.backlog.set_down(false);
         self.metrics.pending_writes.set(0);
         self.retry_at = None;
         self.failures = 0;

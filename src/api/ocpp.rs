@@ -275,6 +275,10 @@ async fn socket_task(task: SocketTask) {
             },
             message = stream.next() => {
                 awaiting_pong = false;
+                if matches!(message, Some(Ok(AggregatedMessage::Text(_) | AggregatedMessage::Binary(_)))) {
+                    // Storage behind: this charger's next frame waits (nothing is lost).
+                    services.writer.admit().await;
+                }
                 match message {
                     Some(Ok(AggregatedMessage::Text(text))) => {
                         if addr.send(Inbound(text.to_string())).await.is_err() {

@@ -35,6 +35,10 @@ pub enum StoreError {
     /// The backend failed; the cause is kept for logs.
     #[error("storage backend failed")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The backend did not answer in time, or is busy or unreachable: trying the same
+    /// thing later may work.
+    #[error("storage backend unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

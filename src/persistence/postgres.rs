@@ -8,6 +8,18 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 type Db = sqlx::Postgres;
 const BACKEND: &str = "postgres";
 const BEGIN_WRITE: &str = "BEGIN";
+/// Writers run concurrently; rows are locked, not the database.
+const SERIAL_WRITES: bool = false;
+
+/// SQLSTATEs that say "not now" rather than "never": connection exceptions (08),
+/// insufficient resources (53), operator intervention (57P0x: shutdown, restart),
+/// serialization failures and deadlocks (40001, 40P01), lock not available (55P03).
+fn transient(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("57P0")
+        || matches!(code, "40001" | "40P01" | "55P03")
+}
 
 include!("sql_store.rs");
 include!("sql_billing.rs");

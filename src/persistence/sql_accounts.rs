@@ -74,7 +74,7 @@ impl AccountStore for SqlStore {
     }
 
     async fn rotate_refresh_token(&self, presented: &str, next: &RefreshToken, now: DateTime<Utc>) -> StoreResult<Rotation> {
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         // Taking the token is one conditional update: of two concurrent uses, one wins.
         let taken = sqlx::query(
             "UPDATE refresh_token SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL \
@@ -110,7 +110,7 @@ impl AccountStore for SqlStore {
     }
 
     async fn revoke_refresh_family(&self, token_hash: &str, now: DateTime<Utc>) -> StoreResult<bool> {
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         let Some(row) = sqlx::query("SELECT family_id FROM refresh_token WHERE token_hash = $1")
             .bind(token_hash)
             .fetch_optional(&mut *tx)

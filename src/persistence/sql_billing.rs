@@ -178,7 +178,7 @@ async fn tariff_where(conn: &mut Conn, sql: &'static str, key: &str) -> StoreRes
 #[async_trait]
 impl BillingStore for SqlStore {
     async fn create_tariff(&self, t: &TariffRecord) -> StoreResult<()> {
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         if t.is_default {
             sqlx::query("UPDATE tariff SET is_default = FALSE WHERE is_default").execute(&mut *tx).await.map_err(backend)?;
         }
@@ -390,7 +390,7 @@ impl BillingStore for SqlStore {
     }
 
     async fn issue_invoice(&self, receipt: Option<Receipt<'_>>, new: &NewInvoice) -> StoreResult<Option<Invoice>> {
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         if let Some(receipt) = receipt
             && !take_receipt(&mut tx, receipt).await?
         {
@@ -543,7 +543,7 @@ impl BillingStore for SqlStore {
     }
 
     async fn open_payment(&self, receipt: Receipt<'_>, p: &Payment) -> StoreResult<bool> {
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         if !take_receipt(&mut tx, receipt).await? {
             return Ok(false);
         }
@@ -581,7 +581,7 @@ impl BillingStore for SqlStore {
     }
 
     async fn claim_payment(&self, payment: Uuid, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> StoreResult<Option<Payment>> {
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         let claimed = sqlx::query(
             "UPDATE payment SET next_attempt_at = $3 WHERE payment_id = $1 AND status = 'pending' AND next_attempt_at <= $2",
         )
@@ -613,7 +613,7 @@ impl BillingStore for SqlStore {
     }
 
     async fn record_payment_attempt(&self, p: &Payment, attempts_before: u32, event: Option<&DomainEvent>) -> StoreResult<bool> {
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE payment SET status = $3, attempts = $4, declines = $5, next_attempt_at = $6, last_error = $7, \
                gateway_charge_id = $8, updated_at = $9, transient_streak = $10, reported_failures = $11, charge_key = $12 \
@@ -687,7 +687,7 @@ impl WebhookStore for SqlStore {
     }
 
     async fn queue_deliveries(&self, receipt: Receipt<'_>, event: &DomainEvent) -> StoreResult<usize> {
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         if !take_receipt(&mut tx, receipt).await? {
             return Ok(0);
         }
@@ -743,7 +743,7 @@ impl WebhookStore for SqlStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> StoreResult<Option<(WebhookDelivery, Webhook)>> {
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         let claimed = sqlx::query(
             "UPDATE webhook_delivery SET next_attempt_at = $3 WHERE delivery_id = $1 AND status = 'pending' \
              AND next_attempt_at <= $2",

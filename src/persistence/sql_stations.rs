@@ -15,7 +15,7 @@ fn station_from_row(row: &DbRow) -> StoreResult<Station> {
 impl StationStore for SqlStore {
     async fn upsert_stations(&self, stations: &[Station]) -> StoreResult<UpsertCounts> {
         let mut counts = UpsertCounts::default();
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         let now = Utc::now();
         // What is stored, read once per chunk rather than once per station.
         let mut stored: std::collections::HashMap<i64, std::borrow::Cow<'_, Station>> =
@@ -161,7 +161,7 @@ impl StationStore for SqlStore {
     }
 
     async fn deactivate_unseen(&self, area: &ScopeArea, before: DateTime<Utc>) -> StoreResult<u64> {
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         let mut q = QueryBuilder::<Db>::new("SELECT data FROM station WHERE active AND (seen_at IS NULL OR seen_at < ");
         q.push_bind(before);
         q.push(")");
@@ -276,7 +276,7 @@ impl OcmStore for SqlStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> StoreResult<Option<SyncRun>> {
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "UPDATE ocm_sync_run SET status = 'interrupted', finished_at = $1, \
                error = 'the replica running it stopped' \
@@ -317,7 +317,7 @@ impl OcmStore for SqlStore {
         lease_until: DateTime<Utc>,
         cursor: Option<&SyncCursor>,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         let held = bind_counts(
             sqlx::query(
                 "UPDATE ocm_sync_run SET lease_until = $1, fetched = $2, inserted = $3, updated = $4, \
@@ -441,7 +441,7 @@ impl OcmStore for SqlStore {
     }
 
     async fn link_station(&self, charger: &ChargerId, ocm_id: Option<i64>) -> StoreResult<bool> {
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         let known = sqlx::query("SELECT 1 FROM charger WHERE charger_id = $1")
             .bind(charger.as_str())
             .fetch_optional(&mut *tx)

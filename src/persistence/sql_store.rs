@@ -27,21 +27,76 @@ const INSERT_CHUNK: usize = 1000;
 #[derive(Clone, Debug)]
 pub struct SqlStore {
     pool: Pool<Db>,
+    /// Writers take turns here, in order, when the database has one writer at a time
+    /// (SQLite): waiting in this queue is woken the moment the turn is free, where
+    /// SQLite's busy handler would poll with sleeps of up to 100 ms.
+    write_turn: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SqlStore {
     pub fn new(pool: Pool<Db>) -> Self {
-        SqlStore { pool }
+        SqlStore {
+            pool,
+            write_turn: Default::default(),
+        }
     }
 
     pub fn pool(&self) -> &Pool<Db> {
         &self.pool
+    }
+
+    /// This process's turn to write, where writers take turns (see `SERIAL_WRITES`).
+    async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        if SERIAL_WRITES {
+            Some(self.write_turn.clone().lock_owned().await)
+        } else {
+            None
+        }
+    }
+
+    /// Begins a write transaction (in its turn, see `write_turn`).
+    async fn begin_write(&self) -> StoreResult<WriteTx> {
+        let turn = self.write_turn().await;
+        let tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
+        Ok(WriteTx { tx, _turn: turn })
+    }
+}
+
+/// A write transaction holding its write turn until it commits or is dropped.
+struct WriteTx {
+    tx: sqlx::Transaction<'static, Db>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = <Db as sqlx::Database>::Connection;
+
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
     }
 }
 
 fn backend(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(db.message().to_owned()),
+        sqlx::Error::Database(db) if db.code().is_some_and(|code| transient(&code)) => StoreError::Unavailable(Box::new(e)),
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(Box::new(e)),
         _ => StoreError::Backend(Box::new(e)),
     }
 }
@@ -226,7 +281,7 @@ impl EventStore for SqlStore {
     }
 
     async fn mark_published(&self, ids: &[uuid::Uuid], at: DateTime<Utc>) -> StoreResult<()> {
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         for id in ids {
             sqlx::query("UPDATE outbox_event SET published_at = $2 WHERE event_id = $1 AND published_at IS NULL")
                 .bind(*id)
@@ -272,6 +327,7 @@ impl ChargerStore for SqlStore {
     }
 
     async fn insert_registration(&self, r: &ChargerRegistration) -> StoreResult<bool> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query(
             "INSERT INTO charger (charger_id, password_hash, security_profile, registration_status, description, created_at, operator_id) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (charger_id) DO NOTHING",
@@ -290,7 +346,7 @@ impl ChargerStore for SqlStore {
     }
 
     async fn save_registration(&self, r: &ChargerRegistration) -> StoreResult<bool> {
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         let existed = sqlx::query("SELECT 1 FROM charger WHERE charger_id = $1")
             .bind(r.charger_id.as_str())
             .fetch_optional(&mut *tx)
@@ -319,6 +375,7 @@ impl ChargerStore for SqlStore {
     }
 
     async fn record_boot(&self, id: &ChargerId, boot: &BootInfo, ocpp_version: &str, at: DateTime<Utc>) -> StoreResult<()> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query(
             "UPDATE charger SET boot_info = $2, ocpp_version = $3, last_boot_at = $4, last_seen_at = $4 WHERE charger_id = $1",
         )
@@ -347,6 +404,7 @@ impl ChargerStore for SqlStore {
     }
 
     async fn save_device_model(&self, id: &ChargerId, variables: &[ReportedVariable], at: DateTime<Utc>) -> StoreResult<()> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO device_model (charger_id, variables, reported_at) VALUES ($1, $2, $3) \
              ON CONFLICT (charger_id) DO UPDATE SET variables = excluded.variables, reported_at = excluded.reported_at",
@@ -402,7 +460,7 @@ impl IdTokenStore for SqlStore {
     }
 
     async fn put_id_token(&self, r: &IdTokenRecord) -> StoreResult<bool> {
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         let existed = sqlx::query("SELECT 1 FROM id_token WHERE id_token_key = $1")
             .bind(r.id_token.key())
             .fetch_optional(&mut *tx)
@@ -454,7 +512,7 @@ impl IdTokenStore for SqlStore {
 #[async_trait]
 impl SessionStore for SqlStore {
     async fn start_session(&self, new: &NewSession) -> StoreResult<Session> {
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         // A charger that did not get our answer sends the same start again: the same
         // transaction id or, when we allocate ids, the same connector, token, meter
         // reading and time. It gets the same session back.
@@ -589,7 +647,7 @@ impl SessionStore for SqlStore {
     }
 
     async fn stop_session(&self, s: &Session, final_samples: &[MeterSample]) -> StoreResult<()> {
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         insert_samples(&mut tx, final_samples.iter().map(|m| (s.session_id, m))).await?;
         let ended = sqlx::query(
             "UPDATE session SET status = $2, meter_stop_wh = $3, energy_wh = $4, power_w = $5, soc_percent = $6, \
@@ -633,7 +691,7 @@ impl SessionStore for SqlStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
+        let mut tx = self.begin_write().await?;
         insert_samples(&mut tx, batch.samples.iter().map(|s| (s.session_id, &s.sample))).await?;
         for p in &batch.progress {
             sqlx::query(

@@ -15,6 +15,14 @@ const BACKEND: &str = "sqlite";
 /// Write transactions take the write lock up front: a deferred one that reads first
 /// would fail with SQLITE_BUSY (not wait) when it later needs to write.
 const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+/// One writer at a time: this process's writers queue for their turn in order.
+const SERIAL_WRITES: bool = true;
+
+/// SQLITE_BUSY and SQLITE_LOCKED (and their extended codes): another writer held the
+/// database past the busy timeout.
+fn transient(code: &str) -> bool {
+    code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+}
 
 include!("sql_store.rs");
 include!("sql_billing.rs");

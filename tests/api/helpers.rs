@@ -254,6 +254,11 @@ impl TestApp {
         self.child = Some(child);
     }
 
+    /// The app's own PostgreSQL database (cloud), for a test that plays another client.
+    pub fn database_url(&self) -> &str {
+        &self._db.as_ref().expect("a PostgreSQL app").url
+    }
+
     /// What the server has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("jucr.log")).unwrap_or_default()

@@ -1,6 +1,7 @@
 //! One integration binary (faster to link than one per file).
 
 mod amqp;
+mod backpressure;
 mod billing;
 mod capacity;
 mod charge_point;

@@ -1,0 +1,109 @@
+//! When storage falls behind, chargers wait and nothing is lost: past the batch
+//! writer's high-water mark a charger's next frame is held until the database has
+//! caught up (before, the oldest meter values were dropped).
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+use crate::charge_point::ChargePoint;
+use crate::helpers::{Backend, TestApp, eventually, now};
+
+const PASSWORD: &str = "charger-password-0001";
+const FRAMES: usize = 30;
+const VALUES_PER_FRAME: usize = 10;
+
+fn meter_values(id: &str, tx: &Value, first_wh: usize) -> String {
+    let values: Vec<Value> = (0..VALUES_PER_FRAME)
+        .map(|i| json!({"value": (first_wh + i).to_string(), "measurand": "Energy.Active.Import.Register"}))
+        .collect();
+    json!([2, id, "MeterValues", {"connectorId": 1, "transactionId": tx, "meterValue": [{"timestamp": now(), "sampledValue": values}]}])
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_stalled_database_holds_chargers_back_and_loses_no_meter_value() {
+    // Transactions of at most 2 updates: more than 2 × 4 samples not yet stored hold
+    // connections back; an outage would keep at most 2 × 50 = 100 samples, fewer than
+    // the 300 this charger sends while the database is stalled.
+    let app = TestApp::spawn_with(
+        Backend::Postgres,
+        &[
+            ("JUCR__PERSISTENCE__MAX_BATCH", "2"),
+            ("JUCR__PERSISTENCE__FLUSH_INTERVAL_MS", "50"),
+        ],
+    )
+    .await;
+    app.register_charger("CP-BP", PASSWORD).await;
+    app.register_token("BP-1", json!({"status": "Accepted"}))
+        .await;
+    let mut cp = ChargePoint::connect(app.ws_url("CP-BP"), "CP-BP", Some(PASSWORD)).await;
+    cp.boot().await;
+    let tx = cp
+        .call(
+            "StartTransaction",
+            json!({"connectorId": 1, "idTag": "BP-1", "meterStart": 0, "timestamp": now()}),
+        )
+        .await["transactionId"]
+        .clone();
+
+    // Another client holds the meter table: every insert waits for it (it does not fail).
+    let mut other = sqlx::PgConnection::connect(app.database_url())
+        .await
+        .expect("a second connection to the app's database");
+    let mut stall = other.begin().await.expect("a transaction");
+    sqlx::query("LOCK TABLE meter_sample IN EXCLUSIVE MODE")
+        .execute(&mut *stall)
+        .await
+        .expect("locking meter_sample");
+
+    for frame in 0..FRAMES {
+        let id = format!("bp-{frame}");
+        cp.send_text(&meter_values(&id, &tx, frame * VALUES_PER_FRAME))
+            .await;
+    }
+    // The connection is held: the writer owes more than its high-water mark.
+    eventually(
+        Duration::from_secs(10),
+        "the charger's connection held back",
+        || async {
+            (app.metric("jucr_persistence_backpressure_waiting").await >= 1.0).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        app.metric("jucr_persistence_dropped_writes_total").await,
+        0.0
+    );
+
+    stall.commit().await.expect("releasing the table");
+    // Every frame is answered once the database has caught up, and every value is kept.
+    for frame in 0..FRAMES {
+        let answer = cp.answer_to(&format!("bp-{frame}")).await;
+        assert_eq!(answer[0], 3, "MeterValues {frame} answered: {answer}");
+    }
+    let expected = (FRAMES * VALUES_PER_FRAME) as i64;
+    eventually(Duration::from_secs(10), "every meter value stored", || {
+        let url = app.database_url().to_owned();
+        async move {
+            let mut conn = sqlx::PgConnection::connect(&url).await.ok()?;
+            let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM meter_sample")
+                .fetch_one(&mut conn)
+                .await
+                .ok()?;
+            (stored == expected).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(
+        app.metric("jucr_persistence_dropped_writes_total").await,
+        0.0,
+        "nothing dropped"
+    );
+    assert_eq!(
+        app.metric("jucr_persistence_backpressure_waiting").await,
+        0.0,
+        "nobody waits once the database has caught up"
+    );
+}
