@@ -693,50 +693,58 @@ impl SessionStore for SqlStore {
         }
         let mut tx = self.begin_write().await?;
         insert_samples(&mut tx, batch.samples.iter().map(|s| (s.session_id, &s.sample))).await?;
-        for p in &batch.progress {
-            sqlx::query(
-                "UPDATE session SET energy_wh = $2, power_w = $3, soc_percent = $4, last_meter_at = $5, \
-                   id_token = COALESCE($6, id_token), \
-                   user_id = COALESCE(user_id, (SELECT user_id FROM id_token WHERE id_token_key = $7)) \
-                 WHERE session_id = $1 AND status = 'active'",
-            )
-            .bind(p.session_id.0)
-            .bind(p.energy_wh)
-            .bind(p.power_w)
-            .bind(p.soc_percent)
-            .bind(p.last_meter_at)
-            .bind(p.id_token.as_ref().map(IdToken::as_str))
-            .bind(p.id_token.as_ref().map(IdToken::key))
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        // One statement per chunk, not per row: every statement is a round trip (to
+        // SQLite's worker thread, or to the PostgreSQL server).
+        for chunk in batch.progress.chunks(INSERT_CHUNK) {
+            let mut update = QueryBuilder::<Db>::new(
+                "WITH v (session_id, energy_wh, power_w, soc_percent, last_meter_at, id_token, id_token_key) AS (",
+            );
+            update.push_values(chunk, |mut row, p| {
+                row.push_bind(p.session_id.0)
+                    .push_bind(p.energy_wh)
+                    .push_bind(p.power_w)
+                    .push_bind(p.soc_percent)
+                    .push_bind(p.last_meter_at)
+                    .push_bind(p.id_token.as_ref().map(|t| t.as_str().to_owned()))
+                    .push_bind(p.id_token.as_ref().map(IdToken::key));
+            });
+            update.push(
+                ") UPDATE session SET energy_wh = v.energy_wh, power_w = v.power_w, soc_percent = v.soc_percent, \
+                   last_meter_at = v.last_meter_at, id_token = COALESCE(v.id_token, session.id_token), \
+                   user_id = COALESCE(session.user_id, (SELECT t.user_id FROM id_token t WHERE t.id_token_key = v.id_token_key)) \
+                 FROM v WHERE session.session_id = v.session_id AND session.status = 'active'",
+            );
+            update.build().execute(&mut *tx).await.map_err(backend)?;
         }
-        for (charger, c) in &batch.connectors {
-            sqlx::query(
-                "INSERT INTO connector (charger_id, connector_id, status, error_code, info, availability, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (charger_id, connector_id) DO UPDATE SET status = excluded.status, \
+        for chunk in batch.connectors.chunks(INSERT_CHUNK) {
+            let mut upsert = QueryBuilder::<Db>::new(
+                "INSERT INTO connector (charger_id, connector_id, status, error_code, info, availability, updated_at) ",
+            );
+            upsert.push_values(chunk, |mut row, (charger, c)| {
+                row.push_bind(charger.as_str().to_owned())
+                    .push_bind(i64::from(c.connector_id.0))
+                    .push_bind(c.status.as_str())
+                    .push_bind(c.error_code.clone())
+                    .push_bind(c.info.clone())
+                    .push_bind(c.availability.as_str())
+                    .push_bind(c.updated_at);
+            });
+            upsert.push(
+                " ON CONFLICT (charger_id, connector_id) DO UPDATE SET status = excluded.status, \
                    error_code = excluded.error_code, info = excluded.info, availability = excluded.availability, \
                    updated_at = excluded.updated_at",
-            )
-            .bind(charger.as_str())
-            .bind(i64::from(c.connector_id.0))
-            .bind(c.status.as_str())
-            .bind(c.error_code.as_deref())
-            .bind(c.info.as_deref())
-            .bind(c.availability.as_str())
-            .bind(c.updated_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+            );
+            upsert.build().execute(&mut *tx).await.map_err(backend)?;
         }
-        for (charger, at) in &batch.last_seen {
-            sqlx::query("UPDATE charger SET last_seen_at = $2 WHERE charger_id = $1")
-                .bind(charger.as_str())
-                .bind(*at)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
+        for chunk in batch.last_seen.chunks(INSERT_CHUNK) {
+            let mut update = QueryBuilder::<Db>::new("WITH v (charger_id, last_seen_at) AS (");
+            update.push_values(chunk, |mut row, (charger, at)| {
+                row.push_bind(charger.as_str().to_owned()).push_bind(*at);
+            });
+            update.push(
+                ") UPDATE charger SET last_seen_at = v.last_seen_at FROM v WHERE charger.charger_id = v.charger_id",
+            );
+            update.build().execute(&mut *tx).await.map_err(backend)?;
         }
         tx.commit().await.map_err(backend)
     }

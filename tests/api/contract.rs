@@ -386,16 +386,30 @@ async fn batches_write_samples_progress_connectors_and_last_seen(s: &dyn Store) 
         availability: Availability::Operative,
         updated_at: t0,
     };
+    let other = s
+        .start_session(&new_session("CP-1", 2, "T2"))
+        .await
+        .unwrap();
     let batch = WriteBatch {
         samples,
-        progress: vec![SessionProgress {
-            session_id: session.session_id,
-            energy_wh: 1499,
-            power_w: Some(7400.0),
-            soc_percent: None,
-            last_meter_at: Some(t0),
-            id_token: Some(token("LATE-AUTH")),
-        }],
+        progress: vec![
+            SessionProgress {
+                session_id: session.session_id,
+                energy_wh: 1499,
+                power_w: Some(7400.0),
+                soc_percent: None,
+                last_meter_at: Some(t0),
+                id_token: Some(token("LATE-AUTH")),
+            },
+            SessionProgress {
+                session_id: other.session_id,
+                energy_wh: 42,
+                power_w: None,
+                soc_percent: Some(80.0),
+                last_meter_at: Some(t0),
+                id_token: None,
+            },
+        ],
         connectors: vec![(charger("CP-1"), connector.clone())],
         last_seen: vec![(charger("CP-1"), t0)],
     };
@@ -411,6 +425,17 @@ async fn batches_write_samples_progress_connectors_and_last_seen(s: &dyn Store) 
         stored.id_token,
         Some(token("LATE-AUTH")),
         "a token learnt after the start"
+    );
+    let stored = s.session(other.session_id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.energy_wh, stored.power_w, stored.soc_percent),
+        (42, None, Some(80.0)),
+        "every session of the batch"
+    );
+    assert_eq!(
+        stored.id_token,
+        Some(token("T2")),
+        "a batch without a token keeps the one stored"
     );
     assert_eq!(
         s.connectors(&charger("CP-1")).await.unwrap(),
