@@ -8,7 +8,7 @@
 //! 1011 and tells the registry, so the charger reconnects to a fresh actor and no other
 //! charger notices.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,7 @@ use crate::domain::live::LiveUpdate;
 use crate::domain::money::Money;
 use crate::domain::ports::StoreError;
 use crate::domain::{
-    Availability, CallEffect, ChargerId, ChargerRequest, ChargerResponse, ConnectorId,
+    Availability, CallEffect, ChargerId, ChargerRequest, ChargerResponse, ConnectorId, Connectors,
     ConnectorState, ConnectorStatus, DataTransferStatus, IdToken, IdTokenInfo, Measurand,
     NewSession, NotificationKind, RegistrationStatus, ReportedVariable, SessionError,
     TransactionEvent, TransactionEventKind, TransactionId, TransactionIdOrigin, authorize,
@@ -129,7 +129,7 @@ pub struct ChargerActor {
     services: Arc<Services>,
     out: mpsc::UnboundedSender<Outbound>,
     registration: RegistrationStatus,
-    connectors: BTreeMap<ConnectorId, ConnectorState>,
+    connectors: Connectors,
     sessions: HashMap<TransactionId, SessionHandle>,
     pending: Option<PendingCall>,
     queue: VecDeque<QueuedCall>,
@@ -161,10 +161,7 @@ impl ChargerActor {
             services,
             out,
             registration,
-            connectors: connectors
-                .into_iter()
-                .map(|c| (c.connector_id, c))
-                .collect(),
+            connectors: connectors.into_iter().collect(),
             sessions: HashMap::new(),
             pending: None,
             queue: VecDeque::new(),
@@ -468,7 +465,7 @@ impl ChargerActor {
     }
 
     fn record_connector(&mut self, state: ConnectorState) {
-        self.connectors.insert(state.connector_id, state.clone());
+        self.connectors.insert(state.clone());
         self.services
             .writer
             .connector(self.id.clone(), state.clone());
@@ -957,7 +954,7 @@ impl ChargerActor {
                 scheduled,
             }) => {
                 let targets: Vec<ConnectorId> = if connector_id == ConnectorId::WHOLE_CHARGER {
-                    self.connectors.keys().copied().collect()
+                    self.connectors.ids().collect()
                 } else {
                     vec![connector_id]
                 };
@@ -1031,7 +1028,7 @@ impl Actor for ChargerActor {
             conn_id: self.conn_id,
             version: self.version,
             addr: ctx.address(),
-            connectors: self.connectors.values().cloned().collect(),
+            connectors: self.connectors.as_slice().to_vec(),
         };
         // Wait for the registry before reading frames: it hands over this charger's live sessions.
         ctx.wait(
@@ -1044,11 +1041,7 @@ impl Actor for ChargerActor {
                     for handle in reply.sessions {
                         act.sessions.insert(handle.transaction_id.clone(), handle);
                     }
-                    act.connectors = reply
-                        .connectors
-                        .into_iter()
-                        .map(|c| (c.connector_id, c))
-                        .collect();
+                    act.connectors = reply.connectors.into_iter().collect();
                 }),
         );
     }

@@ -4,7 +4,7 @@
 //! [`ChargerDirectory`] trait, which a cluster version (presence in Redis, commands
 //! over RabbitMQ) can implement without touching them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -21,7 +21,7 @@ use super::notifier::LiveHub;
 use super::session::{LiveSession, SessionActor, Snapshot};
 use crate::domain::ports::{StatusBoard, Store};
 use crate::domain::{
-    ChargerId, ConnectorId, ConnectorState, IdToken, Session, SessionId, TransactionId,
+    ChargerId, ConnectorId, Connectors, ConnectorState, IdToken, Session, SessionId, TransactionId,
 };
 use crate::metrics::Metrics;
 use crate::ocpp::OcppVersion;
@@ -42,7 +42,7 @@ struct Connection {
     version: OcppVersion,
     connected_at: DateTime<Utc>,
     last_heartbeat: Option<DateTime<Utc>>,
-    connectors: BTreeMap<ConnectorId, ConnectorState>,
+    connectors: Connectors,
 }
 
 /// A live session as a `ChargerActor` holds it.
@@ -146,8 +146,7 @@ impl Actor for StationRegistry {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_interval(BOARD_REFRESH, |registry, _| {
             for (id, c) in &registry.chargers {
-                let view: Vec<ConnectorState> = c.connectors.values().cloned().collect();
-                registry.board.publish(id, c.conn_id, &view);
+                registry.board.publish(id, c.conn_id, c.connectors.as_slice());
             }
         });
     }
@@ -176,19 +175,15 @@ impl Handler<Connected> for StationRegistry {
     type Result = MessageResult<Connected>;
 
     fn handle(&mut self, msg: Connected, _: &mut Self::Context) -> Self::Result {
-        let mut connectors: BTreeMap<ConnectorId, ConnectorState> = msg
-            .connectors
-            .into_iter()
-            .map(|c| (c.connector_id, c))
-            .collect();
+        let mut connectors: Connectors = msg.connectors.into_iter().collect();
         match self.chargers.remove(&msg.charger_id) {
             Some(previous) => {
-                for (id, live) in previous.connectors {
+                for live in previous.connectors.into_vec() {
                     if connectors
-                        .get(&id)
+                        .get(&live.connector_id)
                         .is_none_or(|stored| stored.updated_at <= live.updated_at)
                     {
-                        connectors.insert(id, live);
+                        connectors.insert(live);
                     }
                 }
                 if previous.conn_id != msg.conn_id {
@@ -197,8 +192,8 @@ impl Handler<Connected> for StationRegistry {
             }
             None => self.metrics.connected_chargers.inc(),
         }
-        let view: Vec<ConnectorState> = connectors.values().cloned().collect();
-        self.board.publish(&msg.charger_id, msg.conn_id, &view);
+        self.board
+            .publish(&msg.charger_id, msg.conn_id, connectors.as_slice());
         self.chargers.insert(
             msg.charger_id.clone(),
             Connection {
@@ -218,7 +213,7 @@ impl Handler<Connected> for StationRegistry {
             .collect();
         MessageResult(ConnectedReply {
             sessions,
-            connectors: connectors.into_values().collect(),
+            connectors: connectors.into_vec(),
         })
     }
 }
@@ -273,9 +268,9 @@ impl Handler<ChargerUpdate> for StationRegistry {
             c.last_heartbeat = Some(at);
         }
         if let Some(state) = msg.connector {
-            c.connectors.insert(state.connector_id, state);
-            let view: Vec<ConnectorState> = c.connectors.values().cloned().collect();
-            self.board.publish(&msg.charger_id, msg.conn_id, &view);
+            c.connectors.insert(state);
+            self.board
+                .publish(&msg.charger_id, msg.conn_id, c.connectors.as_slice());
         }
     }
 }
@@ -310,7 +305,7 @@ impl Handler<LiveChargers> for StationRegistry {
             ocpp_version: c.version,
             connected_at: c.connected_at,
             last_heartbeat: c.last_heartbeat,
-            connectors: c.connectors.values().cloned().collect(),
+            connectors: c.connectors.as_slice().to_vec(),
         };
         MessageResult(match msg.0 {
             Some(id) => self

@@ -204,6 +204,53 @@ pub struct ConnectorState {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A charger's connectors, one state per connector id, in id order. A sorted vector: a
+/// charger has a handful, and a map node would cost over a kilobyte per charger.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Connectors(Vec<ConnectorState>);
+
+impl Connectors {
+    pub fn get(&self, id: &ConnectorId) -> Option<&ConnectorState> {
+        self.0
+            .binary_search_by_key(id, |c| c.connector_id)
+            .ok()
+            .map(|i| &self.0[i])
+    }
+
+    /// Sets the state of its connector (replacing what was there).
+    pub fn insert(&mut self, state: ConnectorState) {
+        match self
+            .0
+            .binary_search_by_key(&state.connector_id, |c| c.connector_id)
+        {
+            Ok(i) => self.0[i] = state,
+            Err(i) => self.0.insert(i, state),
+        }
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = ConnectorId> + '_ {
+        self.0.iter().map(|c| c.connector_id)
+    }
+
+    pub fn as_slice(&self) -> &[ConnectorState] {
+        &self.0
+    }
+
+    pub fn into_vec(self) -> Vec<ConnectorState> {
+        self.0
+    }
+}
+
+impl FromIterator<ConnectorState> for Connectors {
+    fn from_iter<I: IntoIterator<Item = ConnectorState>>(states: I) -> Self {
+        let mut connectors = Connectors::default();
+        for state in states {
+            connectors.insert(state);
+        }
+        connectors
+    }
+}
+
 /// A StatusNotification, version-neutral.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatusReport {
