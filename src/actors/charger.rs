@@ -28,9 +28,9 @@ use crate::domain::live::LiveUpdate;
 use crate::domain::money::Money;
 use crate::domain::ports::StoreError;
 use crate::domain::{
-    Availability, CallEffect, ChargerId, ChargerRequest, ChargerResponse, ConnectorId, Connectors,
-    ConnectorState, ConnectorStatus, DataTransferStatus, IdToken, IdTokenInfo, Measurand,
-    NewSession, NotificationKind, RegistrationStatus, ReportedVariable, SessionError,
+    Availability, CallEffect, ChargerId, ChargerRequest, ChargerResponse, ConnectorId,
+    ConnectorState, ConnectorStatus, Connectors, DataTransferStatus, IdToken, IdTokenInfo,
+    Measurand, NewSession, NotificationKind, RegistrationStatus, ReportedVariable, SessionError,
     TransactionEvent, TransactionEventKind, TransactionId, TransactionIdOrigin, authorize,
 };
 use crate::ocpp::error::RpcErrorKind;

@@ -21,7 +21,7 @@ use super::notifier::LiveHub;
 use super::session::{LiveSession, SessionActor, Snapshot};
 use crate::domain::ports::{StatusBoard, Store};
 use crate::domain::{
-    ChargerId, ConnectorId, Connectors, ConnectorState, IdToken, Session, SessionId, TransactionId,
+    ChargerId, ConnectorId, ConnectorState, Connectors, IdToken, Session, SessionId, TransactionId,
 };
 use crate::metrics::Metrics;
 use crate::ocpp::OcppVersion;
@@ -146,7 +146,9 @@ impl Actor for StationRegistry {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_interval(BOARD_REFRESH, |registry, _| {
             for (id, c) in &registry.chargers {
-                registry.board.publish(id, c.conn_id, c.connectors.as_slice());
+                registry
+                    .board
+                    .publish(id, c.conn_id, c.connectors.as_slice());
             }
         });
     }
