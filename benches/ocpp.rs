@@ -159,11 +159,14 @@ fn fan_out(c: &mut Criterion) {
 
 /// Hands `text` to the actor and returns what it answers.
 async fn round_trip(
+    writer: &jucr::actors::batch_writer::BatchWriter,
     addr: &actix::Addr<jucr::actors::charger::ChargerActor>,
     text: String,
     out: &mut tokio::sync::mpsc::UnboundedReceiver<jucr::actors::charger::Outbound>,
 ) -> String {
     use jucr::actors::charger::{Inbound, Outbound};
+    // As the socket task does: wait while storage is behind.
+    writer.admit().await;
     addr.send(Inbound(text)).await.expect("the actor runs");
     match out.recv().await {
         Some(Outbound::Text(answer)) => answer,
@@ -195,12 +198,13 @@ fn charger_actor(c: &mut Criterion) {
         std::env::set_var("JUCR_ADMIN_PASSWORD", "bench-password");
     }
     let system = actix::System::new();
-    let (addr, mut out) = system.block_on(async {
+    let (writer, addr, mut out) = system.block_on(async {
         let settings = jucr::config::Settings::load().expect("settings");
         let app = jucr::startup::Application::build(settings)
             .await
             .expect("the application builds");
         let services = app.services();
+        let writer = services.writer.clone();
         let tag = IdToken::parse("BENCH-TAG").expect("token");
         services
             .store
@@ -226,9 +230,10 @@ fn charger_actor(c: &mut Criterion) {
         );
         // The application is only needed for what it built; its listener is never run.
         std::mem::forget(app);
-        (actor.start(), out)
+        (writer, actor.start(), out)
     });
     let started = system.block_on(round_trip(
+        &writer,
         &addr,
         r#"[2,"st-1","StartTransaction",{"connectorId":1,"idTag":"BENCH-TAG","meterStart":0,"timestamp":"2026-11-24T10:00:00.000Z"}]"#.to_owned(),
         &mut out,
@@ -253,7 +258,7 @@ fn charger_actor(c: &mut Criterion) {
                 system.block_on(async {
                     let start = std::time::Instant::now();
                     for _ in 0..iters {
-                        let answer = round_trip(&addr, text.clone(), &mut out).await;
+                        let answer = round_trip(&writer, &addr, text.clone(), &mut out).await;
                         assert!(answer.starts_with("[3,"), "{answer}");
                     }
                     start.elapsed()

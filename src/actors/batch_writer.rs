@@ -10,8 +10,10 @@
 //! ([`BatchWriter::admit`]) until it catches up: a slow database slows the chargers
 //! down, and nothing is lost.
 //!
-//! A failed write keeps its updates and retries with backoff. While storage does not
-//! answer at all, nobody waits (chargers are served on) and beyond
+//! A failed write keeps its updates: a busy database (locked, out of connections) is
+//! retried at the next window while connections keep waiting; one that does not answer
+//! (a failed ping, or a write unfinished after 30 s) is retried with backoff, and
+//! meanwhile nobody waits (chargers are served on) and beyond
 //! `max_batch` × [`OUTAGE_FACTOR`] samples the oldest are dropped and counted, so that an
 //! outage cannot exhaust memory. A graceful shutdown flushes; a SIGKILL loses at most
 //! what was not yet written.
@@ -37,6 +39,20 @@ pub const OUTAGE_FACTOR: usize = 50;
 
 /// Longest wait between attempts while storage is down.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// A write that has not finished by then counts as storage being down (nobody waits
+/// for it any longer); so does a ping that has not answered by `PING_TIMEOUT`.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a transaction did not go through (its updates are kept either way).
+enum Setback {
+    /// Storage answers but is busy (locked, out of connections): retry at the next
+    /// window; connections keep waiting while the backlog is full.
+    Busy,
+    /// Storage does not answer: back off; nobody waits.
+    Down,
+}
 
 enum Command {
     Samples(Vec<SessionSample>),
@@ -262,7 +278,17 @@ struct Writer {
     failures: u32,
 }
 
+/// However the writer task ends, nobody is left waiting for it.
+struct WakeWaitersOnExit(Arc<Backlog>);
+
+impl Drop for WakeWaitersOnExit {
+    fn drop(&mut self) {
+        self.0.set_down(true);
+    }
+}
+
 async fn run(mut w: Writer, mut rx: mpsc::UnboundedReceiver<Command>) {
+    let _wake = WakeWaitersOnExit(w.backlog.clone());
     let mut tick = tokio::time::interval(w.window);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -325,42 +351,64 @@ impl Writer {
         }
         while self.pending.len() > 0 {
             let batch = self.pending.take(self.max_batch);
-            if let Err(batch) = self.write_one(batch).await {
+            if let Err((batch, setback)) = self.write_one(batch).await {
                 self.pending.restore(batch);
                 self.metrics.pending_writes.set(self.pending.len() as i64);
-                return self.back_off();
+                return match setback {
+                    Setback::Down => self.back_off(),
+                    Setback::Busy => self.retry_next_window(),
+                };
             }
             self.metrics.pending_writes.set(self.pending.len() as i64);
         }
         self.succeeded();
     }
 
-    /// Writes one transaction. If that fails while storage answers, the updates are
-    /// tried one by one so that a single bad one (a value the database refuses) cannot
-    /// block the rest: those that fail alone are dropped and counted. Gives the batch
-    /// back if storage does not answer.
-    async fn write_one(&mut self, batch: WriteBatch) -> Result<(), WriteBatch> {
+    /// Writes one transaction. If that fails while storage answers and is not merely
+    /// busy, the updates are tried one by one so that a single bad one (a value the
+    /// database refuses) cannot block the rest: those that fail alone are dropped and
+    /// counted. What was not written is given back with the reason.
+    async fn write_one(&mut self, batch: WriteBatch) -> Result<(), (WriteBatch, Setback)> {
         let samples = batch.samples.len();
         let started = Instant::now();
-        let error = match self.store.write_batch(&batch).await {
-            Ok(()) => {
+        let error = match tokio::time::timeout(WRITE_TIMEOUT, self.store.write_batch(&batch)).await
+        {
+            Ok(Ok(())) => {
                 self.metrics
                     .flush_duration
                     .observe(started.elapsed().as_secs_f64());
                 self.backlog.settled(samples);
                 return Ok(());
             }
-            Err(e) => e,
+            Ok(Err(e)) => e,
+            Err(_) => {
+                self.metrics.flush_failures.inc();
+                tracing::error!(
+                    timeout_secs = WRITE_TIMEOUT.as_secs(),
+                    updates = batch.len(),
+                    "batch write did not finish in time"
+                );
+                return Err((batch, Setback::Down));
+            }
         };
         self.metrics.flush_failures.inc();
         tracing::error!(error.cause_chain = ?error, error.message = %error, updates = batch.len(), "batch write failed");
-        if matches!(error, StoreError::Unavailable(_)) || self.store.ping().await.is_err() {
-            return Err(batch);
+        if !self.storage_answers().await {
+            return Err((batch, Setback::Down));
+        }
+        if matches!(error, StoreError::Unavailable(_)) {
+            return Err((batch, Setback::Busy));
         }
         let (mut stored, mut refused) = (0usize, 0usize);
-        for single in split(batch) {
+        let mut singles = split(batch).into_iter();
+        while let Some(single) = singles.next() {
             match self.store.write_batch(&single).await {
                 Ok(()) => stored += 1,
+                // Busy now, not refused: keep this one and the rest for later.
+                Err(StoreError::Unavailable(_)) => {
+                    self.report_refused(stored, refused);
+                    return Err((join(std::iter::once(single).chain(singles)), Setback::Busy));
+                }
                 Err(e) => {
                     refused += 1;
                     if refused == 1 {
@@ -368,15 +416,39 @@ impl Writer {
                     }
                 }
             }
+            self.backlog.settled(single.samples.len());
         }
-        self.backlog.settled(samples);
+        self.report_refused(stored, refused);
+        Ok(())
+    }
+
+    fn report_refused(&self, stored: usize, refused: usize) {
+        if refused == 0 {
+            return;
+        }
         self.metrics.dropped_writes.inc_by(refused as u64);
         tracing::error!(
             stored,
             dropped = refused,
             "updates the database refused were dropped"
         );
-        Ok(())
+    }
+
+    async fn storage_answers(&self) -> bool {
+        matches!(
+            tokio::time::timeout(PING_TIMEOUT, self.store.ping()).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// Storage is busy: try again at the next window (connections keep waiting while
+    /// the backlog is over its mark).
+    fn retry_next_window(&mut self) {
+        self.retry_at = Some(tokio::time::Instant::now() + self.window);
+        tracing::warn!(
+            pending = self.pending.len(),
+            "storage is busy; keeping the updates for the next window"
+        );
     }
 
     /// Storage is down: keep everything, try again later; nobody waits meanwhile.
@@ -397,6 +469,18 @@ impl Writer {
         self.retry_at = None;
         self.failures = 0;
     }
+}
+
+/// The updates of `parts` in one batch, in order.
+fn join(parts: impl Iterator<Item = WriteBatch>) -> WriteBatch {
+    let mut all = WriteBatch::default();
+    for part in parts {
+        all.samples.extend(part.samples);
+        all.progress.extend(part.progress);
+        all.connectors.extend(part.connectors);
+        all.last_seen.extend(part.last_seen);
+    }
+    all
 }
 
 /// One batch per update.

@@ -233,6 +233,36 @@ fn close(code: CloseCode, description: &str) -> Option<CloseReason> {
     })
 }
 
+/// Sends what the charger's actor emitted; `Err` (with the close reason, if any) when
+/// the connection must end.
+async fn forward(
+    outbound: Option<Outbound>,
+    session: &mut actix_ws::Session,
+    send_timeout: Duration,
+    span: &tracing::Span,
+) -> Result<(), Option<CloseReason>> {
+    match outbound {
+        Some(Outbound::Text(text)) => {
+            match tokio::time::timeout(send_timeout, session.text(text)).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(None),
+                Err(_) => {
+                    span.in_scope(|| {
+                        tracing::warn!("charger is not reading; dropping the connection")
+                    });
+                    Err(close(CloseCode::Away, "not reading"))
+                }
+            }
+        }
+        Some(Outbound::Close { code, reason }) => Err(close(CloseCode::from(code), reason)),
+        // The actor is gone without saying goodbye: it crashed.
+        None => {
+            span.in_scope(|| tracing::error!("charger actor died; closing its socket"));
+            Err(close(CloseCode::Error, "internal error"))
+        }
+    }
+}
+
 /// Owns one charger's WebSocket: frames in go to the actor, frames the actor emits go
 /// out, pings keep it honest. Ends the connection when the charger closes, stops
 /// answering pings, or the actor stops or dies (then with 1011).
@@ -255,29 +285,30 @@ async fn socket_task(task: SocketTask) {
 
     let reason = loop {
         tokio::select! {
-            outbound = out.recv() => match outbound {
-                Some(Outbound::Text(text)) => {
-                    match tokio::time::timeout(send_timeout, session.text(text)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => break None,
-                        Err(_) => {
-                            span.in_scope(|| tracing::warn!("charger is not reading; dropping the connection"));
-                            break close(CloseCode::Away, "not reading");
-                        }
-                    }
+            outbound = out.recv() => {
+                if let Err(reason) = forward(outbound, &mut session, send_timeout, &span).await {
+                    break reason;
                 }
-                Some(Outbound::Close { code, reason }) => break close(CloseCode::from(code), reason),
-                // The actor is gone without saying goodbye: it crashed.
-                None => {
-                    span.in_scope(|| tracing::error!("charger actor died; closing its socket"));
-                    break close(CloseCode::Error, "internal error");
-                }
-            },
+            }
             message = stream.next() => {
                 awaiting_pong = false;
                 if matches!(message, Some(Ok(AggregatedMessage::Text(_) | AggregatedMessage::Binary(_)))) {
-                    // Storage behind: this charger's next frame waits (nothing is lost).
-                    services.writer.admit().await;
+                    // Storage behind: this charger's next frame waits (nothing is lost);
+                    // what the actor sends meanwhile (answers, a close) still goes out.
+                    let admitted = services.writer.admit();
+                    tokio::pin!(admitted);
+                    let mut ended = None;
+                    while ended.is_none() {
+                        tokio::select! {
+                            () = &mut admitted => break,
+                            outbound = out.recv() => {
+                                ended = forward(outbound, &mut session, send_timeout, &span).await.err();
+                            }
+                        }
+                    }
+                    if let Some(reason) = ended {
+                        break reason;
+                    }
                 }
                 match message {
                     Some(Ok(AggregatedMessage::Text(text))) => {

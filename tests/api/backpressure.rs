@@ -25,8 +25,8 @@ fn meter_values(id: &str, tx: &Value, first_wh: usize) -> String {
 #[tokio::test]
 async fn a_stalled_database_holds_chargers_back_and_loses_no_meter_value() {
     // Transactions of at most 2 updates: more than 2 × 4 samples not yet stored hold
-    // connections back; an outage would keep at most 2 × 50 = 100 samples, fewer than
-    // the 300 this charger sends while the database is stalled.
+    // connections back. A stalled database is not an outage: nothing may be dropped,
+    // and the charger must be held back rather than answered.
     let app = TestApp::spawn_with(
         Backend::Postgres,
         &[
@@ -105,5 +105,90 @@ async fn a_stalled_database_holds_chargers_back_and_loses_no_meter_value() {
         app.metric("jucr_persistence_backpressure_waiting").await,
         0.0,
         "nobody waits once the database has caught up"
+    );
+}
+
+#[tokio::test]
+async fn a_busy_database_is_waited_for_not_mistaken_for_refused_updates() {
+    // SQLite: another process holds the write lock past the server's busy timeout
+    // (10 s). The write fails "busy" while the database still answers: the updates are
+    // kept (not tried one by one and dropped) and the charger is held back.
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[
+            ("JUCR__PERSISTENCE__MAX_BATCH", "2"),
+            ("JUCR__PERSISTENCE__FLUSH_INTERVAL_MS", "50"),
+        ],
+    )
+    .await;
+    app.register_charger("CP-BUSY", PASSWORD).await;
+    app.register_token("BUSY-1", json!({"status": "Accepted"}))
+        .await;
+    let mut cp = ChargePoint::connect(app.ws_url("CP-BUSY"), "CP-BUSY", Some(PASSWORD)).await;
+    cp.boot().await;
+    let tx = cp
+        .call(
+            "StartTransaction",
+            json!({"connectorId": 1, "idTag": "BUSY-1", "meterStart": 0, "timestamp": now()}),
+        )
+        .await["transactionId"]
+        .clone();
+
+    let file = app.dir.path().join("data").join("jucr.sqlite");
+    let url = format!("sqlite://{}", file.display());
+    let mut other = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("a second connection to the app's SQLite file");
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .expect("taking the write lock");
+
+    for frame in 0..FRAMES {
+        let id = format!("busy-{frame}");
+        cp.send_text(&meter_values(&id, &tx, frame * VALUES_PER_FRAME))
+            .await;
+    }
+    eventually(
+        Duration::from_secs(30),
+        "a busy write, and the charger held back",
+        || async {
+            (app.metric("jucr_persistence_flush_failures_total").await >= 1.0
+                && app.metric("jucr_persistence_backpressure_waiting").await >= 1.0)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        app.metric("jucr_persistence_dropped_writes_total").await,
+        0.0,
+        "busy is not refused"
+    );
+
+    sqlx::raw_sql("COMMIT")
+        .execute(&mut other)
+        .await
+        .expect("releasing the lock");
+    for frame in 0..FRAMES {
+        let answer = cp.answer_to(&format!("busy-{frame}")).await;
+        assert_eq!(answer[0], 3, "MeterValues {frame} answered: {answer}");
+    }
+    let expected = (FRAMES * VALUES_PER_FRAME) as i64;
+    eventually(Duration::from_secs(30), "every meter value stored", || {
+        let url = url.clone();
+        async move {
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.ok()?;
+            let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM meter_sample")
+                .fetch_one(&mut conn)
+                .await
+                .ok()?;
+            (stored == expected).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(
+        app.metric("jucr_persistence_dropped_writes_total").await,
+        0.0,
+        "nothing dropped"
     );
 }
