@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::domain::ports::{SessionProgress, SessionSample, Store, StoreError, WriteBatch};
+use crate::domain::ports::{
+    SessionProgress, SessionSample, Store, StoreError, StoreResult, WriteBatch,
+};
 use crate::domain::{ChargerId, ConnectorId, ConnectorState, SessionId};
 use crate::metrics::Metrics;
 
@@ -52,6 +54,24 @@ enum Setback {
     Busy,
     /// Storage does not answer: back off; nobody waits.
     Down,
+}
+
+/// What the writer needs of storage.
+#[async_trait::async_trait]
+pub trait BatchSink: Send + Sync + 'static {
+    async fn write_batch(&self, batch: &WriteBatch) -> StoreResult<()>;
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+#[async_trait::async_trait]
+impl BatchSink for Arc<dyn Store> {
+    async fn write_batch(&self, batch: &WriteBatch) -> StoreResult<()> {
+        (**self).write_batch(batch).await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        (**self).ping().await
+    }
 }
 
 enum Command {
@@ -182,7 +202,7 @@ fn take_some<K: Clone + Eq + Hash, V>(map: &mut HashMap<K, V>, room: &mut usize)
 impl BatchWriter {
     /// Starts the writer task on the current tokio runtime.
     pub fn spawn(
-        store: Arc<dyn Store>,
+        store: impl BatchSink,
         window: Duration,
         max_batch: usize,
         metrics: Arc<Metrics>,
@@ -197,7 +217,7 @@ impl BatchWriter {
             waiting: metrics.backpressure_waiting.clone(),
         });
         let writer = Writer {
-            store,
+            store: Box::new(store),
             metrics,
             backlog: backlog.clone(),
             pending: Pending::default(),
@@ -267,7 +287,7 @@ impl BatchWriter {
 }
 
 struct Writer {
-    store: Arc<dyn Store>,
+    store: Box<dyn BatchSink>,
     metrics: Arc<Metrics>,
     backlog: Arc<Backlog>,
     pending: Pending,
@@ -509,4 +529,194 @@ fn split(batch: WriteBatch) -> Vec<WriteBatch> {
         ..Default::default()
     }));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use futures_util::FutureExt;
+
+    use super::*;
+    use crate::domain::{Measurand, MeterSample};
+
+    /// Storage as the writer sees it, scripted: down (no answer), busy (answers, but
+    /// "not now"), a value it refuses, a value whose lone write finds it busy.
+    #[derive(Default)]
+    struct Script {
+        down: bool,
+        busy: bool,
+        refused_value: Option<f64>,
+        busy_alone_value: Option<f64>,
+        attempts: usize,
+        stored: Vec<f64>,
+    }
+
+    #[derive(Clone, Default)]
+    struct Fake(Arc<Mutex<Script>>);
+
+    impl Fake {
+        fn with(&self, change: impl FnOnce(&mut Script)) {
+            change(&mut self.0.lock().unwrap());
+        }
+
+        fn read<T>(&self, look: impl FnOnce(&Script) -> T) -> T {
+            look(&self.0.lock().unwrap())
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl BatchSink for Fake {
+        async fn write_batch(&self, batch: &WriteBatch) -> StoreResult<()> {
+            let mut s = self.0.lock().unwrap();
+            s.attempts += 1;
+            let values: Vec<f64> = batch.samples.iter().map(|s| s.sample.value).collect();
+            if s.down {
+                return Err(StoreError::Backend("connection refused".into()));
+            }
+            if s.busy || (values.len() == 1 && s.busy_alone_value == Some(values[0])) {
+                return Err(StoreError::Unavailable("database is locked".into()));
+            }
+            if s.refused_value.is_some_and(|v| values.contains(&v)) {
+                return Err(StoreError::Backend("value refused".into()));
+            }
+            s.stored.extend(values);
+            Ok(())
+        }
+
+        async fn ping(&self) -> StoreResult<()> {
+            if self.0.lock().unwrap().down {
+                return Err(StoreError::Backend("connection refused".into()));
+            }
+            Ok(())
+        }
+    }
+
+    fn samples(values: impl IntoIterator<Item = u32>) -> Vec<SessionSample> {
+        values
+            .into_iter()
+            .map(|v| SessionSample {
+                session_id: SessionId(1),
+                sample: MeterSample {
+                    timestamp: chrono::Utc::now(),
+                    measurand: Measurand::EnergyImportRegister,
+                    value: f64::from(v),
+                    unit: None,
+                    phase: None,
+                    context: None,
+                },
+            })
+            .collect()
+    }
+
+    async fn until(what: &str, check: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// max_batch 2: connections wait past 8 samples; an outage keeps 100.
+    fn writer(fake: &Fake) -> (BatchWriter, JoinHandle<()>, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new());
+        let (writer, task) =
+            BatchWriter::spawn(fake.clone(), Duration::from_millis(10), 2, metrics.clone());
+        (writer, task, metrics)
+    }
+
+    fn values(range: std::ops::Range<u32>) -> Vec<f64> {
+        range.map(f64::from).collect()
+    }
+
+    #[tokio::test]
+    async fn a_busy_database_holds_connections_back_and_loses_nothing() {
+        let fake = Fake::default();
+        fake.with(|s| s.busy = true);
+        let (writer, _task, metrics) = writer(&fake);
+        writer.samples(samples(0..10));
+        assert!(writer.admit().now_or_never().is_none(), "held back");
+        until("a busy attempt", || fake.read(|s| s.attempts >= 2)).await;
+        assert!(writer.admit().now_or_never().is_none(), "still held back");
+        assert_eq!(metrics.dropped_writes.get(), 0);
+
+        fake.with(|s| s.busy = false);
+        tokio::time::timeout(Duration::from_secs(10), writer.admit())
+            .await
+            .expect("let through once written");
+        until("everything stored", || fake.read(|s| s.stored.len() == 10)).await;
+        assert_eq!(fake.read(|s| s.stored.clone()), values(0..10), "in order");
+        assert_eq!(metrics.dropped_writes.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_refused_update_is_dropped_alone_and_busy_ones_are_kept() {
+        let fake = Fake::default();
+        // 2 is refused; 4 finds the database busy when written alone.
+        fake.with(|s| {
+            s.refused_value = Some(2.0);
+            s.busy_alone_value = Some(4.0);
+        });
+        let metrics = Arc::new(Metrics::new());
+        let (writer, _task) =
+            BatchWriter::spawn(fake.clone(), Duration::from_millis(10), 10, metrics.clone());
+        writer.samples(samples(0..6));
+        writer.flush().await;
+        assert_eq!(
+            fake.read(|s| s.stored.clone()),
+            vec![0.0, 1.0, 3.0],
+            "written one by one up to the busy one"
+        );
+        assert_eq!(metrics.dropped_writes.get(), 1, "only the refused one");
+
+        fake.with(|s| s.busy_alone_value = None);
+        until("the kept ones written", || {
+            fake.read(|s| s.stored.len() == 5)
+        })
+        .await;
+        assert_eq!(
+            fake.read(|s| s.stored.clone()),
+            vec![0.0, 1.0, 3.0, 4.0, 5.0]
+        );
+        assert_eq!(metrics.dropped_writes.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn while_storage_is_down_nobody_waits_and_the_newest_are_kept() {
+        let fake = Fake::default();
+        fake.with(|s| s.down = true);
+        let (writer, _task, metrics) = writer(&fake);
+        writer.samples(samples(0..10));
+        until("an attempt", || fake.read(|s| s.attempts >= 1)).await;
+        until("storage known down", || {
+            writer.admit().now_or_never().is_some()
+        })
+        .await;
+        writer.samples(samples(10..160));
+        // The cap (2 × 50 = 100) drops the 60 oldest once the writer has read them all.
+        until("the oldest dropped", || metrics.dropped_writes.get() == 60).await;
+
+        fake.with(|s| s.down = false);
+        until("the rest written", || fake.read(|s| s.stored.len() == 100)).await;
+        assert_eq!(fake.read(|s| s.stored.clone()), values(60..160));
+    }
+
+    #[tokio::test]
+    async fn connections_waiting_are_released_when_the_writer_ends() {
+        let fake = Fake::default();
+        fake.with(|s| s.busy = true);
+        let (writer, task, _metrics) = writer(&fake);
+        writer.samples(samples(0..10));
+        let waiting = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.admit().await }
+        });
+        until("a busy attempt", || fake.read(|s| s.attempts >= 1)).await;
+        assert!(!waiting.is_finished(), "held back while the writer runs");
+        task.abort();
+        tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("released")
+            .expect("the waiting task ran to its end");
+    }
 }
