@@ -119,11 +119,17 @@ impl Options {
                 other => panic!("unknown option --{other}"),
             }
         };
+        // `JUCR_FLEET_<NAME>` variables that are not options.
+        const NOT_OPTIONS: &[&str] = &[
+            "WORKER",
+            "OPTIONS",
+            "ADDR_RESOLVED",
+            "DATABASE_URL",
+            "REDIS_URL",
+        ];
         for (key, value) in std::env::vars() {
             if let Some(name) = key.strip_prefix("JUCR_FLEET_")
-                && name != "WORKER"
-                && name != "OPTIONS"
-                && name != "DATABASE_URL"
+                && !NOT_OPTIONS.contains(&name)
             {
                 set(&name.to_ascii_lowercase().replace('_', "-"), &value);
             }

@@ -270,6 +270,9 @@ enum FdState {
     Out,
 }
 
+/// errno for "too many open files".
+const EMFILE: i32 = 24;
+
 /// Watches the process's file descriptors (each charger's socket is one): exports them
 /// as metrics and says plainly, once per change, when they run low or out. Running out
 /// only refuses new connections: the chargers already connected are served on.
@@ -286,10 +289,15 @@ pub fn watch_fds(metrics: std::sync::Arc<Metrics>) -> tokio::task::JoinHandle<()
         loop {
             tick.tick().await;
             // Counting needs a descriptor too: when even that fails, none are left.
-            let open = match std::fs::read_dir("/proc/self/fd") {
-                Ok(entries) => entries.count() as u64,
-                Err(e) if e.raw_os_error() == Some(24) => limit,
-                Err(_) => return,
+            // One entry per open descriptor (one per charger): off the runtime's threads.
+            let counted = tokio::task::spawn_blocking(|| {
+                std::fs::read_dir("/proc/self/fd").map(|entries| entries.count() as u64)
+            })
+            .await;
+            let open = match counted {
+                Ok(Ok(open)) => open,
+                Ok(Err(e)) if e.raw_os_error() == Some(EMFILE) => limit,
+                _ => return,
             };
             metrics
                 .open_fds

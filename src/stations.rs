@@ -225,10 +225,11 @@ impl StationSearch {
         let Some(station) = self.stations.station(ocm_id).await? else {
             return Ok(None);
         };
-        if station
-            .data_provider_id
-            .is_some_and(|p| self.excluded_providers().contains(&p))
-        {
+        let allowed = {
+            let reference = self.reference.read().unwrap_or_else(|p| p.into_inner());
+            self.licences.allows(&reference, station.data_provider_id)
+        };
+        if !allowed {
             return Ok(None);
         }
         Ok(self.overlay(vec![(station, None)]).await?.pop())

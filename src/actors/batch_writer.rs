@@ -617,11 +617,15 @@ mod tests {
         }
     }
 
-    /// max_batch 2: connections wait past 8 samples; an outage keeps 100.
-    fn writer(fake: &Fake) -> (BatchWriter, JoinHandle<()>, Arc<Metrics>) {
+    /// With max_batch 2, connections wait past 8 samples and an outage keeps 100.
+    fn writer(fake: &Fake, max_batch: usize) -> (BatchWriter, JoinHandle<()>, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::new());
-        let (writer, task) =
-            BatchWriter::spawn(fake.clone(), Duration::from_millis(10), 2, metrics.clone());
+        let (writer, task) = BatchWriter::spawn(
+            fake.clone(),
+            Duration::from_millis(10),
+            max_batch,
+            metrics.clone(),
+        );
         (writer, task, metrics)
     }
 
@@ -633,7 +637,7 @@ mod tests {
     async fn a_busy_database_holds_connections_back_and_loses_nothing() {
         let fake = Fake::default();
         fake.with(|s| s.busy = true);
-        let (writer, _task, metrics) = writer(&fake);
+        let (writer, _task, metrics) = writer(&fake, 2);
         writer.samples(samples(0..10));
         assert!(writer.admit().now_or_never().is_none(), "held back");
         until("a busy attempt", || fake.read(|s| s.attempts >= 2)).await;
@@ -657,9 +661,7 @@ mod tests {
             s.refused_value = Some(2.0);
             s.busy_alone_value = Some(4.0);
         });
-        let metrics = Arc::new(Metrics::new());
-        let (writer, _task) =
-            BatchWriter::spawn(fake.clone(), Duration::from_millis(10), 10, metrics.clone());
+        let (writer, _task, metrics) = writer(&fake, 10);
         writer.samples(samples(0..6));
         writer.flush().await;
         assert_eq!(
@@ -685,7 +687,7 @@ mod tests {
     async fn while_storage_is_down_nobody_waits_and_the_newest_are_kept() {
         let fake = Fake::default();
         fake.with(|s| s.down = true);
-        let (writer, _task, metrics) = writer(&fake);
+        let (writer, _task, metrics) = writer(&fake, 2);
         writer.samples(samples(0..10));
         until("an attempt", || fake.read(|s| s.attempts >= 1)).await;
         until("storage known down", || {
@@ -705,7 +707,7 @@ mod tests {
     async fn connections_waiting_are_released_when_the_writer_ends() {
         let fake = Fake::default();
         fake.with(|s| s.busy = true);
-        let (writer, task, _metrics) = writer(&fake);
+        let (writer, task, _metrics) = writer(&fake, 2);
         writer.samples(samples(0..10));
         let waiting = tokio::spawn({
             let writer = writer.clone();

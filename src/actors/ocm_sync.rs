@@ -189,9 +189,10 @@ impl OcmSync {
         *self.reference.write().unwrap_or_else(|p| p.into_inner()) = reference.clone();
 
         let now = Utc::now();
-        let sweep_every = chrono::Duration::seconds(
-            i64::try_from(self.settings.full_sweep_interval_secs).unwrap_or(i64::MAX),
-        );
+        let sweep_every = chrono::Duration::from_std(std::time::Duration::from_secs(
+            self.settings.full_sweep_interval_secs,
+        ))
+        .unwrap_or(chrono::Duration::MAX);
         for scope in &self.scopes {
             let mut cursor = match self.store.sync_cursor(&scope.key()).await? {
                 Some(cursor) => cursor,

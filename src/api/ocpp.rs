@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use super::ApiState;
 use super::error::ApiError;
 use crate::actors::Services;
+use crate::actors::batch_writer::BatchWriter;
 use crate::actors::charger::{ChargerActor, ConnectionClosed, Inbound, Outbound};
 use crate::actors::registry::Disconnected;
 use crate::domain::{
@@ -263,6 +264,26 @@ async fn forward(
     }
 }
 
+/// Returns when the batch writer takes more (while storage is behind, this charger's
+/// next frame waits and nothing is lost), sending what the actor emits meanwhile
+/// (answers, a close); `Err` as [`forward`] when the connection must end.
+async fn admit_forwarding(
+    writer: &BatchWriter,
+    out: &mut mpsc::UnboundedReceiver<Outbound>,
+    session: &mut actix_ws::Session,
+    send_timeout: Duration,
+    span: &tracing::Span,
+) -> Result<(), Option<CloseReason>> {
+    let admitted = writer.admit();
+    tokio::pin!(admitted);
+    loop {
+        tokio::select! {
+            () = &mut admitted => return Ok(()),
+            outbound = out.recv() => forward(outbound, session, send_timeout, span).await?,
+        }
+    }
+}
+
 /// Owns one charger's WebSocket: frames in go to the actor, frames the actor emits go
 /// out, pings keep it honest. Ends the connection when the charger closes, stops
 /// answering pings, or the actor stops or dies (then with 1011).
@@ -292,23 +313,11 @@ async fn socket_task(task: SocketTask) {
             }
             message = stream.next() => {
                 awaiting_pong = false;
-                if matches!(message, Some(Ok(AggregatedMessage::Text(_) | AggregatedMessage::Binary(_)))) {
-                    // Storage behind: this charger's next frame waits (nothing is lost);
-                    // what the actor sends meanwhile (answers, a close) still goes out.
-                    let admitted = services.writer.admit();
-                    tokio::pin!(admitted);
-                    let mut ended = None;
-                    while ended.is_none() {
-                        tokio::select! {
-                            () = &mut admitted => break,
-                            outbound = out.recv() => {
-                                ended = forward(outbound, &mut session, send_timeout, &span).await.err();
-                            }
-                        }
-                    }
-                    if let Some(reason) = ended {
-                        break reason;
-                    }
+                // Storage behind: this charger's next frame waits (nothing is lost).
+                if matches!(message, Some(Ok(AggregatedMessage::Text(_) | AggregatedMessage::Binary(_))))
+                    && let Err(reason) = admit_forwarding(&services.writer, &mut out, &mut session, send_timeout, &span).await
+                {
+                    break reason;
                 }
                 match message {
                     Some(Ok(AggregatedMessage::Text(text))) => {

@@ -159,20 +159,6 @@ pub enum ScopeArea {
     },
 }
 
-impl ScopeArea {
-    pub fn contains(&self, s: &super::station::Station) -> bool {
-        match *self {
-            ScopeArea::Country(id) => s.country_id == Some(id),
-            ScopeArea::Box {
-                south,
-                west,
-                north,
-                east,
-            } => (south..=north).contains(&s.latitude) && (west..=east).contains(&s.longitude),
-        }
-    }
-}
-
 /// How a run was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

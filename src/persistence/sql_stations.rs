@@ -95,11 +95,13 @@ impl StationStore for SqlStore {
         .fetch_all(&self.pool)
         .await
         .map_err(backend)?;
+        let only: Option<std::collections::HashSet<i64>> =
+            filter.ocm_ids.as_ref().map(|ids| ids.iter().copied().collect());
         let mut near = Vec::with_capacity(rows.len());
         for row in &rows {
             let id: i64 = row.try_get("ocm_id").map_err(backend)?;
             let distance = haversine_km(lat, lng, row.try_get("latitude").map_err(backend)?, row.try_get("longitude").map_err(backend)?);
-            if distance <= radius_km && filter.ocm_ids.as_ref().is_none_or(|ids| ids.contains(&id)) {
+            if distance <= radius_km && only.as_ref().is_none_or(|ids| ids.contains(&id)) {
                 near.push((id, distance));
             }
         }

@@ -705,7 +705,7 @@ impl SessionStore for SqlStore {
                     .push_bind(p.power_w)
                     .push_bind(p.soc_percent)
                     .push_bind(p.last_meter_at)
-                    .push_bind(p.id_token.as_ref().map(|t| t.as_str().to_owned()))
+                    .push_bind(p.id_token.as_ref().map(IdToken::as_str))
                     .push_bind(p.id_token.as_ref().map(IdToken::key));
             });
             update.push(
@@ -721,11 +721,11 @@ impl SessionStore for SqlStore {
                 "INSERT INTO connector (charger_id, connector_id, status, error_code, info, availability, updated_at) ",
             );
             upsert.push_values(chunk, |mut row, (charger, c)| {
-                row.push_bind(charger.as_str().to_owned())
+                row.push_bind(charger.as_str())
                     .push_bind(i64::from(c.connector_id.0))
                     .push_bind(c.status.as_str())
-                    .push_bind(c.error_code.clone())
-                    .push_bind(c.info.clone())
+                    .push_bind(c.error_code.as_deref())
+                    .push_bind(c.info.as_deref())
                     .push_bind(c.availability.as_str())
                     .push_bind(c.updated_at);
             });
@@ -739,7 +739,7 @@ impl SessionStore for SqlStore {
         for chunk in batch.last_seen.chunks(INSERT_CHUNK) {
             let mut update = QueryBuilder::<Db>::new("WITH v (charger_id, last_seen_at) AS (");
             update.push_values(chunk, |mut row, (charger, at)| {
-                row.push_bind(charger.as_str().to_owned()).push_bind(*at);
+                row.push_bind(charger.as_str()).push_bind(*at);
             });
             update.push(
                 ") UPDATE charger SET last_seen_at = v.last_seen_at FROM v WHERE charger.charger_id = v.charger_id",

@@ -22,6 +22,31 @@ fn meter_values(id: &str, tx: &Value, first_wh: usize) -> String {
         .to_string()
 }
 
+/// An app writing at most 2 updates per transaction (so more than 2 × 4 samples not yet
+/// stored hold connections back), and a charger of it in a transaction.
+async fn charging(backend: Backend, charger: &str, tag: &str) -> (TestApp, ChargePoint, Value) {
+    let app = TestApp::spawn_with(
+        backend,
+        &[
+            ("JUCR__PERSISTENCE__MAX_BATCH", "2"),
+            ("JUCR__PERSISTENCE__FLUSH_INTERVAL_MS", "50"),
+        ],
+    )
+    .await;
+    app.register_charger(charger, PASSWORD).await;
+    app.register_token(tag, json!({"status": "Accepted"})).await;
+    let mut cp = ChargePoint::connect(app.ws_url(charger), charger, Some(PASSWORD)).await;
+    cp.boot().await;
+    let tx = cp
+        .call(
+            "StartTransaction",
+            json!({"connectorId": 1, "idTag": tag, "meterStart": 0, "timestamp": now()}),
+        )
+        .await["transactionId"]
+        .clone();
+    (app, cp, tx)
+}
+
 /// Sends MeterValues one call at a time, as OCPP has it, until one is held back (a
 /// connection waits for the database); returns the number sent, the last one unanswered.
 /// The samples of an answered frame are counted an instant later (the session actor
@@ -60,29 +85,9 @@ async fn send_the_rest(cp: &mut ChargePoint, tx: &Value, prefix: &str, sent: usi
 
 #[tokio::test]
 async fn a_stalled_database_holds_chargers_back_and_loses_no_meter_value() {
-    // Transactions of at most 2 updates: more than 2 × 4 samples not yet stored hold
-    // connections back. A stalled database is not an outage: nothing may be dropped,
-    // and the charger must be held back rather than answered.
-    let app = TestApp::spawn_with(
-        Backend::Postgres,
-        &[
-            ("JUCR__PERSISTENCE__MAX_BATCH", "2"),
-            ("JUCR__PERSISTENCE__FLUSH_INTERVAL_MS", "50"),
-        ],
-    )
-    .await;
-    app.register_charger("CP-BP", PASSWORD).await;
-    app.register_token("BP-1", json!({"status": "Accepted"}))
-        .await;
-    let mut cp = ChargePoint::connect(app.ws_url("CP-BP"), "CP-BP", Some(PASSWORD)).await;
-    cp.boot().await;
-    let tx = cp
-        .call(
-            "StartTransaction",
-            json!({"connectorId": 1, "idTag": "BP-1", "meterStart": 0, "timestamp": now()}),
-        )
-        .await["transactionId"]
-        .clone();
+    // A stalled database is not an outage: nothing may be dropped, and the charger must
+    // be held back rather than answered.
+    let (app, mut cp, tx) = charging(Backend::Postgres, "CP-BP", "BP-1").await;
 
     // Another client holds the meter table: every insert waits for it (it does not fail).
     let mut other = sqlx::PgConnection::connect(app.database_url())
@@ -132,26 +137,7 @@ async fn a_busy_database_is_waited_for_not_mistaken_for_refused_updates() {
     // SQLite: another process holds the write lock past the server's busy timeout
     // (10 s). The write fails "busy" while the database still answers: the updates are
     // kept (not tried one by one and dropped) and the charger is held back.
-    let app = TestApp::spawn_with(
-        Backend::Sqlite,
-        &[
-            ("JUCR__PERSISTENCE__MAX_BATCH", "2"),
-            ("JUCR__PERSISTENCE__FLUSH_INTERVAL_MS", "50"),
-        ],
-    )
-    .await;
-    app.register_charger("CP-BUSY", PASSWORD).await;
-    app.register_token("BUSY-1", json!({"status": "Accepted"}))
-        .await;
-    let mut cp = ChargePoint::connect(app.ws_url("CP-BUSY"), "CP-BUSY", Some(PASSWORD)).await;
-    cp.boot().await;
-    let tx = cp
-        .call(
-            "StartTransaction",
-            json!({"connectorId": 1, "idTag": "BUSY-1", "meterStart": 0, "timestamp": now()}),
-        )
-        .await["transactionId"]
-        .clone();
+    let (app, mut cp, tx) = charging(Backend::Sqlite, "CP-BUSY", "BUSY-1").await;
 
     let file = app.dir.path().join("data").join("jucr.sqlite");
     let url = format!("sqlite://{}", file.display());
