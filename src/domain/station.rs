@@ -173,6 +173,8 @@ impl StationFilter {
             && self
                 .min_power_kw
                 .is_none_or(|min| s.max_power_kw().is_some_and(|p| p >= min))
+            && s.data_provider_id
+                .is_none_or(|p| !self.excluded_provider_ids.contains(&p))
             && (self.operator_ids.is_empty()
                 || s.operator_id
                     .is_some_and(|o| self.operator_ids.contains(&o)))

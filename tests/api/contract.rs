@@ -1152,6 +1152,40 @@ async fn radius_searches_cut_off_filter_and_page_like_the_formula_on_real_statio
     let all = london();
     let counts = s.upsert_stations(&all).await.unwrap();
     assert_eq!(counts.inserted, 100);
+    // A data provider whose licence forbids our use: its stations are left out.
+    let excluded = all
+        .iter()
+        .find_map(|st| st.data_provider_id)
+        .expect("stations name their data provider");
+    let everything = s
+        .stations_near(51.5, -0.12, 25.0, &StationFilter::default(), 0, 1000)
+        .await
+        .unwrap();
+    assert!(
+        everything
+            .iter()
+            .any(|(st, _)| st.data_provider_id == Some(excluded))
+    );
+    let allowed = s
+        .stations_near(
+            51.5,
+            -0.12,
+            25.0,
+            &StationFilter {
+                excluded_provider_ids: vec![excluded],
+                ..Default::default()
+            },
+            0,
+            1000,
+        )
+        .await
+        .unwrap();
+    assert!(
+        allowed
+            .iter()
+            .all(|(st, _)| st.data_provider_id != Some(excluded)),
+        "no station of an excluded data provider"
+    );
     let filters = [
         StationFilter::default(),
         StationFilter {
@@ -1168,6 +1202,10 @@ async fn radius_searches_cut_off_filter_and_page_like_the_formula_on_real_statio
         },
         StationFilter {
             ocm_ids: Some(all.iter().step_by(3).map(|s| s.ocm_id).collect()),
+            ..Default::default()
+        },
+        StationFilter {
+            excluded_provider_ids: vec![excluded],
             ..Default::default()
         },
     ];
