@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix::Actor;
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, web};
 use anyhow::Context;
 use chrono::Utc;
 use secrecy::SecretString;
@@ -87,7 +87,7 @@ impl Application {
         };
         // Our chargers' live connector status, for the station search's overlay.
         let board = persistence::status_board(&settings)?;
-        // Registries start before HttpServer::new: its closure runs once per worker.
+        // Registries start before the server: its app factory runs once per worker.
         let registry = StationRegistry::new(store.clone(), writer.clone(), metrics.clone())
             .with_live(live.clone())
             .with_board(board.clone())
@@ -247,29 +247,25 @@ impl Application {
         let address = settings.bind_address()?;
         let listener = TcpListener::bind(address).with_context(|| format!("binding {address}"))?;
         let port = listener.local_addr()?.port();
-        let mut server = HttpServer::new(move || {
-            App::new()
-                .wrap(TracingLogger::default())
-                .app_data(state.clone())
-                .configure(api::configure)
-        })
-        .on_connect(api::tls::on_connect)
-        .disable_signals()
-        .shutdown_timeout(settings.http.shutdown_grace_secs);
-        if settings.http.workers > 0 {
-            server = server.workers(settings.http.workers);
-        }
-        server = server.listen(listener)?;
-        let mut tls_port = None;
+        let mut tls = None;
         if let Some(port) = settings.tls.port {
             let config = api::tls::server_config(&settings.tls)?;
             let address = format!("{}:{port}", settings.http.host);
             let listener = TcpListener::bind(&address)
                 .with_context(|| format!("binding {address} for TLS"))?;
-            tls_port = Some(listener.local_addr()?.port());
-            server = server.listen_rustls_0_23(listener, config)?;
+            tls = Some((listener, config));
         }
-        let server = server.run();
+        let tls_port = match &tls {
+            Some((listener, _)) => Some(listener.local_addr()?.port()),
+            None => None,
+        };
+        let app = move || {
+            App::new()
+                .wrap(TracingLogger::default())
+                .app_data(state.clone())
+                .configure(api::configure)
+        };
+        let server = api::server::serve(app, &settings.http, listener, tls, api::tls::on_connect)?;
         Ok(Application {
             bus,
             relay_task,

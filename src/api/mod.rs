@@ -7,6 +7,7 @@ pub mod health;
 pub mod limit;
 pub mod ocpp;
 pub mod rest;
+pub mod server;
 pub mod tls;
 
 use std::sync::Arc;

@@ -71,7 +71,7 @@ pub fn server_config(tls: &TlsSettings) -> anyhow::Result<ServerConfig> {
         .context("our certificate and key do not match")
 }
 
-/// `HttpServer::on_connect` hook: records that a connection is TLS and its client certificate.
+/// Connect hook of the TLS listener (`api::server::serve`): records that a connection is TLS and its client certificate.
 pub fn on_connect(connection: &dyn Any, extensions: &mut Extensions) {
     type Tls = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
     if let Some(stream) = connection.downcast_ref::<Tls>() {

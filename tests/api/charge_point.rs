@@ -296,12 +296,15 @@ impl ChargePoint {
 }
 
 /// A WebSocket handshake over a bare TCP socket, for what a WebSocket client library
-/// refuses to show: returns the response head and the close code of the first frame.
+/// refuses to do or show: `behind` goes out in the same write as the request head (a
+/// client that does not wait for the 101). Returns the response head and the first
+/// frame the server sends, if any.
 pub async fn raw_handshake(
     port: u16,
     path: &str,
     extra_headers: &[(&str, String)],
-) -> (String, Option<u16>) {
+    behind: &[u8],
+) -> (String, Option<RawFrame>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = TcpStream::connect(("127.0.0.1", port))
         .await
@@ -314,7 +317,9 @@ pub async fn raw_handshake(
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(behind);
+    stream.write_all(&bytes).await.expect("write");
     let mut received = Vec::new();
     let mut buf = [0u8; 1024];
     let head_end = loop {
@@ -329,15 +334,64 @@ pub async fn raw_handshake(
         }
     };
     let head = String::from_utf8_lossy(&received[..head_end]).into_owned();
-    let mut frame = received[head_end..].to_vec();
-    while frame.len() < 4 {
-        match tokio::time::timeout(TIMEOUT, stream.read(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => frame.extend_from_slice(&buf[..n]),
-            _ => break,
+    let mut rest = received[head_end..].to_vec();
+    let frame = loop {
+        if let Some(frame) = RawFrame::parse(&rest) {
+            break Some(frame);
         }
+        match tokio::time::timeout(TIMEOUT, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => rest.extend_from_slice(&buf[..n]),
+            _ => break None,
+        }
+    };
+    (head, frame)
+}
+
+/// One unmasked frame from the server, read off a bare socket.
+pub struct RawFrame {
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+impl RawFrame {
+    /// The frame at the start of `bytes`, once all of it is there.
+    fn parse(bytes: &[u8]) -> Option<RawFrame> {
+        let (&first, &second) = (bytes.first()?, bytes.get(1)?);
+        let (len, start) = match second & 0x7f {
+            126 => (
+                u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?) as usize,
+                4,
+            ),
+            127 => (
+                u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?) as usize,
+                10,
+            ),
+            len => (len as usize, 2),
+        };
+        Some(RawFrame {
+            opcode: first & 0x0f,
+            payload: bytes.get(start..start + len)?.to_vec(),
+        })
     }
-    // An unmasked server close frame: 0x88, length, then the 2-byte code.
-    let code =
-        (frame.len() >= 4 && frame[0] == 0x88).then(|| u16::from_be_bytes([frame[2], frame[3]]));
-    (head, code)
+
+    /// The close code, if this is a close frame with one.
+    pub fn close_code(&self) -> Option<u16> {
+        (self.opcode == 8 && self.payload.len() >= 2)
+            .then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+    }
+
+    pub fn text(&self) -> Option<&str> {
+        (self.opcode == 1).then(|| std::str::from_utf8(&self.payload).ok())?
+    }
+}
+
+/// A client's text frame (masked, as RFC 6455 requires of clients), under 126 bytes.
+pub fn masked_text_frame(text: &str) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let len = u8::try_from(text.len()).expect("a short frame");
+    assert!(len < 126, "a short frame");
+    let mut frame = vec![0x81, 0x80 | len];
+    frame.extend_from_slice(&mask);
+    frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
 }

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use base64::Engine;
 
-use crate::charge_point::{ChargePoint, Connect, Refused, raw_handshake};
+use crate::charge_point::{ChargePoint, Connect, Refused, masked_text_frame, raw_handshake};
 use crate::helpers::{Backend, TestApp, eventually};
 
 fn assert_error_shape(body: &serde_json::Value, code: &str) {
@@ -283,13 +283,14 @@ async fn the_endpoint_checks_identity_and_protocol_before_the_upgrade() {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode("CP-AUTH:charger-password-0001")
     );
-    let (head, close) = raw_handshake(
+    let (head, frame) = raw_handshake(
         app.port,
         "/ocpp/CP-AUTH",
         &[
             ("Authorization", basic.clone()),
             ("Sec-WebSocket-Protocol", "ocpp1.5, ocpp9".into()),
         ],
+        &[],
     )
     .await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
@@ -297,10 +298,11 @@ async fn the_endpoint_checks_identity_and_protocol_before_the_upgrade() {
         !head.to_ascii_lowercase().contains("sec-websocket-protocol"),
         "{head}"
     );
-    assert_eq!(close, Some(1002));
-    let (head, close) = raw_handshake(app.port, "/ocpp/CP-AUTH", &[("Authorization", basic)]).await;
+    assert_eq!(frame.and_then(|f| f.close_code()), Some(1002));
+    let (head, frame) =
+        raw_handshake(app.port, "/ocpp/CP-AUTH", &[("Authorization", basic)], &[]).await;
     assert!(
-        head.starts_with("HTTP/1.1 101") && close == Some(1002),
+        head.starts_with("HTTP/1.1 101") && frame.and_then(|f| f.close_code()) == Some(1002),
         "no subprotocol offered at all: {head}"
     );
 
@@ -318,6 +320,42 @@ async fn the_endpoint_checks_identity_and_protocol_before_the_upgrade() {
         "2.0.1 is preferred by default"
     );
     cp.close().await;
+}
+
+#[tokio::test]
+async fn a_frame_sent_right_behind_the_handshake_is_answered() {
+    // Some chargers send their first call without waiting for the 101: those bytes arrive
+    // with the request head and must reach the charger's connection, not be dropped.
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    app.register_charger("CP-EAGER", "charger-password-0001")
+        .await;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("CP-EAGER:charger-password-0001")
+    );
+    let call = json!([2, "eager-1", "Heartbeat", {}]).to_string();
+
+    let (head, frame) = raw_handshake(
+        app.port,
+        "/ocpp/CP-EAGER",
+        &[
+            ("Authorization", basic),
+            ("Sec-WebSocket-Protocol", "ocpp1.6".into()),
+        ],
+        &masked_text_frame(&call),
+    )
+    .await;
+
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let answer: serde_json::Value =
+        serde_json::from_str(frame.as_ref().and_then(|f| f.text()).expect("a text frame"))
+            .expect("JSON");
+    assert_eq!(
+        (&answer[0], &answer[1]),
+        (&json!(3), &json!("eager-1")),
+        "{answer}"
+    );
+    assert!(answer[2]["currentTime"].is_string(), "{answer}");
 }
 
 #[tokio::test]
