@@ -3,8 +3,9 @@
 //! mix (heartbeats, status changes, transactions with MeterValues every S seconds) for
 //! a set time. It reports the connect rate, calls per second, CALL→CALLRESULT latency
 //! (p50, p99, p99.9), errors, and the server's resident memory per connected charger
-//! ((RSS with N connected − RSS with none) / N, from /proc), then stops the server and
-//! checks that every meter value sent was persisted. It stops by itself.
+//! ((RSS with N connected − RSS with none) / N, from /proc) and the CPU time the server
+//! and the generator used (the server's per call), then stops the server and checks
+//! that every meter value sent was persisted. It stops by itself.
 //!
 //! ```text
 //! cargo bench --bench fleet -- --chargers 15000 --boot-rate 500 --duration 60 \
@@ -19,7 +20,7 @@
 //! ephemeral ports never run out), `--profile embedded|cloud` (cloud: PostgreSQL from
 //! `JUCR_FLEET_DATABASE_URL`, default the local server, a fresh database per run),
 //! `--addr host:port` (a server already running, unknown chargers accepted; no
-//! persistence check) with `--server-pid` for the memory figure.
+//! persistence check) with `--server-pid` for the memory and CPU figures.
 //!
 //! Run without `--bench` (as `cargo test --benches` does) it is a smoke test: a few
 //! hundred chargers for a few seconds against both profiles, failing unless there were
@@ -216,7 +217,8 @@ struct Stats {
     samples_sent: u64,
     /// From the first connection to the last.
     boot_secs: f64,
-    /// Of the mix, from the last connection to the end.
+    /// Of the mix, from the last connection until the last charger is done (later than
+    /// planned when the server answers late).
     mix_secs: f64,
     latency: Histogram,
     /// The same, by action (write-through ones like StartTransaction apart from the
@@ -589,8 +591,34 @@ async fn worker(index: usize, o: Options, addr: String) {
     let mut s = out.lock().await.clone();
     s.connected = connected.load(Ordering::Relaxed);
     s.boot_secs = (all_up - t0).as_secs_f64();
-    s.mix_secs = (end - all_up).as_secs_f64();
+    // Until the last charger is done, not the planned end: a server that answers late
+    // stretches the mix, and the rate must count that time.
+    s.mix_secs = (tokio::time::Instant::now().max(end) - all_up).as_secs_f64();
     println!("{}", json!({"stats": s}));
+}
+
+/// CPU time (user and system) a process has used so far, from /proc.
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name (in parentheses, may hold spaces) comes field 3, the state;
+    // utime and stime are fields 14 and 15, in clock ticks (proc(5)).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (per_sec > 0).then(|| ticks as f64 / per_sec as f64)
+}
+
+/// CPU time (user and system) of this process's children that have been waited for.
+fn children_cpu_secs() -> f64 {
+    // SAFETY: getrusage fills the struct it is given; all-zero is a valid `rusage`.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -724,6 +752,11 @@ async fn run(o: Options) -> bool {
         .or_else(|| server.as_ref().and_then(|s| s.child.id()));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = pid.and_then(rss_kib);
+    let (idle_cpu, generators_before, started) = (
+        pid.and_then(cpu_secs),
+        children_cpu_secs(),
+        std::time::Instant::now(),
+    );
     println!(
         "fleet: {} chargers ({}% 2.0.1), {} processes, {} source addresses, boot {}/s, mix {} s (MeterValues every {} s x {} x {} samples, heartbeat every {} s) against {addr} ({})",
         o.chargers,
@@ -779,12 +812,28 @@ async fn run(o: Options) -> bool {
         );
     }
     let up_rss = pid.and_then(rss_kib);
+    // And once more near the end of the mix, chargers still connected: what a node holds
+    // once the boot storm's buffers are freed.
+    let mix_end = started + Duration::from_secs_f64(o.chargers as f64 / o.boot_rate + o.duration)
+        - Duration::from_secs_f64(o.duration.min(4.0) / 2.0);
+    let settled_rss = match pid {
+        Some(pid) if std::time::Instant::now() < mix_end => {
+            tokio::time::sleep(mix_end - std::time::Instant::now()).await;
+            rss_kib(pid)
+        }
+        _ => None,
+    };
     for (i, (child, lines)) in workers.iter_mut().enumerate() {
         let stats = next(i, lines).await;
         let s: Stats = serde_json::from_value(stats["stats"].clone()).expect("stats");
         total.merge(&s);
         let _ = child.wait().await;
     }
+    let (busy_cpu, generators, wall) = (
+        pid.and_then(cpu_secs),
+        children_cpu_secs() - generators_before,
+        started.elapsed().as_secs_f64(),
+    );
     let mut clean = total.errors == 0 && total.connected == o.chargers as u64;
     println!(
         "fleet: {} connected ({} failed) in {:.1} s = {:.0} connections/s",
@@ -816,13 +865,28 @@ async fn run(o: Options) -> bool {
     for e in &total.first_errors {
         println!("fleet: error: {e}");
     }
+    let per_charger =
+        |idle: u64, up: u64| up.saturating_sub(idle) as f64 / total.connected.max(1) as f64;
     if let (Some(idle), Some(up)) = (idle_rss, up_rss) {
         println!(
-            "fleet: server RSS {} KiB idle, {} KiB with {} connected = {:.1} KiB per charger",
-            idle,
-            up,
+            "fleet: server RSS {idle} KiB idle, {up} KiB with {} connected = {:.1} KiB per charger",
             total.connected,
-            (up.saturating_sub(idle)) as f64 / total.connected.max(1) as f64
+            per_charger(idle, up),
+        );
+        if let Some(settled) = settled_rss {
+            println!(
+                "fleet: server RSS {settled} KiB at the end of the mix, still connected = {:.1} KiB per charger",
+                per_charger(idle, settled),
+            );
+        }
+    }
+    if let (Some(idle), Some(busy)) = (idle_cpu, busy_cpu) {
+        let server_cpu = busy - idle;
+        println!(
+            "fleet: CPU: server {server_cpu:.1} s = {:.1} µs per call, generator {generators:.1} s, in {wall:.1} s: {:.2} cores busy of {}",
+            server_cpu * 1e6 / total.calls.max(1) as f64,
+            (server_cpu + generators) / wall.max(1e-3),
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
         );
     }
     if let Some(mut s) = server.take() {
