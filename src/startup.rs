@@ -102,7 +102,7 @@ impl Application {
         let restored = active.len();
         for session in active {
             registry
-                .send(OpenSession(session))
+                .send(OpenSession(session, actix::Arbiter::current()))
                 .await
                 .context("restoring a session")?;
         }

@@ -534,6 +534,7 @@ impl ChargerActor {
                     .send(FindSession {
                         charger_id: charger.clone(),
                         transaction_id: tx.clone(),
+                        on: Arbiter::current(),
                     })
                     .await
                     .ok()
@@ -592,7 +593,7 @@ impl ChargerActor {
                     let session = services.store.start_session(&new).await?;
                     services
                         .registry
-                        .send(OpenSession(session))
+                        .send(OpenSession(session, Arbiter::current()))
                         .await
                         .map_err(|_| StoreError::Backend("registry is gone".into()))?
                 }
@@ -794,6 +795,7 @@ impl ChargerActor {
         let find = self.services.registry.send(FindSession {
             charger_id: self.id.clone(),
             transaction_id: tx.clone(),
+            on: Arbiter::current(),
         });
         ctx.wait(find.into_actor(self).map(move |found, act, _| match found.ok().flatten() {
             Some(handle) => {

@@ -107,25 +107,31 @@ impl StationRegistry {
     }
 
     /// Starts (or finds) the actor of an active session.
-    fn open(&mut self, session: Session, ctx: &mut Context<Self>) -> SessionHandle {
+    /// The session's actor, started on `on` if it is not running.
+    fn open(
+        &mut self,
+        session: Session,
+        on: &ArbiterHandle,
+        ctx: &mut Context<Self>,
+    ) -> SessionHandle {
         let key = (session.charger_id.clone(), session.transaction_id.clone());
         if let Some(handle) = self.sessions.get(&key).filter(|h| h.addr.connected()) {
             return handle.clone();
         }
+        let actor = SessionActor::new(
+            session.clone(),
+            self.store.clone(),
+            self.writer.clone(),
+            ctx.address(),
+            self.metrics.clone(),
+        )
+        .cost_update_interval(self.cost_update_interval)
+        .live_to(self.live.clone());
         let handle = SessionHandle {
             session_id: session.session_id,
             transaction_id: session.transaction_id.clone(),
             connector_id: session.connector_id,
-            addr: SessionActor::new(
-                session.clone(),
-                self.store.clone(),
-                self.writer.clone(),
-                ctx.address(),
-                self.metrics.clone(),
-            )
-            .cost_update_interval(self.cost_update_interval)
-            .live_to(self.live.clone())
-            .start(),
+            addr: SessionActor::start_in_arbiter(on, |_| actor),
         };
         if let Some(token) = &session.id_token {
             self.tokens.insert(token.key(), session.session_id);
@@ -322,15 +328,19 @@ impl Handler<LiveChargers> for StationRegistry {
 }
 
 /// Start the actor of a session just stored (StartTransaction) or restored at start-up.
+///
+/// The session's actor runs on the given arbiter: the charger's (`Arbiter::current()`
+/// in the charger actor), so that sessions spread over the HTTP workers' threads
+/// instead of all running on the registry's.
 #[derive(Message)]
 #[rtype(result = "SessionHandle")]
-pub struct OpenSession(pub Session);
+pub struct OpenSession(pub Session, pub ArbiterHandle);
 
 impl Handler<OpenSession> for StationRegistry {
     type Result = MessageResult<OpenSession>;
 
     fn handle(&mut self, msg: OpenSession, ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(self.open(msg.0, ctx))
+        MessageResult(self.open(msg.0, &msg.1, ctx))
     }
 }
 
@@ -341,6 +351,8 @@ impl Handler<OpenSession> for StationRegistry {
 pub struct FindSession {
     pub charger_id: ChargerId,
     pub transaction_id: TransactionId,
+    /// Where a rebuilt session actor runs (see [`OpenSession`]).
+    pub on: ArbiterHandle,
 }
 
 impl Handler<FindSession> for StationRegistry {
@@ -351,12 +363,13 @@ impl Handler<FindSession> for StationRegistry {
         if let Some(handle) = self.sessions.get(&key).filter(|h| h.addr.connected()) {
             return Box::pin(fut::ready(Some(handle.clone())));
         }
+        let on = msg.on;
         let store = self.store.clone();
         let load = async move { store.session_by_transaction(&key.0, &key.1).await };
-        Box::pin(load.into_actor(self).map(|loaded, act, ctx| match loaded {
+        Box::pin(load.into_actor(self).map(move |loaded, act, ctx| match loaded {
             Ok(Some(session)) if session.status == crate::domain::SessionStatus::Active => {
                 tracing::info!(charger_id = %session.charger_id, session_id = %session.session_id, "session actor rebuilt from storage");
-                Some(act.open(session, ctx))
+                Some(act.open(session, &on, ctx))
             }
             Ok(_) => None,
             Err(e) => {
