@@ -265,7 +265,7 @@ impl Application {
                 .app_data(state.clone())
                 .configure(api::configure)
         };
-        let server = api::server::serve(app, &settings.http, listener, tls, api::tls::on_connect)?;
+        let server = api::server::serve(app, &settings.http, listener, tls)?;
         Ok(Application {
             bus,
             relay_task,

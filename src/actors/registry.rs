@@ -106,8 +106,7 @@ impl StationRegistry {
         self
     }
 
-    /// Starts (or finds) the actor of an active session.
-    /// The session's actor, started on `on` if it is not running.
+    /// Finds the actor of an active session, or starts it on `on`.
     fn open(
         &mut self,
         session: Session,

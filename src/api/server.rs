@@ -14,10 +14,11 @@
 //! the socket. Between reads an upgraded connection holds no buffer of ours.
 
 use std::cell::RefCell;
+use std::fmt;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::mem::MaybeUninit;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::pin::{Pin, pin};
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker, ready};
@@ -27,8 +28,10 @@ use actix_codec::{AsyncRead, AsyncWrite, Encoder, Framed, FramedParts, ReadBuf};
 use actix_http::body::{BoxBody, MessageBody};
 use actix_http::error::PayloadError;
 use actix_http::h1::{Codec, Message};
-use actix_http::{ConnectionType, HttpService, Method, Payload, Request, Response, StatusCode};
-use actix_server::Server;
+use actix_http::{
+    ConnectionType, HttpServiceBuilder, Method, Payload, Request, Response, StatusCode,
+};
+use actix_server::{GracefulShutdownSignal, Server};
 use actix_service::{
     IntoServiceFactory, Service, ServiceFactory, fn_factory, fn_service, map_config,
 };
@@ -50,24 +53,40 @@ const KEEP_ALIVE: Duration = Duration::from_secs(5);
 const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Serves `app` on the plain listener and, when given, on the TLS one; `on_tls_connect`
-/// sees each TLS connection before its first request (client certificates).
-pub fn serve<F, A, B>(
-    app: F,
-    settings: &HttpSettings,
-    plain: TcpListener,
-    tls: Option<(TcpListener, ServerConfig)>,
-    on_tls_connect: fn(&dyn std::any::Any, &mut actix_http::Extensions),
-) -> io::Result<Server>
-where
-    F: Fn() -> App<A> + Send + Clone + 'static,
+/// What `App::new()…` builds, as the services below take it.
+pub trait AppFactory<B>:
+    ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<B>,
+        Error = Error,
+        InitError = (),
+    > + 'static
+{
+}
+
+impl<A, B> AppFactory<B> for A where
     A: ServiceFactory<
             ServiceRequest,
             Config = (),
             Response = ServiceResponse<B>,
             Error = Error,
             InitError = (),
-        > + 'static,
+        > + 'static
+{
+}
+
+/// Serves `app` on the plain listener and, when given, on the TLS one (where
+/// [`super::tls::on_connect`] sees each connection first: client certificates).
+pub fn serve<F, A, B>(
+    app: F,
+    settings: &HttpSettings,
+    plain: TcpListener,
+    tls: Option<(TcpListener, ServerConfig)>,
+) -> io::Result<Server>
+where
+    F: Fn() -> App<A> + Send + Clone + 'static,
+    A: AppFactory<B>,
     B: MessageBody + 'static,
 {
     let mut builder = Server::build()
@@ -81,16 +100,7 @@ where
     let addr = plain.local_addr()?;
     let (factory, signal) = (app.clone(), shutdown.clone());
     builder = builder.listen(format!("jucr-http-{addr}"), plain, move || {
-        let signal = signal.clone();
-        HttpService::build()
-            .keep_alive(KEEP_ALIVE)
-            .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
-            .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
-            .local_addr(addr)
-            .graceful_shutdown_signal(move || {
-                let signal = signal.clone();
-                async move { signal.notified().await }
-            })
+        service_builder(addr, &signal)
             .upgrade(upgrade(factory()))
             .finish(http(factory()))
             .tcp()
@@ -99,24 +109,38 @@ where
     if let Some((listener, config)) = tls {
         let addr = listener.local_addr()?;
         builder = builder.listen(format!("jucr-https-{addr}"), listener, move || {
-            let signal = shutdown.clone();
-            HttpService::build()
-                .keep_alive(KEEP_ALIVE)
-                .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
-                .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
-                .local_addr(addr)
+            service_builder(addr, &shutdown)
                 .secure()
-                .graceful_shutdown_signal(move || {
-                    let signal = signal.clone();
-                    async move { signal.notified().await }
-                })
-                .on_connect_ext(move |io: &_, extensions: &mut _| on_tls_connect(io, extensions))
+                .on_connect_ext(|io: &_, extensions: &mut _| super::tls::on_connect(io, extensions))
                 .upgrade(upgrade(app()))
                 .finish(http(app()))
                 .rustls_0_23(config.clone())
         })?;
     }
     Ok(builder.run())
+}
+
+/// What both listeners' services share, set as `HttpServer` set it.
+fn service_builder<T, S>(
+    addr: SocketAddr,
+    shutdown: &GracefulShutdownSignal,
+) -> HttpServiceBuilder<T, S>
+where
+    S: ServiceFactory<Request, Config = ()>,
+    S::Error: Into<Response<BoxBody>> + 'static,
+    S::InitError: fmt::Debug,
+    <S::Service as Service<Request>>::Future: 'static,
+{
+    let shutdown = shutdown.clone();
+    HttpServiceBuilder::default()
+        .keep_alive(KEEP_ALIVE)
+        .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
+        .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
+        .local_addr(addr)
+        .graceful_shutdown_signal(move || {
+            let shutdown = shutdown.clone();
+            async move { shutdown.notified().await }
+        })
 }
 
 /// One worker's `App` as an actix-http service.
@@ -131,13 +155,7 @@ fn http<A, B>(
     Service: Service<Request, Future: 'static>,
 > + 'static
 where
-    A: ServiceFactory<
-            ServiceRequest,
-            Config = (),
-            Response = ServiceResponse<B>,
-            Error = Error,
-            InitError = (),
-        > + 'static,
+    A: AppFactory<B>,
     B: MessageBody + 'static,
 {
     map_config(app.into_factory(), |_| AppConfig::default())
@@ -156,13 +174,7 @@ fn upgrade<T, A, B>(
 > + 'static
 where
     T: AsyncRead + AsyncWrite + Unpin + 'static,
-    A: ServiceFactory<
-            ServiceRequest,
-            Config = (),
-            Response = ServiceResponse<B>,
-            Error = Error,
-            InitError = (),
-        > + 'static,
+    A: AppFactory<B>,
     B: MessageBody + 'static,
 {
     let app = http(app);
