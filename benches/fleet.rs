@@ -15,8 +15,8 @@
 //! Options (also `JUCR_FLEET_<NAME>` variables): `--chargers`, `--boot-rate` (per
 //! second), `--duration` (seconds of the mix once all are connected), `--meter-interval`,
 //! `--heartbeat-interval`, `--meter-values` (per transaction), `--samples` (sampled
-//! values per MeterValues), `--share-201` (0 to 1), `--processes` (generator processes:
-//! one holds at most ~20,000 sockets), `--source-ips` (127.0.0.1 … 127.0.0.N, so that
+//! values per MeterValues), `--share-201` (0 to 1), `--processes` (generator processes,
+//! one thread each: one holds at most ~20,000 sockets), `--source-ips` (127.0.0.1 … 127.0.0.N, so that
 //! ephemeral ports never run out), `--profile embedded|cloud` (cloud: PostgreSQL from
 //! `JUCR_FLEET_DATABASE_URL`, default the local server, a fresh database per run),
 //! `--addr host:port` (a server already running, unknown chargers accepted; no
@@ -261,7 +261,7 @@ struct Charger {
     ws: Socket,
     seq: u64,
     latency: Histogram,
-    by_action: std::collections::BTreeMap<String, Histogram>,
+    by_action: std::collections::BTreeMap<&'static str, Histogram>,
     calls: u64,
     errors: u64,
     first_error: Option<String>,
@@ -271,7 +271,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Charger {
     /// A call and its answer; server calls arriving meanwhile are answered.
-    async fn call(&mut self, action: &str, payload: Value) -> Option<Value> {
+    async fn call(&mut self, action: &'static str, payload: Value) -> Option<Value> {
         self.seq += 1;
         let id = self.seq.to_string();
         let sent = Instant::now();
@@ -299,10 +299,7 @@ impl Charger {
                 Some(3) if frame[1] == id.as_str() => {
                     let took = sent.elapsed();
                     self.latency.record(took);
-                    self.by_action
-                        .entry(action.to_owned())
-                        .or_default()
-                        .record(took);
+                    self.by_action.entry(action).or_default().record(took);
                     return Some(frame[2].clone());
                 }
                 Some(4) if frame[1] == id.as_str() => {
@@ -519,7 +516,10 @@ async fn run_charger(
     s.samples_sent += samples;
     s.latency.merge(&c.latency);
     for (action, h) in &c.by_action {
-        s.by_action.entry(action.clone()).or_default().merge(h);
+        s.by_action
+            .entry((*action).to_owned())
+            .or_default()
+            .merge(h);
     }
     if let Some(e) = c.first_error
         && s.first_errors.len() < 5
@@ -912,16 +912,32 @@ async fn run(o: Options) -> bool {
     clean
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     if let Ok(index) = std::env::var("JUCR_FLEET_WORKER") {
         let o: Options =
             serde_json::from_str(&std::env::var("JUCR_FLEET_OPTIONS").expect("options"))
                 .expect("options are JSON");
         let addr = std::env::var("JUCR_FLEET_ADDR_RESOLVED").expect("address");
-        return worker(index.parse().expect("worker index"), o, addr).await;
+        // A generator process is one thread: its chargers take turns on it, and the
+        // machine's cores are shared out by running several processes (`--processes`),
+        // without a multi-threaded scheduler's wake-ups and work stealing between them.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        return runtime.block_on(worker(index.parse().expect("worker index"), o, addr));
     }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(coordinate());
+}
+
+/// The coordinating process: starts the server (unless `--addr`) and the generator
+/// processes, then reports.
+async fn coordinate() {
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")

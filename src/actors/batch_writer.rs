@@ -20,8 +20,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -74,22 +74,34 @@ impl BatchSink for Arc<dyn Store> {
     }
 }
 
+/// Asked of the writer task.
 enum Command {
-    Samples(Vec<SessionSample>),
-    Progress(SessionProgress),
-    Connector(ChargerId, ConnectorState),
-    Seen(ChargerId, chrono::DateTime<chrono::Utc>),
     Flush(oneshot::Sender<()>),
 }
 
 /// A cheap, cloneable handle to the writer task.
+///
+/// Updates go straight into the shared [`Pending`] set under a short lock: the writer
+/// task is not woken per update (that cost a cross-thread wake-up per OCPP message), it
+/// takes what is there each window, or when a full batch is waiting.
 #[derive(Clone)]
 pub struct BatchWriter {
+    /// Closed when the writer task ends; carries flush requests.
     tx: mpsc::UnboundedSender<Command>,
-    backlog: Arc<Backlog>,
+    shared: Arc<Shared>,
 }
 
-/// What the writer owes storage, shared with everyone who hands it samples.
+/// What the writer shares with everyone who hands it updates.
+struct Shared {
+    pending: Mutex<Pending>,
+    /// A full batch is waiting (told by the push that fills one).
+    batch_ready: Notify,
+    max_batch: usize,
+    backlog: Backlog,
+    metrics: Arc<Metrics>,
+}
+
+/// What the writer owes storage.
 struct Backlog {
     /// Samples handed over and neither stored nor dropped yet.
     samples: AtomicUsize,
@@ -97,7 +109,7 @@ struct Backlog {
     high_water: usize,
     /// Storage does not answer: nobody waits for it.
     storage_down: AtomicBool,
-    /// Told whenever samples are stored or storage goes down.
+    /// Told whenever the backlog falls back under its mark, or storage is found down or back.
     drained: Notify,
     /// Connections waiting now (a gauge).
     waiting: prometheus::IntGauge,
@@ -110,8 +122,11 @@ impl Backlog {
     }
 
     fn settled(&self, samples: usize) {
-        self.samples.fetch_sub(samples, Ordering::AcqRel);
-        self.drained.notify_waiters();
+        let before = self.samples.fetch_sub(samples, Ordering::AcqRel);
+        // Only those waiting care, and they wait only while the mark is passed.
+        if before >= self.high_water && before.saturating_sub(samples) < self.high_water {
+            self.drained.notify_waiters();
+        }
     }
 
     fn set_down(&self, down: bool) {
@@ -169,6 +184,12 @@ impl Pending {
         }
     }
 
+    /// Puts older updates not written back in front of these (newer figures win).
+    fn put_back(&mut self, mut older: Pending) {
+        let all = older.len();
+        self.restore(older.take(all));
+    }
+
     /// Puts back what `take` took and could not be written (newer figures win).
     fn restore(&mut self, batch: WriteBatch) {
         for sample in batch.samples.into_iter().rev() {
@@ -199,6 +220,32 @@ fn take_some<K: Clone + Eq + Hash, V>(map: &mut HashMap<K, V>, room: &mut usize)
         .collect()
 }
 
+impl Shared {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        // A panic while holding the lock cannot leave `Pending` half-changed in a way
+        // that matters more than losing the updates: carry on with what is there.
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// While storage is down, keeps at most `max_batch` × [`OUTAGE_FACTOR`] samples.
+    fn drop_beyond_outage_cap(&self, pending: &mut Pending) {
+        let cap = self.max_batch * OUTAGE_FACTOR;
+        if pending.samples.len() <= cap || !self.backlog.storage_down.load(Ordering::Acquire) {
+            return;
+        }
+        let excess = pending.samples.len() - cap;
+        pending.samples.drain(..excess);
+        self.backlog.settled(excess);
+        self.metrics.dropped_writes.inc_by(excess as u64);
+        tracing::error!(
+            dropped = excess,
+            "storage is unavailable; oldest meter samples dropped"
+        );
+    }
+}
+
 impl BatchWriter {
     /// Starts the writer task on the current tokio runtime.
     pub fn spawn(
@@ -209,25 +256,30 @@ impl BatchWriter {
     ) -> (Self, JoinHandle<()>) {
         let max_batch = max_batch.max(1);
         let (tx, rx) = mpsc::unbounded_channel();
-        let backlog = Arc::new(Backlog {
-            samples: AtomicUsize::new(0),
-            high_water: max_batch * BACKLOG_FACTOR,
-            storage_down: AtomicBool::new(false),
-            drained: Notify::new(),
-            waiting: metrics.backpressure_waiting.clone(),
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending::default()),
+            batch_ready: Notify::new(),
+            max_batch,
+            backlog: Backlog {
+                samples: AtomicUsize::new(0),
+                high_water: max_batch * BACKLOG_FACTOR,
+                storage_down: AtomicBool::new(false),
+                drained: Notify::new(),
+                waiting: metrics.backpressure_waiting.clone(),
+            },
+            metrics: metrics.clone(),
         });
         let writer = Writer {
             store: Box::new(store),
             metrics,
-            backlog: backlog.clone(),
-            pending: Pending::default(),
+            shared: shared.clone(),
             window,
             max_batch,
             retry_at: None,
             failures: 0,
         };
         let task = tokio::spawn(run(writer, rx));
-        (BatchWriter { tx, backlog }, task)
+        (BatchWriter { tx, shared }, task)
     }
 
     pub fn samples(&self, samples: Vec<SessionSample>) {
@@ -235,35 +287,42 @@ impl BatchWriter {
         if n == 0 {
             return;
         }
-        self.backlog.samples.fetch_add(n, Ordering::AcqRel);
-        if !self.send(Command::Samples(samples)) {
-            self.backlog.settled(n);
+        self.shared.backlog.samples.fetch_add(n, Ordering::AcqRel);
+        if !self.add(|p| p.samples.extend(samples)) {
+            self.shared.backlog.settled(n);
         }
     }
 
     pub fn progress(&self, progress: SessionProgress) {
-        self.send(Command::Progress(progress));
+        self.add(|p| {
+            p.progress.insert(progress.session_id, progress);
+        });
     }
 
     pub fn connector(&self, charger: ChargerId, state: ConnectorState) {
-        self.send(Command::Connector(charger, state));
+        self.add(|p| {
+            p.connectors.insert((charger, state.connector_id), state);
+        });
     }
 
     pub fn seen(&self, charger: ChargerId, at: chrono::DateTime<chrono::Utc>) {
-        self.send(Command::Seen(charger, at));
+        self.add(|p| {
+            p.seen.insert(charger, at);
+        });
     }
 
     /// Returns at once while storage keeps up (or does not answer at all); otherwise
     /// when the backlog is back under its high-water mark. A charger connection awaits
     /// this before handing over its next frame.
     pub async fn admit(&self) {
-        if !self.backlog.full() {
+        let backlog = &self.shared.backlog;
+        if !backlog.full() {
             return;
         }
-        let _waiting = Waiting::new(&self.backlog.waiting);
+        let _waiting = Waiting::new(&backlog.waiting);
         loop {
-            let drained = self.backlog.drained.notified();
-            if !self.backlog.full() || self.tx.is_closed() {
+            let drained = backlog.drained.notified();
+            if !backlog.full() || self.tx.is_closed() {
                 return;
             }
             drained.await;
@@ -273,24 +332,37 @@ impl BatchWriter {
     /// Writes everything queued so far; returns when it is stored (or the writer is gone).
     pub async fn flush(&self) {
         let (ack, done) = oneshot::channel();
-        self.send(Command::Flush(ack));
-        let _ = done.await;
+        if self.tx.send(Command::Flush(ack)).is_ok() {
+            let _ = done.await;
+        }
     }
 
-    fn send(&self, command: Command) -> bool {
-        let sent = self.tx.send(command).is_ok();
-        if !sent {
+    /// Adds an update to the pending set; `false` (and logged) if the writer has stopped.
+    fn add(&self, change: impl FnOnce(&mut Pending)) -> bool {
+        if self.tx.is_closed() {
             tracing::error!("batch writer has stopped; an update is lost");
+            return false;
         }
-        sent
+        let filled = {
+            let mut pending = self.shared.pending();
+            let before = pending.len();
+            change(&mut pending);
+            self.shared.drop_beyond_outage_cap(&mut pending);
+            // Told once as the set fills a batch; beyond that (storage behind or
+            // down, the writer retrying on its own schedule) the window's tick serves.
+            before < self.shared.max_batch && pending.len() >= self.shared.max_batch
+        };
+        if filled {
+            self.shared.batch_ready.notify_one();
+        }
+        true
     }
 }
 
 struct Writer {
     store: Box<dyn BatchSink>,
     metrics: Arc<Metrics>,
-    backlog: Arc<Backlog>,
-    pending: Pending,
+    shared: Arc<Shared>,
     window: Duration,
     max_batch: usize,
     /// After failures, no attempt before this (unless a flush is asked for).
@@ -299,69 +371,41 @@ struct Writer {
 }
 
 /// However the writer task ends, nobody is left waiting for it.
-struct WakeWaitersOnExit(Arc<Backlog>);
+struct WakeWaitersOnExit(Arc<Shared>);
 
 impl Drop for WakeWaitersOnExit {
     fn drop(&mut self) {
-        self.0.set_down(true);
+        self.0.backlog.set_down(true);
     }
 }
 
 async fn run(mut w: Writer, mut rx: mpsc::UnboundedReceiver<Command>) {
-    let _wake = WakeWaitersOnExit(w.backlog.clone());
+    let _wake = WakeWaitersOnExit(w.shared.clone());
     let mut tick = tokio::time::interval(w.window);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            command = rx.recv() => {
-                let Some(command) = command else {
+            command = rx.recv() => match command {
+                Some(Command::Flush(ack)) => {
+                    w.write(true).await;
+                    let _ = ack.send(());
+                }
+                // Every handle is gone: write what is left and end.
+                None => {
                     w.write(true).await;
                     return;
-                };
-                match command {
-                    Command::Samples(s) => w.pending.samples.extend(s),
-                    Command::Progress(p) => { w.pending.progress.insert(p.session_id, p); }
-                    Command::Connector(id, c) => { w.pending.connectors.insert((id, c.connector_id), c); }
-                    Command::Seen(id, at) => { w.pending.seen.insert(id, at); }
-                    Command::Flush(ack) => {
-                        w.write(true).await;
-                        let _ = ack.send(());
-                    }
                 }
-                w.drop_beyond_outage_cap();
-                w.metrics.pending_writes.set(w.pending.len() as i64);
-                if w.pending.len() >= w.max_batch {
-                    w.write(false).await;
-                }
-            }
+            },
+            () = w.shared.batch_ready.notified() => w.write(false).await,
             _ = tick.tick() => w.write(false).await,
         }
     }
 }
 
 impl Writer {
-    /// While storage is down, keeps at most `max_batch` × [`OUTAGE_FACTOR`] samples.
-    fn drop_beyond_outage_cap(&mut self) {
-        let cap = self.max_batch * OUTAGE_FACTOR;
-        if !self.backlog.storage_down.load(Ordering::Acquire) || self.pending.samples.len() <= cap {
-            return;
-        }
-        let excess = self.pending.samples.len() - cap;
-        self.pending.samples.drain(..excess);
-        self.backlog.settled(excess);
-        self.metrics.dropped_writes.inc_by(excess as u64);
-        tracing::error!(
-            dropped = excess,
-            "storage is unavailable; oldest meter samples dropped"
-        );
-    }
-
     /// Writes what is pending, `max_batch` updates per transaction. If storage is
     /// down, everything is kept and retried with backoff.
     async fn write(&mut self, now_or_never: bool) {
-        if self.pending.len() == 0 {
-            return;
-        }
         if !now_or_never
             && self
                 .retry_at
@@ -369,17 +413,29 @@ impl Writer {
         {
             return;
         }
-        while self.pending.len() > 0 {
-            let batch = self.pending.take(self.max_batch);
+        // Everything pending now (a flush writes all that was handed over before it);
+        // what arrives meanwhile waits for the next turn, so that a steady stream cannot
+        // keep the writer from its flush requests.
+        let mut owed = std::mem::take(&mut *self.shared.pending());
+        self.metrics.pending_writes.set(owed.len() as i64);
+        if owed.len() == 0 {
+            return;
+        }
+        while owed.len() > 0 {
+            let batch = owed.take(self.max_batch);
             if let Err((batch, setback)) = self.write_one(batch).await {
-                self.pending.restore(batch);
-                self.metrics.pending_writes.set(self.pending.len() as i64);
-                return match setback {
+                owed.restore(batch);
+                self.shared.pending().put_back(owed);
+                match setback {
                     Setback::Down => self.back_off(),
                     Setback::Busy => self.retry_next_window(),
-                };
+                }
+                let mut pending = self.shared.pending();
+                self.shared.drop_beyond_outage_cap(&mut pending);
+                self.metrics.pending_writes.set(pending.len() as i64);
+                return;
             }
-            self.metrics.pending_writes.set(self.pending.len() as i64);
+            self.metrics.pending_writes.set(owed.len() as i64);
         }
         self.succeeded();
     }
@@ -397,7 +453,7 @@ impl Writer {
                 self.metrics
                     .flush_duration
                     .observe(started.elapsed().as_secs_f64());
-                self.backlog.settled(samples);
+                self.shared.backlog.settled(samples);
                 return Ok(());
             }
             Ok(Err(e)) => e,
@@ -436,7 +492,7 @@ impl Writer {
                     }
                 }
             }
-            self.backlog.settled(single.samples.len());
+            self.shared.backlog.settled(single.samples.len());
         }
         self.report_refused(stored, refused);
         Ok(())
@@ -466,7 +522,7 @@ impl Writer {
     fn retry_next_window(&mut self) {
         self.retry_at = Some(tokio::time::Instant::now() + self.window);
         tracing::warn!(
-            pending = self.pending.len(),
+            pending = self.shared.pending().len(),
             "storage is busy; keeping the updates for the next window"
         );
     }
@@ -474,7 +530,7 @@ impl Writer {
     /// Storage is down: keep everything, try again later; nobody waits meanwhile.
     fn back_off(&mut self) {
         self.failures += 1;
-        self.backlog.set_down(true);
+        self.shared.backlog.set_down(true);
         let backoff = (self.window * 2u32.saturating_pow(self.failures.min(16))).min(MAX_BACKOFF);
         self.retry_at = Some(tokio::time::Instant::now() + backoff);
         tracing::error!(
@@ -484,8 +540,7 @@ impl Writer {
     }
 
     fn succeeded(&mut self) {
-        self.backlog.set_down(false);
-        self.metrics.pending_writes.set(0);
+        self.shared.backlog.set_down(false);
         self.retry_at = None;
         self.failures = 0;
     }
@@ -695,7 +750,7 @@ mod tests {
         })
         .await;
         writer.samples(samples(10..160));
-        // The cap (2 × 50 = 100) drops the 60 oldest once the writer has read them all.
+        // The cap (2 × 50 = 100) drops the 60 oldest as they are handed over.
         until("the oldest dropped", || metrics.dropped_writes.get() == 60).await;
 
         fake.with(|s| s.down = false);

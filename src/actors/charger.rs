@@ -21,7 +21,8 @@ use uuid::Uuid;
 
 use super::Services;
 use super::registry::{
-    ChargerUpdate, Connected, Disconnected, FindSession, OpenSession, SessionHandle, TokenBusy,
+    ChargerUpdate, Connected, Disconnected, FindSession, HeartbeatCell, OpenSession, SessionHandle,
+    TokenBusy,
 };
 use super::session::{EndError, EndSession, RecordSamples, SetToken};
 use crate::domain::live::LiveUpdate;
@@ -114,6 +115,8 @@ struct TransactionOutcome {
     total_cost: Option<Money>,
     /// The running cost, when the charger should be told it (CostUpdated).
     cost_update: Option<Money>,
+    /// This event stored a new session (and its domain event).
+    opened: bool,
 }
 
 struct RemoteStart {
@@ -140,6 +143,8 @@ pub struct ChargerActor {
     reports: HashMap<i64, Vec<ReportedVariable>>,
     /// When last-seen was last handed to the batch writer.
     seen_recorded: Option<Instant>,
+    /// Read by the registry's live views.
+    last_heartbeat: Arc<HeartbeatCell>,
     span: tracing::Span,
 }
 
@@ -169,6 +174,7 @@ impl ChargerActor {
             scheduled_availability: HashMap::new(),
             reports: HashMap::new(),
             seen_recorded: None,
+            last_heartbeat: Arc::default(),
             span,
         }
     }
@@ -302,12 +308,7 @@ impl ChargerActor {
         let services = self.services.clone();
         match request {
             ChargerRequest::Heartbeat => {
-                self.services.registry.do_send(ChargerUpdate {
-                    charger_id: self.id.clone(),
-                    conn_id: self.conn_id,
-                    heartbeat: Some(now),
-                    connector: None,
-                });
+                self.last_heartbeat.set(now);
                 self.reply(
                     &id,
                     action,
@@ -476,8 +477,7 @@ impl ChargerActor {
         self.services.registry.do_send(ChargerUpdate {
             charger_id: self.id.clone(),
             conn_id: self.conn_id,
-            heartbeat: None,
-            connector: Some(state),
+            connector: state,
         });
     }
 
@@ -541,6 +541,7 @@ impl ChargerActor {
                     .flatten(),
                 (None, None) => None,
             };
+            let opened = found.is_none();
             let handle = match found {
                 Some(handle) => handle,
                 None => {
@@ -556,6 +557,7 @@ impl ChargerActor {
                                 ended_on: None,
                                 total_cost: None,
                                 cost_update: None,
+                                opened: false,
                             });
                         }
                         // ...or a transaction we never saw. Ids we allocate cannot be made up.
@@ -568,6 +570,7 @@ impl ChargerActor {
                                 ended_on: None,
                                 total_cost: None,
                                 cost_update: None,
+                                opened: false,
                             });
                         }
                     }
@@ -622,6 +625,7 @@ impl ChargerActor {
                         ended_on: None,
                         total_cost: None,
                         cost_update,
+                        opened,
                     })
                 }
                 TransactionEventKind::Ended => {
@@ -644,12 +648,15 @@ impl ChargerActor {
                         ended_on: Some(connector),
                         total_cost,
                         cost_update: None,
+                        opened,
                     })
                 }
             }
         };
         ctx.wait(work.instrument(self.span.clone()).into_actor(self).map(move |result, act, ctx| match result {
             Ok(outcome) => {
+                // A start or an end wrote a domain event to the outbox: publish it now.
+                let wrote_event = outcome.opened || outcome.ended_on.is_some();
                 match outcome.live {
                     Some((handle, started)) => {
                         if started {
@@ -661,7 +668,9 @@ impl ChargerActor {
                         act.sessions.remove(&outcome.transaction_id);
                     }
                 }
-                act.services.relay.kick();
+                if wrote_event {
+                    act.services.relay.kick();
+                }
                 if let Some(connector) = outcome.ended_on {
                     act.span.in_scope(|| tracing::info!(transaction_id = %outcome.transaction_id, "transaction ended"));
                     if let Some(availability) = act.scheduled_availability.remove(&connector) {
@@ -1031,6 +1040,7 @@ impl Actor for ChargerActor {
             version: self.version,
             addr: ctx.address(),
             connectors: self.connectors.as_slice().to_vec(),
+            last_heartbeat: self.last_heartbeat.clone(),
         };
         // Wait for the registry before reading frames: it hands over this charger's live sessions.
         ctx.wait(

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use actix::prelude::*;
 use async_trait::async_trait;
@@ -41,8 +42,27 @@ struct Connection {
     addr: Addr<ChargerActor>,
     version: OcppVersion,
     connected_at: DateTime<Utc>,
-    last_heartbeat: Option<DateTime<Utc>>,
+    last_heartbeat: Arc<HeartbeatCell>,
     connectors: Connectors,
+}
+
+/// A connection's last heartbeat, written by its charger actor and read here for the
+/// live views: a Heartbeat costs no message to the registry's thread.
+#[derive(Debug, Default)]
+pub struct HeartbeatCell(AtomicI64);
+
+impl HeartbeatCell {
+    pub fn set(&self, at: DateTime<Utc>) {
+        self.0.store(at.timestamp_millis(), Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> Option<DateTime<Utc>> {
+        // Zero: no heartbeat yet (no charger's clock reads 1970).
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            millis => DateTime::from_timestamp_millis(millis),
+        }
+    }
 }
 
 /// A live session as a `ChargerActor` holds it.
@@ -171,6 +191,7 @@ pub struct Connected {
     pub version: OcppVersion,
     pub addr: Addr<ChargerActor>,
     pub connectors: Vec<ConnectorState>,
+    pub last_heartbeat: Arc<HeartbeatCell>,
 }
 
 pub struct ConnectedReply {
@@ -208,7 +229,7 @@ impl Handler<Connected> for StationRegistry {
                 addr: msg.addr,
                 version: msg.version,
                 connected_at: Utc::now(),
-                last_heartbeat: None,
+                last_heartbeat: msg.last_heartbeat,
                 connectors: connectors.clone(),
             },
         );
@@ -250,14 +271,13 @@ impl Handler<Disconnected> for StationRegistry {
     }
 }
 
-/// A live change to show. Sent by `ChargerActor` (Heartbeat, StatusNotification, ChangeAvailability).
+/// A connector's new state. Sent by `ChargerActor` (StatusNotification, ChangeAvailability).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ChargerUpdate {
     pub charger_id: ChargerId,
     pub conn_id: Uuid,
-    pub heartbeat: Option<DateTime<Utc>>,
-    pub connector: Option<ConnectorState>,
+    pub connector: ConnectorState,
 }
 
 impl Handler<ChargerUpdate> for StationRegistry {
@@ -271,14 +291,9 @@ impl Handler<ChargerUpdate> for StationRegistry {
         else {
             return;
         };
-        if let Some(at) = msg.heartbeat {
-            c.last_heartbeat = Some(at);
-        }
-        if let Some(state) = msg.connector {
-            c.connectors.insert(state);
-            self.board
-                .publish(&msg.charger_id, msg.conn_id, c.connectors.as_slice());
-        }
+        c.connectors.insert(msg.connector);
+        self.board
+            .publish(&msg.charger_id, msg.conn_id, c.connectors.as_slice());
     }
 }
 
@@ -311,7 +326,7 @@ impl Handler<LiveChargers> for StationRegistry {
             charger_id: id.clone(),
             ocpp_version: c.version,
             connected_at: c.connected_at,
-            last_heartbeat: c.last_heartbeat,
+            last_heartbeat: c.last_heartbeat.get(),
             connectors: c.connectors.as_slice().to_vec(),
         };
         MessageResult(match msg.0 {

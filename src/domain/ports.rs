@@ -310,7 +310,8 @@ pub trait WebhookStore: Send + Sync {
     async fn webhooks(&self) -> StoreResult<Vec<Webhook>>;
     async fn delete_webhook(&self, id: Uuid) -> StoreResult<bool>;
     /// Queues one delivery of `event` per webhook that wants it, with `receipt`, in one
-    /// transaction; returns how many (none when the receipt was there).
+    /// transaction; returns how many (none when the receipt was there, or when no
+    /// webhook wants the event: then nothing is written, not even the receipt).
     async fn queue_deliveries(
         &self,
         receipt: Receipt<'_>,

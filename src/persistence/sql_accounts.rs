@@ -47,10 +47,12 @@ async fn revoke_family(conn: &mut Conn, family: Uuid, now: DateTime<Utc>) -> Sto
 #[async_trait]
 impl AccountStore for SqlStore {
     async fn set_user_name(&self, user: Uuid, name: Option<&str>) -> StoreResult<()> {
+        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
+        let _turn = self.write_turn().await;
         sqlx::query("UPDATE app_user SET name = $2 WHERE user_id = $1")
             .bind(user)
             .bind(name)
-            .execute(&self.pool)
+            .execute(&self.writes)
             .await
             .map_err(backend)?;
         Ok(())
@@ -69,7 +71,9 @@ impl AccountStore for SqlStore {
     }
 
     async fn add_refresh_token(&self, token: &RefreshToken) -> StoreResult<()> {
-        let mut conn = self.pool.acquire().await.map_err(backend)?;
+        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
+        let _turn = self.write_turn().await;
+        let mut conn = self.writes.acquire().await.map_err(backend)?;
         insert_refresh_token(&mut conn, token).await
     }
 
@@ -126,6 +130,8 @@ impl AccountStore for SqlStore {
     }
 
     async fn add_vehicle(&self, v: &Vehicle) -> StoreResult<()> {
+        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO vehicle (vehicle_id, user_id, make, model, license_plate, battery_capacity_kwh, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -137,7 +143,7 @@ impl AccountStore for SqlStore {
         .bind(v.license_plate.as_deref())
         .bind(v.battery_capacity_kwh)
         .bind(v.created_at)
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await
         .map_err(backend)?;
         Ok(())
@@ -155,10 +161,12 @@ impl AccountStore for SqlStore {
     }
 
     async fn delete_vehicle(&self, user: Uuid, vehicle: Uuid) -> StoreResult<bool> {
+        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
+        let _turn = self.write_turn().await;
         let done = sqlx::query("DELETE FROM vehicle WHERE vehicle_id = $1 AND user_id = $2")
             .bind(vehicle)
             .bind(user)
-            .execute(&self.pool)
+            .execute(&self.writes)
             .await
             .map_err(backend)?;
         Ok(done.rows_affected() > 0)
@@ -176,6 +184,8 @@ impl AccountStore for SqlStore {
     }
 
     async fn insert_id_token(&self, r: &IdTokenRecord) -> StoreResult<bool> {
+        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
+        let _turn = self.write_turn().await;
         let done = sqlx::query(
             "INSERT INTO id_token (id_token_key, id_token, status, token_type, expiry_date, group_id, updated_at, user_id) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id_token_key) DO NOTHING",
@@ -188,18 +198,20 @@ impl AccountStore for SqlStore {
         .bind(r.group_id.as_ref().map(IdToken::as_str))
         .bind(r.updated_at)
         .bind(r.user_id)
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await
         .map_err(backend)?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn delete_user_id_token(&self, user: Uuid, token: &IdToken) -> StoreResult<bool> {
+        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
+        let _turn = self.write_turn().await;
         // A token the operator blocked stays (deleting and adding it again would unblock it).
         let done = sqlx::query("DELETE FROM id_token WHERE id_token_key = $1 AND user_id = $2 AND status <> 'Blocked'")
             .bind(token.key())
             .bind(user)
-            .execute(&self.pool)
+            .execute(&self.writes)
             .await
             .map_err(backend)?;
         Ok(done.rows_affected() > 0)

@@ -221,6 +221,8 @@ impl BillingStore for SqlStore {
     }
 
     async fn set_tariff_override(&self, scope: &TariffScope, tariff: Option<Uuid>) -> StoreResult<()> {
+        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
+        let _turn = self.write_turn().await;
         match tariff {
             Some(tariff) => {
                 sqlx::query(
@@ -230,7 +232,7 @@ impl BillingStore for SqlStore {
                 .bind(scope.kind())
                 .bind(scope.key())
                 .bind(tariff)
-                .execute(&self.pool)
+                .execute(&self.writes)
                 .await
                 .map_err(|e| match &e {
                     sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
@@ -243,7 +245,7 @@ impl BillingStore for SqlStore {
                 sqlx::query("DELETE FROM tariff_override WHERE scope = $1 AND scope_key = $2")
                     .bind(scope.kind())
                     .bind(scope.key())
-                    .execute(&self.pool)
+                    .execute(&self.writes)
                     .await
                     .map_err(backend)?;
             }
@@ -291,11 +293,13 @@ impl BillingStore for SqlStore {
     }
 
     async fn set_plan(&self, user: Uuid, tariff: Option<Uuid>, since: DateTime<Utc>) -> StoreResult<()> {
+        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
+        let _turn = self.write_turn().await;
         let done = sqlx::query("UPDATE app_user SET plan_tariff_id = $2, plan_since = $3 WHERE user_id = $1")
             .bind(user)
             .bind(tariff)
             .bind(tariff.map(|_| since))
-            .execute(&self.pool)
+            .execute(&self.writes)
             .await
             .map_err(|e| match &e {
                 sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
@@ -330,6 +334,8 @@ impl BillingStore for SqlStore {
     }
 
     async fn add_payment_method(&self, m: &PaymentMethod) -> StoreResult<()> {
+        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO payment_method (payment_method_id, user_id, gateway, gateway_token, brand, last4, exp_month, \
                exp_year, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -343,7 +349,7 @@ impl BillingStore for SqlStore {
         .bind(i64::from(m.card.exp_month))
         .bind(i64::from(m.card.exp_year))
         .bind(m.created_at)
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await
         .map_err(|e| match &e {
             sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound(format!("user {}", m.user_id)),
@@ -474,8 +480,8 @@ impl BillingStore for SqlStore {
     }
 
     async fn mark_processed(&self, receipt: Receipt<'_>) -> StoreResult<bool> {
-        let mut conn = self.pool.acquire().await.map_err(backend)?;
-        take_receipt(&mut conn, receipt).await
+        let (store, consumer, event_id) = (self.clone(), receipt.consumer.to_owned(), receipt.event_id);
+        self.on_write_thread(async move { store.mark_processed_here(&consumer, event_id).await }).await
     }
 
     async fn invoice(&self, id: Uuid) -> StoreResult<Option<Invoice>> {
@@ -659,13 +665,15 @@ impl BillingStore for SqlStore {
 #[async_trait]
 impl WebhookStore for SqlStore {
     async fn create_webhook(&self, w: &Webhook) -> StoreResult<()> {
+        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
+        let _turn = self.write_turn().await;
         sqlx::query("INSERT INTO webhook (webhook_id, url, secret, event_types, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(w.webhook_id)
             .bind(w.url.as_str())
             .bind(w.secret.as_str())
             .bind(Json(&w.event_types))
             .bind(w.created_at)
-            .execute(&self.pool)
+            .execute(&self.writes)
             .await
             .map_err(backend)?;
         Ok(())
@@ -682,11 +690,19 @@ impl WebhookStore for SqlStore {
     }
 
     async fn delete_webhook(&self, id: Uuid) -> StoreResult<bool> {
-        let done = sqlx::query("DELETE FROM webhook WHERE webhook_id = $1").bind(id).execute(&self.pool).await.map_err(backend)?;
+        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
+        let _turn = self.write_turn().await;
+        let done = sqlx::query("DELETE FROM webhook WHERE webhook_id = $1").bind(id).execute(&self.writes).await.map_err(backend)?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn queue_deliveries(&self, receipt: Receipt<'_>, event: &DomainEvent) -> StoreResult<usize> {
+        // Most events are wanted by no webhook: those cost a read, not a write turn.
+        // Without a receipt a repeat finds none again, or queues for a webhook made
+        // meanwhile (deliveries are unique per webhook and event either way).
+        if !self.webhooks().await?.iter().any(|h| h.event_types.contains(&event.event_type)) {
+            return Ok(0);
+        }
         let mut tx = self.begin_write().await?;
         if !take_receipt(&mut tx, receipt).await? {
             return Ok(0);
@@ -774,6 +790,8 @@ impl WebhookStore for SqlStore {
     }
 
     async fn record_delivery_attempt(&self, d: &WebhookDelivery) -> StoreResult<()> {
+        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
+        let _turn = self.write_turn().await;
         sqlx::query(
             "UPDATE webhook_delivery SET status = $2, attempts = $3, next_attempt_at = $4, last_status_code = $5, \
                last_error = $6, delivered_at = $7 WHERE delivery_id = $1 AND status = 'pending' AND attempts = $3 - 1",
@@ -785,7 +803,7 @@ impl WebhookStore for SqlStore {
         .bind(d.last_status_code.map(i64::from))
         .bind(d.last_error.as_deref())
         .bind(d.delivered_at)
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await
         .map_err(backend)?;
         Ok(())
@@ -801,5 +819,15 @@ impl WebhookStore for SqlStore {
             .iter()
             .map(delivery_from_row)
             .collect()
+    }
+}
+
+/// The bodies of the writes that run on the write thread ([`SqlStore::on_write_thread`]).
+impl SqlStore {
+    async fn mark_processed_here(&self, consumer: &str, event_id: Uuid) -> StoreResult<bool> {
+        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
+        let _turn = self.write_turn().await;
+        let mut conn = self.writes.acquire().await.map_err(backend)?;
+        take_receipt(&mut conn, Receipt { consumer, event_id }).await
     }
 }

@@ -152,12 +152,14 @@ impl StationStore for SqlStore {
     }
 
     async fn touch_stations(&self, ocm_ids: &[i64], at: DateTime<Utc>) -> StoreResult<()> {
+        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
+        let _turn = self.write_turn().await;
         for chunk in ocm_ids.chunks(INSERT_CHUNK) {
             let mut q = QueryBuilder::<Db>::new("UPDATE station SET seen_at = ");
             q.push_bind(at);
             q.push(" WHERE ocm_id");
             push_in(&mut q, chunk.iter().copied());
-            q.build().execute(&self.pool).await.map_err(backend)?;
+            q.build().execute(&self.writes).await.map_err(backend)?;
         }
         Ok(())
     }
@@ -203,13 +205,15 @@ impl StationStore for SqlStore {
     }
 
     async fn save_reference_data(&self, raw: &serde_json::Value) -> StoreResult<()> {
+        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO ocm_reference_data (id, data, fetched_at) VALUES (1, $1, $2) \
              ON CONFLICT (id) DO UPDATE SET data = excluded.data, fetched_at = excluded.fetched_at",
         )
         .bind(Json(raw))
         .bind(Utc::now())
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await
         .map_err(backend)?;
         Ok(())
@@ -362,10 +366,12 @@ impl OcmStore for SqlStore {
     }
 
     async fn renew_sync_lease(&self, run_id: uuid::Uuid, lease_until: DateTime<Utc>) -> StoreResult<()> {
+        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
+        let _turn = self.write_turn().await;
         let held = sqlx::query("UPDATE ocm_sync_run SET lease_until = $1 WHERE run_id = $2 AND status = 'running'")
             .bind(lease_until)
             .bind(run_id)
-            .execute(&self.pool)
+            .execute(&self.writes)
             .await
             .map_err(backend)?;
         if held.rows_affected() == 0 {
@@ -382,6 +388,8 @@ impl OcmStore for SqlStore {
         error: Option<&str>,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
+        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
+        let _turn = self.write_turn().await;
         bind_counts(
             sqlx::query(
                 "UPDATE ocm_sync_run SET status = $1, finished_at = $2, error = $3, fetched = $4, inserted = $5, \
@@ -393,7 +401,7 @@ impl OcmStore for SqlStore {
             counts,
         )
         .bind(run_id)
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await
         .map_err(backend)?;
         Ok(())

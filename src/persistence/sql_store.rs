@@ -23,21 +23,57 @@ type DbRow = <Db as sqlx::Database>::Row;
 /// Rows per multi-row INSERT: well under SQLite's 32 766 bound parameters.
 const INSERT_CHUNK: usize = 1000;
 
-/// The store over one SQL connection pool.
+/// The store over its SQL connection pools (reads, and writes: see `writes`).
 #[derive(Clone, Debug)]
 pub struct SqlStore {
     pool: Pool<Db>,
+    /// Where write transactions run: with SQLite a pool of its own with one connection,
+    /// so that a writer never waits for a connection the readers hold while it holds
+    /// everyone's turn, and its page cache stays valid (nobody else writes); with
+    /// PostgreSQL the same pool.
+    writes: Pool<Db>,
     /// Writers take turns here, in order, when the database has one writer at a time
     /// (SQLite): waiting in this queue is woken the moment the turn is free, where
     /// SQLite's busy handler would poll with sleeps of up to 100 ms.
     write_turn: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Where the write transactions of the OCPP path run, when writers take turns
+    /// (see [`WriteThread`]).
+    write_thread: Option<std::sync::Arc<WriteThread>>,
 }
 
 impl SqlStore {
     pub fn new(pool: Pool<Db>) -> Self {
+        SqlStore::with_writer(pool.clone(), pool)
+    }
+
+    /// A store whose write transactions use `writes` (see [`SqlStore::writes`]).
+    pub fn with_writer(pool: Pool<Db>, writes: Pool<Db>) -> Self {
         SqlStore {
             pool,
+            writes,
             write_turn: Default::default(),
+            write_thread: SERIAL_WRITES.then(|| std::sync::Arc::new(WriteThread::start())),
+        }
+    }
+
+    /// Runs a write on the write thread (when there is one), in the caller's span; it is
+    /// cancelled if the caller stops waiting.
+    async fn on_write_thread<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = StoreResult<T>> + Send + 'static,
+    ) -> StoreResult<T> {
+        use tracing::Instrument;
+        match &self.write_thread {
+            Some(thread) => {
+                // A caller that stops waiting (a timeout) cancels the write, as it would
+                // on its own task: the transaction rolls back instead of committing
+                // behind a retry of the same updates.
+                let mut task = AbortOnDrop(thread.runtime.spawn(work.in_current_span()));
+                (&mut task.0)
+                    .await
+                    .map_err(|e| StoreError::Backend(format!("write thread: {e}").into()))?
+            }
+            None => work.await,
         }
     }
 
@@ -57,8 +93,56 @@ impl SqlStore {
     /// Begins a write transaction (in its turn, see `write_turn`).
     async fn begin_write(&self) -> StoreResult<WriteTx> {
         let turn = self.write_turn().await;
-        let tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(backend)?;
+        let tx = self.writes.begin_with(BEGIN_WRITE).await.map_err(backend)?;
         Ok(WriteTx { tx, _turn: turn })
+    }
+}
+
+/// A thread of its own for the write transactions of the OCPP path (SQLite only).
+///
+/// SQLite has one writer at a time, so a write transaction holds everyone's turn for
+/// as long as it runs, and each of its statements is a round trip to the connection's
+/// thread. Run on the HTTP workers, each round trip also waited for the worker to come
+/// back to the task, behind the hundreds of connections it serves: under load the turn
+/// was held about 1.3 ms per transaction and busy all the time, and the batch writer
+/// queued behind it for a second. Here the task is woken as soon as its statement is done.
+#[derive(Debug)]
+struct WriteThread {
+    runtime: tokio::runtime::Handle,
+    /// Dropped with the last clone of the store: the thread ends.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl WriteThread {
+    /// Panics only if the OS refuses a thread or its event loop, as at start-up.
+    fn start() -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("the write thread's runtime");
+        let handle = runtime.handle().clone();
+        std::thread::Builder::new()
+            .name("sql-writes".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let _ = stopped.await;
+                });
+            })
+            .expect("starting the write thread");
+        WriteThread {
+            runtime: handle,
+            _stop: stop,
+        }
+    }
+}
+
+/// Aborts a spawned task when dropped (its caller stopped waiting).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -281,14 +365,21 @@ impl EventStore for SqlStore {
     }
 
     async fn mark_published(&self, ids: &[uuid::Uuid], at: DateTime<Utc>) -> StoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        // One statement per chunk of events, not one per event: a round's events are
+        // marked in one short write.
         let mut tx = self.begin_write().await?;
-        for id in ids {
-            sqlx::query("UPDATE outbox_event SET published_at = $2 WHERE event_id = $1 AND published_at IS NULL")
-                .bind(*id)
-                .bind(at)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
+        for chunk in ids.chunks(INSERT_CHUNK) {
+            let mut q = QueryBuilder::<Db>::new("UPDATE outbox_event SET published_at = ");
+            q.push_bind(at).push(" WHERE published_at IS NULL AND event_id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            list.push_unseparated(")");
+            q.build().execute(&mut *tx).await.map_err(backend)?;
         }
         tx.commit().await.map_err(backend)
     }
@@ -327,22 +418,8 @@ impl ChargerStore for SqlStore {
     }
 
     async fn insert_registration(&self, r: &ChargerRegistration) -> StoreResult<bool> {
-        let _turn = self.write_turn().await;
-        let done = sqlx::query(
-            "INSERT INTO charger (charger_id, password_hash, security_profile, registration_status, description, created_at, operator_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (charger_id) DO NOTHING",
-        )
-        .bind(r.charger_id.as_str())
-        .bind(r.password_hash.as_deref())
-        .bind(i64::from(r.security_profile.number()))
-        .bind(r.registration_status.as_str())
-        .bind(r.description.as_deref())
-        .bind(Utc::now())
-        .bind(r.operator_id.as_deref())
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(done.rows_affected() == 1)
+        let (store, r) = (self.clone(), r.clone());
+        self.on_write_thread(async move { store.insert_registration_here(&r).await }).await
     }
 
     async fn save_registration(&self, r: &ChargerRegistration) -> StoreResult<bool> {
@@ -375,21 +452,8 @@ impl ChargerStore for SqlStore {
     }
 
     async fn record_boot(&self, id: &ChargerId, boot: &BootInfo, ocpp_version: &str, at: DateTime<Utc>) -> StoreResult<()> {
-        let _turn = self.write_turn().await;
-        let done = sqlx::query(
-            "UPDATE charger SET boot_info = $2, ocpp_version = $3, last_boot_at = $4, last_seen_at = $4 WHERE charger_id = $1",
-        )
-        .bind(id.as_str())
-        .bind(Json(boot))
-        .bind(ocpp_version)
-        .bind(at)
-        .execute(&self.pool)
-        .await
-        .map_err(backend)?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("charger {id}")));
-        }
-        Ok(())
+        let (store, id, boot, version) = (self.clone(), id.clone(), boot.clone(), ocpp_version.to_owned());
+        self.on_write_thread(async move { store.record_boot_here(&id, &boot, &version, at).await }).await
     }
 
     async fn connectors(&self, id: &ChargerId) -> StoreResult<Vec<ConnectorState>> {
@@ -412,7 +476,7 @@ impl ChargerStore for SqlStore {
         .bind(id.as_str())
         .bind(Json(variables))
         .bind(at)
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await
         .map_err(backend)?;
         Ok(())
@@ -490,9 +554,11 @@ impl IdTokenStore for SqlStore {
     }
 
     async fn delete_id_token(&self, token: &IdToken) -> StoreResult<bool> {
+        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
+        let _turn = self.write_turn().await;
         let done = sqlx::query("DELETE FROM id_token WHERE id_token_key = $1")
             .bind(token.key())
-            .execute(&self.pool)
+            .execute(&self.writes)
             .await
             .map_err(backend)?;
         Ok(done.rows_affected() > 0)
@@ -512,6 +578,177 @@ impl IdTokenStore for SqlStore {
 #[async_trait]
 impl SessionStore for SqlStore {
     async fn start_session(&self, new: &NewSession) -> StoreResult<Session> {
+        let (store, new) = (self.clone(), new.clone());
+        self.on_write_thread(async move { store.start_session_here(&new).await }).await
+    }
+
+    async fn session(&self, id: SessionId) -> StoreResult<Option<Session>> {
+        sqlx::query(select_sessions!("WHERE session_id = $1"))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(session_from_row)
+            .transpose()
+    }
+
+    async fn session_by_transaction(&self, charger: &ChargerId, tx: &TransactionId) -> StoreResult<Option<Session>> {
+        sqlx::query(select_sessions!("WHERE charger_id = $1 AND transaction_id = $2"))
+            .bind(charger.as_str())
+            .bind(tx.0.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(session_from_row)
+            .transpose()
+    }
+
+    async fn sessions(&self, filter: &SessionFilter) -> StoreResult<Vec<Session>> {
+        let mut query = QueryBuilder::<Db>::new(select_sessions!("WHERE 1 = 1"));
+        if let Some(charger) = &filter.charger_id {
+            query.push(" AND charger_id = ").push_bind(charger.as_str().to_owned());
+        }
+        if let Some(status) = filter.status {
+            query.push(" AND status = ").push_bind(status.as_str());
+        }
+        query.push(" ORDER BY session_id DESC LIMIT ").push_bind(i64::from(filter.limit.max(1)));
+        query
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(session_from_row)
+            .collect()
+    }
+
+    async fn active_sessions(&self) -> StoreResult<Vec<Session>> {
+        sqlx::query(select_sessions!("WHERE status = 'active' ORDER BY session_id"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(session_from_row)
+            .collect()
+    }
+
+    async fn stop_session(&self, s: &Session, final_samples: &[MeterSample]) -> StoreResult<()> {
+        let (store, s, samples) = (self.clone(), s.clone(), final_samples.to_vec());
+        self.on_write_thread(async move { store.stop_session_here(&s, &samples).await }).await
+    }
+
+    async fn samples(&self, id: SessionId) -> StoreResult<Vec<MeterSample>> {
+        sqlx::query("SELECT * FROM meter_sample WHERE session_id = $1 ORDER BY sampled_at, meter_sample_id")
+            .bind(id.0)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?
+            .iter()
+            .map(sample_from_row)
+            .collect()
+    }
+
+    async fn write_batch(&self, batch: &WriteBatch) -> StoreResult<()> {
+        let (store, batch) = (self.clone(), batch.clone());
+        self.on_write_thread(async move { store.write_batch_here(&batch).await }).await
+    }
+}
+
+#[async_trait]
+impl UserStore for SqlStore {
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
+        let _turn = self.write_turn().await;
+        sqlx::query("INSERT INTO app_user (user_id, email, password_hash, role, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(user.user_id)
+            .bind(user.email.as_str())
+            .bind(user.password_hash.as_str())
+            .bind(user.role.as_str())
+            .bind(user.created_at)
+            .execute(&self.writes)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn user_by_email(&self, email: &Email) -> StoreResult<Option<User>> {
+        sqlx::query("SELECT * FROM app_user WHERE email = $1")
+            .bind(email.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn user(&self, id: uuid::Uuid) -> StoreResult<Option<User>> {
+        sqlx::query("SELECT * FROM app_user WHERE user_id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn admin_exists(&self) -> StoreResult<bool> {
+        Ok(sqlx::query("SELECT 1 FROM app_user WHERE role = 'admin' LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?
+            .is_some())
+    }
+}
+
+fn user_from_row(row: &DbRow) -> StoreResult<User> {
+    let role: String = row.try_get("role").map_err(backend)?;
+    let email: String = row.try_get("email").map_err(backend)?;
+    Ok(User {
+        user_id: row.try_get("user_id").map_err(backend)?,
+        email: Email::parse(&email).map_err(|_| corrupt("e-mail", &email))?,
+        password_hash: row.try_get("password_hash").map_err(backend)?,
+        role: Role::parse(&role).ok_or_else(|| corrupt("role", &role))?,
+        created_at: row.try_get("created_at").map_err(backend)?,
+    })
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn get_or_init_secret(&self, name: &str, candidate: &str) -> StoreResult<String> {
+        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
+        let _turn = self.write_turn().await;
+        sqlx::query("INSERT INTO secret (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(candidate)
+            .execute(&self.writes)
+            .await
+            .map_err(backend)?;
+        sqlx::query("SELECT value FROM secret WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.writes)
+            .await
+            .map_err(backend)?
+            .try_get("value")
+            .map_err(backend)
+    }
+
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+}
+
+/// The bodies of the writes that run on the write thread ([`SqlStore::on_write_thread`]).
+impl SqlStore {
+    async fn start_session_here(&self, new: &NewSession) -> StoreResult<Session> {
         let mut tx = self.begin_write().await?;
         // A charger that did not get our answer sends the same start again: the same
         // transaction id or, when we allocate ids, the same connector, token, meter
@@ -594,59 +831,7 @@ impl SessionStore for SqlStore {
         Ok(session)
     }
 
-    async fn session(&self, id: SessionId) -> StoreResult<Option<Session>> {
-        sqlx::query(select_sessions!("WHERE session_id = $1"))
-            .bind(id.0)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?
-            .as_ref()
-            .map(session_from_row)
-            .transpose()
-    }
-
-    async fn session_by_transaction(&self, charger: &ChargerId, tx: &TransactionId) -> StoreResult<Option<Session>> {
-        sqlx::query(select_sessions!("WHERE charger_id = $1 AND transaction_id = $2"))
-            .bind(charger.as_str())
-            .bind(tx.0.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?
-            .as_ref()
-            .map(session_from_row)
-            .transpose()
-    }
-
-    async fn sessions(&self, filter: &SessionFilter) -> StoreResult<Vec<Session>> {
-        let mut query = QueryBuilder::<Db>::new(select_sessions!("WHERE 1 = 1"));
-        if let Some(charger) = &filter.charger_id {
-            query.push(" AND charger_id = ").push_bind(charger.as_str().to_owned());
-        }
-        if let Some(status) = filter.status {
-            query.push(" AND status = ").push_bind(status.as_str());
-        }
-        query.push(" ORDER BY session_id DESC LIMIT ").push_bind(i64::from(filter.limit.max(1)));
-        query
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?
-            .iter()
-            .map(session_from_row)
-            .collect()
-    }
-
-    async fn active_sessions(&self) -> StoreResult<Vec<Session>> {
-        sqlx::query(select_sessions!("WHERE status = 'active' ORDER BY session_id"))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?
-            .iter()
-            .map(session_from_row)
-            .collect()
-    }
-
-    async fn stop_session(&self, s: &Session, final_samples: &[MeterSample]) -> StoreResult<()> {
+    async fn stop_session_here(&self, s: &Session, final_samples: &[MeterSample]) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         insert_samples(&mut tx, final_samples.iter().map(|m| (s.session_id, m))).await?;
         let ended = sqlx::query(
@@ -676,18 +861,44 @@ impl SessionStore for SqlStore {
         tx.commit().await.map_err(backend)
     }
 
-    async fn samples(&self, id: SessionId) -> StoreResult<Vec<MeterSample>> {
-        sqlx::query("SELECT * FROM meter_sample WHERE session_id = $1 ORDER BY sampled_at, meter_sample_id")
-            .bind(id.0)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?
-            .iter()
-            .map(sample_from_row)
-            .collect()
+    async fn record_boot_here(&self, id: &ChargerId, boot: &BootInfo, ocpp_version: &str, at: DateTime<Utc>) -> StoreResult<()> {
+        let _turn = self.write_turn().await;
+        let done = sqlx::query(
+            "UPDATE charger SET boot_info = $2, ocpp_version = $3, last_boot_at = $4, last_seen_at = $4 WHERE charger_id = $1",
+        )
+        .bind(id.as_str())
+        .bind(Json(boot))
+        .bind(ocpp_version)
+        .bind(at)
+        .execute(&self.writes)
+        .await
+        .map_err(backend)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("charger {id}")));
+        }
+        Ok(())
     }
 
-    async fn write_batch(&self, batch: &WriteBatch) -> StoreResult<()> {
+    async fn insert_registration_here(&self, r: &ChargerRegistration) -> StoreResult<bool> {
+        let _turn = self.write_turn().await;
+        let done = sqlx::query(
+            "INSERT INTO charger (charger_id, password_hash, security_profile, registration_status, description, created_at, operator_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (charger_id) DO NOTHING",
+        )
+        .bind(r.charger_id.as_str())
+        .bind(r.password_hash.as_deref())
+        .bind(i64::from(r.security_profile.number()))
+        .bind(r.registration_status.as_str())
+        .bind(r.description.as_deref())
+        .bind(Utc::now())
+        .bind(r.operator_id.as_deref())
+        .execute(&self.writes)
+        .await
+        .map_err(backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn write_batch_here(&self, batch: &WriteBatch) -> StoreResult<()> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -747,91 +958,5 @@ impl SessionStore for SqlStore {
             update.build().execute(&mut *tx).await.map_err(backend)?;
         }
         tx.commit().await.map_err(backend)
-    }
-}
-
-#[async_trait]
-impl UserStore for SqlStore {
-    async fn create_user(&self, user: &User) -> StoreResult<()> {
-        sqlx::query("INSERT INTO app_user (user_id, email, password_hash, role, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(user.user_id)
-            .bind(user.email.as_str())
-            .bind(user.password_hash.as_str())
-            .bind(user.role.as_str())
-            .bind(user.created_at)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(())
-    }
-
-    async fn user_by_email(&self, email: &Email) -> StoreResult<Option<User>> {
-        sqlx::query("SELECT * FROM app_user WHERE email = $1")
-            .bind(email.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?
-            .as_ref()
-            .map(user_from_row)
-            .transpose()
-    }
-
-    async fn user(&self, id: uuid::Uuid) -> StoreResult<Option<User>> {
-        sqlx::query("SELECT * FROM app_user WHERE user_id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?
-            .as_ref()
-            .map(user_from_row)
-            .transpose()
-    }
-
-    async fn admin_exists(&self) -> StoreResult<bool> {
-        Ok(sqlx::query("SELECT 1 FROM app_user WHERE role = 'admin' LIMIT 1")
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(backend)?
-            .is_some())
-    }
-}
-
-fn user_from_row(row: &DbRow) -> StoreResult<User> {
-    let role: String = row.try_get("role").map_err(backend)?;
-    let email: String = row.try_get("email").map_err(backend)?;
-    Ok(User {
-        user_id: row.try_get("user_id").map_err(backend)?,
-        email: Email::parse(&email).map_err(|_| corrupt("e-mail", &email))?,
-        password_hash: row.try_get("password_hash").map_err(backend)?,
-        role: Role::parse(&role).ok_or_else(|| corrupt("role", &role))?,
-        created_at: row.try_get("created_at").map_err(backend)?,
-    })
-}
-
-#[async_trait]
-impl Store for SqlStore {
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(backend)?;
-        Ok(())
-    }
-
-    async fn get_or_init_secret(&self, name: &str, candidate: &str) -> StoreResult<String> {
-        sqlx::query("INSERT INTO secret (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-            .bind(name)
-            .bind(candidate)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        sqlx::query("SELECT value FROM secret WHERE name = $1")
-            .bind(name)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(backend)?
-            .try_get("value")
-            .map_err(backend)
-    }
-
-    fn backend(&self) -> &'static str {
-        BACKEND
     }
 }

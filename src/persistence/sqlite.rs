@@ -57,8 +57,16 @@ impl SqlStore {
             .pragma("cache_size", "-8192");
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections)
+            .connect_with(options.clone())
+            .await?;
+        // The one writer: write transactions take turns anyway (`SERIAL_WRITES`).
+        // It is used only in this process's write turn: no ping before each use, a
+        // round trip that would hold everyone's turn.
+        let writes = SqlitePoolOptions::new()
+            .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
-        Ok(SqlStore::new(pool))
+        Ok(SqlStore::with_writer(pool, writes))
     }
 }
