@@ -605,6 +605,8 @@ mod tests {
         busy_alone_value: Option<f64>,
         attempts: usize,
         stored: Vec<f64>,
+        /// Energy figures stored, by write.
+        progress: Vec<i64>,
     }
 
     #[derive(Clone, Default)]
@@ -636,6 +638,8 @@ mod tests {
                 return Err(StoreError::Backend("value refused".into()));
             }
             s.stored.extend(values);
+            s.progress
+                .extend(batch.progress.iter().map(|p| p.energy_wh));
             Ok(())
         }
 
@@ -706,6 +710,42 @@ mod tests {
         until("everything stored", || fake.read(|s| s.stored.len() == 10)).await;
         assert_eq!(fake.read(|s| s.stored.clone()), values(0..10), "in order");
         assert_eq!(metrics.dropped_writes.get(), 0);
+    }
+
+    fn progress(energy_wh: i64) -> SessionProgress {
+        SessionProgress {
+            session_id: SessionId(1),
+            energy_wh,
+            power_w: None,
+            soc_percent: None,
+            last_meter_at: None,
+            id_token: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn what_could_not_be_written_goes_back_before_what_came_meanwhile() {
+        let fake = Fake::default();
+        fake.with(|s| s.busy = true);
+        let (writer, _task, _metrics) = writer(&fake, 100);
+        writer.samples(samples(0..3));
+        writer.progress(progress(10));
+        until("a busy attempt", || fake.read(|s| s.attempts >= 1)).await;
+        // Handed over while the first ones wait for the next window.
+        writer.samples(samples(3..5));
+        writer.progress(progress(20));
+        fake.with(|s| s.busy = false);
+        writer.flush().await;
+        assert_eq!(
+            fake.read(|s| s.stored.clone()),
+            values(0..5),
+            "oldest first"
+        );
+        assert_eq!(
+            fake.read(|s| s.progress.clone()),
+            vec![20],
+            "the newer figure wins, written once"
+        );
     }
 
     #[tokio::test]
