@@ -74,10 +74,8 @@ impl BatchSink for Arc<dyn Store> {
     }
 }
 
-/// Asked of the writer task.
-enum Command {
-    Flush(oneshot::Sender<()>),
-}
+/// A flush request: answered once everything handed over before it is stored.
+type FlushRequest = oneshot::Sender<()>;
 
 /// A cheap, cloneable handle to the writer task.
 ///
@@ -87,7 +85,7 @@ enum Command {
 #[derive(Clone)]
 pub struct BatchWriter {
     /// Closed when the writer task ends; carries flush requests.
-    tx: mpsc::UnboundedSender<Command>,
+    tx: mpsc::UnboundedSender<FlushRequest>,
     shared: Arc<Shared>,
 }
 
@@ -267,14 +265,12 @@ impl BatchWriter {
                 drained: Notify::new(),
                 waiting: metrics.backpressure_waiting.clone(),
             },
-            metrics: metrics.clone(),
+            metrics,
         });
         let writer = Writer {
             store: Box::new(store),
-            metrics,
             shared: shared.clone(),
             window,
-            max_batch,
             retry_at: None,
             failures: 0,
         };
@@ -332,7 +328,7 @@ impl BatchWriter {
     /// Writes everything queued so far; returns when it is stored (or the writer is gone).
     pub async fn flush(&self) {
         let (ack, done) = oneshot::channel();
-        if self.tx.send(Command::Flush(ack)).is_ok() {
+        if self.tx.send(ack).is_ok() {
             let _ = done.await;
         }
     }
@@ -361,10 +357,8 @@ impl BatchWriter {
 
 struct Writer {
     store: Box<dyn BatchSink>,
-    metrics: Arc<Metrics>,
     shared: Arc<Shared>,
     window: Duration,
-    max_batch: usize,
     /// After failures, no attempt before this (unless a flush is asked for).
     retry_at: Option<tokio::time::Instant>,
     failures: u32,
@@ -379,14 +373,14 @@ impl Drop for WakeWaitersOnExit {
     }
 }
 
-async fn run(mut w: Writer, mut rx: mpsc::UnboundedReceiver<Command>) {
+async fn run(mut w: Writer, mut rx: mpsc::UnboundedReceiver<FlushRequest>) {
     let _wake = WakeWaitersOnExit(w.shared.clone());
     let mut tick = tokio::time::interval(w.window);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             command = rx.recv() => match command {
-                Some(Command::Flush(ack)) => {
+                Some(ack) => {
                     w.write(true).await;
                     let _ = ack.send(());
                 }
@@ -417,12 +411,12 @@ impl Writer {
         // what arrives meanwhile waits for the next turn, so that a steady stream cannot
         // keep the writer from its flush requests.
         let mut owed = std::mem::take(&mut *self.shared.pending());
-        self.metrics.pending_writes.set(owed.len() as i64);
+        self.shared.metrics.pending_writes.set(owed.len() as i64);
         if owed.len() == 0 {
             return;
         }
         while owed.len() > 0 {
-            let batch = owed.take(self.max_batch);
+            let batch = owed.take(self.shared.max_batch);
             if let Err((batch, setback)) = self.write_one(batch).await {
                 owed.restore(batch);
                 self.shared.pending().put_back(owed);
@@ -432,10 +426,10 @@ impl Writer {
                 }
                 let mut pending = self.shared.pending();
                 self.shared.drop_beyond_outage_cap(&mut pending);
-                self.metrics.pending_writes.set(pending.len() as i64);
+                self.shared.metrics.pending_writes.set(pending.len() as i64);
                 return;
             }
-            self.metrics.pending_writes.set(owed.len() as i64);
+            self.shared.metrics.pending_writes.set(owed.len() as i64);
         }
         self.succeeded();
     }
@@ -450,7 +444,8 @@ impl Writer {
         let error = match tokio::time::timeout(WRITE_TIMEOUT, self.store.write_batch(&batch)).await
         {
             Ok(Ok(())) => {
-                self.metrics
+                self.shared
+                    .metrics
                     .flush_duration
                     .observe(started.elapsed().as_secs_f64());
                 self.shared.backlog.settled(samples);
@@ -458,7 +453,7 @@ impl Writer {
             }
             Ok(Err(e)) => e,
             Err(_) => {
-                self.metrics.flush_failures.inc();
+                self.shared.metrics.flush_failures.inc();
                 tracing::error!(
                     timeout_secs = WRITE_TIMEOUT.as_secs(),
                     updates = batch.len(),
@@ -467,7 +462,7 @@ impl Writer {
                 return Err((batch, Setback::Down));
             }
         };
-        self.metrics.flush_failures.inc();
+        self.shared.metrics.flush_failures.inc();
         tracing::error!(error.cause_chain = ?error, error.message = %error, updates = batch.len(), "batch write failed");
         if !self.storage_answers().await {
             return Err((batch, Setback::Down));
@@ -502,7 +497,7 @@ impl Writer {
         if refused == 0 {
             return;
         }
-        self.metrics.dropped_writes.inc_by(refused as u64);
+        self.shared.metrics.dropped_writes.inc_by(refused as u64);
         tracing::error!(
             stored,
             dropped = refused,

@@ -47,7 +47,6 @@ async fn revoke_family(conn: &mut Conn, family: Uuid, now: DateTime<Utc>) -> Sto
 #[async_trait]
 impl AccountStore for SqlStore {
     async fn set_user_name(&self, user: Uuid, name: Option<&str>) -> StoreResult<()> {
-        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
         let _turn = self.write_turn().await;
         sqlx::query("UPDATE app_user SET name = $2 WHERE user_id = $1")
             .bind(user)
@@ -71,7 +70,6 @@ impl AccountStore for SqlStore {
     }
 
     async fn add_refresh_token(&self, token: &RefreshToken) -> StoreResult<()> {
-        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
         let _turn = self.write_turn().await;
         let mut conn = self.writes.acquire().await.map_err(backend)?;
         insert_refresh_token(&mut conn, token).await
@@ -130,7 +128,6 @@ impl AccountStore for SqlStore {
     }
 
     async fn add_vehicle(&self, v: &Vehicle) -> StoreResult<()> {
-        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
         let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO vehicle (vehicle_id, user_id, make, model, license_plate, battery_capacity_kwh, created_at) \
@@ -161,7 +158,6 @@ impl AccountStore for SqlStore {
     }
 
     async fn delete_vehicle(&self, user: Uuid, vehicle: Uuid) -> StoreResult<bool> {
-        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
         let _turn = self.write_turn().await;
         let done = sqlx::query("DELETE FROM vehicle WHERE vehicle_id = $1 AND user_id = $2")
             .bind(vehicle)
@@ -184,7 +180,6 @@ impl AccountStore for SqlStore {
     }
 
     async fn insert_id_token(&self, r: &IdTokenRecord) -> StoreResult<bool> {
-        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
         let _turn = self.write_turn().await;
         let done = sqlx::query(
             "INSERT INTO id_token (id_token_key, id_token, status, token_type, expiry_date, group_id, updated_at, user_id) \
@@ -205,7 +200,6 @@ impl AccountStore for SqlStore {
     }
 
     async fn delete_user_id_token(&self, user: Uuid, token: &IdToken) -> StoreResult<bool> {
-        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
         let _turn = self.write_turn().await;
         // A token the operator blocked stays (deleting and adding it again would unblock it).
         let done = sqlx::query("DELETE FROM id_token WHERE id_token_key = $1 AND user_id = $2 AND status <> 'Blocked'")

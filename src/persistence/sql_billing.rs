@@ -221,7 +221,6 @@ impl BillingStore for SqlStore {
     }
 
     async fn set_tariff_override(&self, scope: &TariffScope, tariff: Option<Uuid>) -> StoreResult<()> {
-        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
         let _turn = self.write_turn().await;
         match tariff {
             Some(tariff) => {
@@ -293,7 +292,6 @@ impl BillingStore for SqlStore {
     }
 
     async fn set_plan(&self, user: Uuid, tariff: Option<Uuid>, since: DateTime<Utc>) -> StoreResult<()> {
-        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
         let _turn = self.write_turn().await;
         let done = sqlx::query("UPDATE app_user SET plan_tariff_id = $2, plan_since = $3 WHERE user_id = $1")
             .bind(user)
@@ -334,7 +332,6 @@ impl BillingStore for SqlStore {
     }
 
     async fn add_payment_method(&self, m: &PaymentMethod) -> StoreResult<()> {
-        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
         let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO payment_method (payment_method_id, user_id, gateway, gateway_token, brand, last4, exp_month, \
@@ -665,7 +662,6 @@ impl BillingStore for SqlStore {
 #[async_trait]
 impl WebhookStore for SqlStore {
     async fn create_webhook(&self, w: &Webhook) -> StoreResult<()> {
-        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
         let _turn = self.write_turn().await;
         sqlx::query("INSERT INTO webhook (webhook_id, url, secret, event_types, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(w.webhook_id)
@@ -690,7 +686,6 @@ impl WebhookStore for SqlStore {
     }
 
     async fn delete_webhook(&self, id: Uuid) -> StoreResult<bool> {
-        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
         let _turn = self.write_turn().await;
         let done = sqlx::query("DELETE FROM webhook WHERE webhook_id = $1").bind(id).execute(&self.writes).await.map_err(backend)?;
         Ok(done.rows_affected() > 0)
@@ -790,7 +785,6 @@ impl WebhookStore for SqlStore {
     }
 
     async fn record_delivery_attempt(&self, d: &WebhookDelivery) -> StoreResult<()> {
-        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
         let _turn = self.write_turn().await;
         sqlx::query(
             "UPDATE webhook_delivery SET status = $2, attempts = $3, next_attempt_at = $4, last_status_code = $5, \
@@ -825,7 +819,6 @@ impl WebhookStore for SqlStore {
 /// The bodies of the writes that run on the write thread ([`SqlStore::on_write_thread`]).
 impl SqlStore {
     async fn mark_processed_here(&self, consumer: &str, event_id: Uuid) -> StoreResult<bool> {
-        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
         let _turn = self.write_turn().await;
         let mut conn = self.writes.acquire().await.map_err(backend)?;
         take_receipt(&mut conn, Receipt { consumer, event_id }).await

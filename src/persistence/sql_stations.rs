@@ -152,7 +152,6 @@ impl StationStore for SqlStore {
     }
 
     async fn touch_stations(&self, ocm_ids: &[i64], at: DateTime<Utc>) -> StoreResult<()> {
-        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
         let _turn = self.write_turn().await;
         for chunk in ocm_ids.chunks(INSERT_CHUNK) {
             let mut q = QueryBuilder::<Db>::new("UPDATE station SET seen_at = ");
@@ -205,7 +204,6 @@ impl StationStore for SqlStore {
     }
 
     async fn save_reference_data(&self, raw: &serde_json::Value) -> StoreResult<()> {
-        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
         let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO ocm_reference_data (id, data, fetched_at) VALUES (1, $1, $2) \
@@ -366,7 +364,6 @@ impl OcmStore for SqlStore {
     }
 
     async fn renew_sync_lease(&self, run_id: uuid::Uuid, lease_until: DateTime<Utc>) -> StoreResult<()> {
-        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
         let _turn = self.write_turn().await;
         let held = sqlx::query("UPDATE ocm_sync_run SET lease_until = $1 WHERE run_id = $2 AND status = 'running'")
             .bind(lease_until)
@@ -388,7 +385,6 @@ impl OcmStore for SqlStore {
         error: Option<&str>,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
         let _turn = self.write_turn().await;
         bind_counts(
             sqlx::query(

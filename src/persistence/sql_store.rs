@@ -82,6 +82,8 @@ impl SqlStore {
     }
 
     /// This process's turn to write, where writers take turns (see `SERIAL_WRITES`).
+    /// Every write takes it, autocommit statements too (on `self.writes`): with SQLite
+    /// a write outside it would meet the turn's holder in SQLite's sleeping busy handler.
     async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
         if SERIAL_WRITES {
             Some(self.write_turn.clone().lock_owned().await)
@@ -554,7 +556,6 @@ impl IdTokenStore for SqlStore {
     }
 
     async fn delete_id_token(&self, token: &IdToken) -> StoreResult<bool> {
-        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
         let _turn = self.write_turn().await;
         let done = sqlx::query("DELETE FROM id_token WHERE id_token_key = $1")
             .bind(token.key())
@@ -659,7 +660,6 @@ impl SessionStore for SqlStore {
 #[async_trait]
 impl UserStore for SqlStore {
     async fn create_user(&self, user: &User) -> StoreResult<()> {
-        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
         let _turn = self.write_turn().await;
         sqlx::query("INSERT INTO app_user (user_id, email, password_hash, role, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(user.user_id)
@@ -724,7 +724,6 @@ impl Store for SqlStore {
     }
 
     async fn get_or_init_secret(&self, name: &str, candidate: &str) -> StoreResult<String> {
-        // SQLite: in this process's write turn, not SQLite's sleeping busy handler.
         let _turn = self.write_turn().await;
         sqlx::query("INSERT INTO secret (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
             .bind(name)
