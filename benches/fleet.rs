@@ -5,7 +5,10 @@
 //! (p50, p99, p99.9), errors, and the server's resident memory per connected charger
 //! ((RSS with N connected − RSS with none) / N, from /proc) and the CPU time the server
 //! and the generator used (the server's per call), then stops the server and checks
-//! that every meter value sent was persisted. It stops by itself.
+//! that every meter value sent was persisted. It stops by itself. Besides the rate
+//! over the whole run (boot storm and late tail included) it reports the sustained
+//! rate: the median of the answers per second while every charger was connected,
+//! before the planned end, with the latency of the calls sent then.
 //!
 //! ```text
 //! cargo bench --bench fleet -- --chargers 15000 --boot-rate 500 --duration 60 \
@@ -28,7 +31,7 @@
 
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -225,6 +228,14 @@ struct Stats {
     /// The same, by action (write-through ones like StartTransaction apart from the
     /// hot ones).
     by_action: std::collections::BTreeMap<String, Histogram>,
+    /// For the sustained rate: answers by the Unix second they arrived in (processes
+    /// are merged by the clock), and the window, in Unix seconds, from when every
+    /// charger was connected to the planned end (the boot storm and a late tail apart).
+    answers_per_second: std::collections::BTreeMap<u64, u64>,
+    window: Option<(f64, f64)>,
+    /// The calls sent in this process's window: their latency, and how many failed.
+    steady_latency: Histogram,
+    steady_errors: u64,
     first_errors: Vec<String>,
 }
 
@@ -242,6 +253,16 @@ impl Stats {
         for (action, h) in &o.by_action {
             self.by_action.entry(action.clone()).or_default().merge(h);
         }
+        for (second, n) in &o.answers_per_second {
+            *self.answers_per_second.entry(*second).or_default() += n;
+        }
+        // The whole fleet's window: where every process's windows overlap.
+        self.window = match (self.window, o.window) {
+            (Some((a, b)), Some((c, d))) => Some((a.max(c), b.min(d))),
+            (w, None) | (None, w) => w,
+        };
+        self.steady_latency.merge(&o.steady_latency);
+        self.steady_errors += o.steady_errors;
         self.first_errors.extend(
             o.first_errors
                 .iter()
@@ -264,6 +285,13 @@ struct Charger {
     latency: Histogram,
     by_action: std::collections::BTreeMap<&'static str, Histogram>,
     calls: u64,
+    shared: Arc<Shared>,
+    end: tokio::time::Instant,
+    answers_per_second: std::collections::BTreeMap<u64, u64>,
+    /// Whether the call under way was sent in the sustained window.
+    steady: bool,
+    steady_latency: Histogram,
+    steady_errors: u64,
     errors: u64,
     first_error: Option<String>,
 }
@@ -277,6 +305,8 @@ impl Charger {
         let id = self.seq.to_string();
         let sent = Instant::now();
         self.calls += 1;
+        self.steady =
+            self.shared.steady.load(Ordering::Relaxed) && tokio::time::Instant::now() < self.end;
         if let Err(e) = self
             .ws
             .send(Message::text(json!([2, id, action, payload]).to_string()))
@@ -301,6 +331,13 @@ impl Charger {
                     let took = sent.elapsed();
                     self.latency.record(took);
                     self.by_action.entry(action).or_default().record(took);
+                    *self
+                        .answers_per_second
+                        .entry(unix_secs() as u64)
+                        .or_default() += 1;
+                    if self.steady {
+                        self.steady_latency.record(took);
+                    }
                     return Some(frame[2].clone());
                 }
                 Some(4) if frame[1] == id.as_str() => {
@@ -320,6 +357,7 @@ impl Charger {
 
     fn fail(&mut self, what: String) -> Option<Value> {
         self.errors += 1;
+        self.steady_errors += u64::from(self.steady);
         self.first_error.get_or_insert(what);
         None
     }
@@ -388,8 +426,7 @@ async fn run_charger(
     addr: String,
     start: tokio::time::Instant,
     end: tokio::time::Instant,
-    connected: Arc<AtomicU64>,
-    out: Arc<Mutex<Stats>>,
+    shared: Arc<Shared>,
 ) {
     tokio::time::sleep_until(start).await;
     let v201 = ((index * 7919) % 1000) as f64 / 1000.0 < o.share_201;
@@ -419,8 +456,8 @@ async fn run_charger(
     };
     let ws = match tokio::time::timeout(CALL_TIMEOUT, connect).await {
         Ok(Ok(ws)) => ws,
-        Ok(Err(e)) => return failed_connect(&out, format!("{id} from {source}: {e}")).await,
-        Err(_) => return failed_connect(&out, format!("{id}: connect timed out")).await,
+        Ok(Err(e)) => return failed_connect(&shared.out, format!("{id} from {source}: {e}")).await,
+        Err(_) => return failed_connect(&shared.out, format!("{id}: connect timed out")).await,
     };
     let mut c = Charger {
         ws,
@@ -428,6 +465,12 @@ async fn run_charger(
         latency: Histogram::default(),
         by_action: Default::default(),
         calls: 0,
+        shared: shared.clone(),
+        end,
+        answers_per_second: Default::default(),
+        steady: false,
+        steady_latency: Histogram::default(),
+        steady_errors: 0,
         errors: 0,
         first_error: None,
     };
@@ -443,7 +486,7 @@ async fn run_charger(
         .await;
         c.call("StatusNotification", status_16("Available")).await;
     }
-    connected.fetch_add(1, Ordering::Relaxed);
+    shared.connected.fetch_add(1, Ordering::Relaxed);
 
     let beat = Duration::from_secs_f64(o.heartbeat_interval);
     let meter = Duration::from_secs_f64(o.meter_interval);
@@ -513,12 +556,17 @@ async fn run_charger(
     }
     idle_until(&mut c, end, &mut next_beat, beat).await;
     let _ = c.ws.close(None).await;
-    let mut s = out.lock().await;
+    let mut s = shared.out.lock().await;
     s.calls += c.calls;
     s.errors += c.errors;
     s.transactions += transactions;
     s.samples_sent += samples;
     s.latency.merge(&c.latency);
+    for (second, n) in &c.answers_per_second {
+        *s.answers_per_second.entry(*second).or_default() += n;
+    }
+    s.steady_latency.merge(&c.steady_latency);
+    s.steady_errors += c.steady_errors;
     for (action, h) in &c.by_action {
         s.by_action
             .entry((*action).to_owned())
@@ -541,18 +589,34 @@ async fn failed_connect(out: &Mutex<Stats>, what: String) {
     }
 }
 
+/// What the chargers of a generator process share.
+#[derive(Default)]
+struct Shared {
+    connected: AtomicU64,
+    /// Set once every charger of the process is connected (or failed to): calls from
+    /// then until the planned end are the sustained mix.
+    steady: AtomicBool,
+    out: Mutex<Stats>,
+}
+
+fn unix_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// A generator process: its share of the fleet (every `processes`-th charger).
 async fn worker(index: usize, o: Options, addr: String) {
     let o = Arc::new(o);
     let mine: Vec<usize> = (0..o.chargers)
         .filter(|i| i % o.processes == index)
         .collect();
-    let out = Arc::new(Mutex::new(Stats::default()));
-    let connected = Arc::new(AtomicU64::new(0));
+    let shared = Arc::new(Shared::default());
     let t0 = tokio::time::Instant::now() + Duration::from_millis(200);
     let boot_span = Duration::from_secs_f64(o.chargers as f64 / o.boot_rate);
     // The mix ends `duration` after the whole fleet (every process) is connected.
     let end = t0 + boot_span + Duration::from_secs_f64(o.duration);
+    let end_unix = unix_secs() + (end - tokio::time::Instant::now()).as_secs_f64();
     let tasks: Vec<_> = mine
         .iter()
         .map(|&i| {
@@ -563,22 +627,22 @@ async fn worker(index: usize, o: Options, addr: String) {
                 addr.clone(),
                 start,
                 end,
-                connected.clone(),
-                out.clone(),
+                shared.clone(),
             ))
         })
         .collect();
     // Say when this process's chargers are all up (or failed), for the memory figure.
     let total = mine.len() as u64;
     let watcher = {
-        let (connected, out) = (connected.clone(), out.clone());
+        let shared = shared.clone();
         tokio::spawn(async move {
             loop {
-                let failed = out.lock().await.connect_failures;
-                let up = connected.load(Ordering::Relaxed);
+                let failed = shared.out.lock().await.connect_failures;
+                let up = shared.connected.load(Ordering::Relaxed);
                 if up + failed >= total {
+                    shared.steady.store(true, Ordering::Relaxed);
                     println!("{}", json!({"connected": up, "failed": failed}));
-                    return tokio::time::Instant::now();
+                    return (tokio::time::Instant::now(), unix_secs());
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -586,15 +650,16 @@ async fn worker(index: usize, o: Options, addr: String) {
     };
     for t in tasks {
         if let Err(e) = t.await {
-            let mut s = out.lock().await;
+            let mut s = shared.out.lock().await;
             s.errors += 1;
             s.first_errors.push(format!("a charger task failed: {e}"));
         }
     }
-    let all_up = watcher.await.unwrap_or(t0);
-    let mut s = out.lock().await.clone();
-    s.connected = connected.load(Ordering::Relaxed);
+    let (all_up, up_unix) = watcher.await.unwrap_or((t0, end_unix));
+    let mut s = shared.out.lock().await.clone();
+    s.connected = shared.connected.load(Ordering::Relaxed);
     s.boot_secs = (all_up - t0).as_secs_f64();
+    s.window = Some((up_unix, end_unix));
     // Until the last charger is done, not the planned end: a server that answers late
     // stretches the mix, and the rate must count that time.
     s.mix_secs = (tokio::time::Instant::now().max(end) - all_up).as_secs_f64();
@@ -857,6 +922,7 @@ async fn run(o: Options) -> bool {
         total.latency.quantile(0.999),
         total.errors,
     );
+    print_sustained(&total);
     for (action, h) in &total.by_action {
         println!(
             "fleet:   {action}: {} calls, p50 {:.2?} p99 {:.2?} p99.9 {:.2?}",
@@ -914,6 +980,35 @@ async fn run(o: Options) -> bool {
     }
     println!("fleet: {}", if clean { "clean run" } else { "FAILED" });
     clean
+}
+
+/// The sustained rate: the median of the answers per second over the whole seconds
+/// in which every charger was connected, up to the planned end (a median, so that the
+/// sessions' wind-down before the end does not pull it down), and the latency of the
+/// calls sent in that window.
+fn print_sustained(total: &Stats) {
+    let seconds = total
+        .window
+        .map_or(0..0, |(from, to)| from.ceil() as u64..to.floor() as u64);
+    let mut rates: Vec<u64> = seconds
+        .map(|s| total.answers_per_second.get(&s).copied().unwrap_or(0))
+        .collect();
+    rates.sort_unstable();
+    let (Some(lowest), Some(highest)) = (rates.first(), rates.last()) else {
+        println!(
+            "fleet: sustained: no whole second with every charger connected before the planned end"
+        );
+        return;
+    };
+    println!(
+        "fleet: sustained, every charger connected ({} whole seconds to the planned end): median {} calls/s (lowest {lowest}, highest {highest}); calls sent then: p50 {:.2?} p99 {:.2?} p99.9 {:.2?}, {} failed",
+        rates.len(),
+        rates[rates.len() / 2],
+        total.steady_latency.quantile(0.50),
+        total.steady_latency.quantile(0.99),
+        total.steady_latency.quantile(0.999),
+        total.steady_errors,
+    );
 }
 
 fn main() {

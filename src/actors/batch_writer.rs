@@ -37,7 +37,7 @@ use crate::metrics::Metrics;
 pub const BACKLOG_FACTOR: usize = 4;
 
 /// Samples kept while storage is down; past this many batches the oldest are dropped.
-pub const OUTAGE_FACTOR: usize = 50;
+pub const OUTAGE_FACTOR: usize = 12;
 
 /// Longest wait between attempts while storage is down.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -671,7 +671,7 @@ mod tests {
         }
     }
 
-    /// With max_batch 2, connections wait past 8 samples and an outage keeps 100.
+    /// With max_batch 2, connections wait past 8 samples and an outage keeps 2 × [`OUTAGE_FACTOR`].
     fn writer(fake: &Fake, max_batch: usize) -> (BatchWriter, JoinHandle<()>, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::new());
         let (writer, task) = BatchWriter::spawn(
@@ -785,12 +785,21 @@ mod tests {
         })
         .await;
         writer.samples(samples(10..160));
-        // The cap (2 × 50 = 100) drops the 60 oldest as they are handed over.
-        until("the oldest dropped", || metrics.dropped_writes.get() == 60).await;
+        // The cap (2 × OUTAGE_FACTOR) drops the oldest as they are handed over.
+        let cap = 2 * OUTAGE_FACTOR as u32;
+        assert!(cap < 150, "the test needs more samples than the cap");
+        let dropped = 160 - cap;
+        until("the oldest dropped", || {
+            metrics.dropped_writes.get() == u64::from(dropped)
+        })
+        .await;
 
         fake.with(|s| s.down = false);
-        until("the rest written", || fake.read(|s| s.stored.len() == 100)).await;
-        assert_eq!(fake.read(|s| s.stored.clone()), values(60..160));
+        until("the rest written", || {
+            fake.read(|s| s.stored.len() == cap as usize)
+        })
+        .await;
+        assert_eq!(fake.read(|s| s.stored.clone()), values(dropped..160));
     }
 
     #[tokio::test]

@@ -34,6 +34,11 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqli
 /// How much of the database file is memory-mapped (address space, not memory).
 const MMAP_BYTES: u64 = 1 << 30;
 
+/// The writer's page cache (negative: in KiB). A batch of meter values touches an
+/// index page per charging session; with too small a cache SQLite spills dirty pages
+/// to the WAL in the middle of the transaction and reads them back (ADR 0018).
+const WRITER_CACHE_KIB: &str = "-65536";
+
 impl SqlStore {
     /// Opens (creating if needed) the database file at `path`.
     pub async fn open(
@@ -61,11 +66,16 @@ impl SqlStore {
             .await?;
         // The one writer: write transactions take turns anyway (`SERIAL_WRITES`).
         // It is used only in this process's write turn: no ping before each use, a
-        // round trip that would hold everyone's turn.
+        // round trip that would hold everyone's turn. Its statement journals (a
+        // multi-row insert needs one) stay in memory instead of a temporary file.
         let writes = SqlitePoolOptions::new()
             .max_connections(1)
             .test_before_acquire(false)
-            .connect_with(options)
+            .connect_with(
+                options
+                    .pragma("cache_size", WRITER_CACHE_KIB)
+                    .pragma("temp_store", "memory"),
+            )
             .await?;
         Ok(SqlStore::with_writer(pool, writes))
     }
