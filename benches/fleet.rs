@@ -556,28 +556,24 @@ async fn run_charger(
     }
     idle_until(&mut c, end, &mut next_beat, beat).await;
     let _ = c.ws.close(None).await;
-    let mut s = shared.out.lock().await;
-    s.calls += c.calls;
-    s.errors += c.errors;
-    s.transactions += transactions;
-    s.samples_sent += samples;
-    s.latency.merge(&c.latency);
-    for (second, n) in &c.answers_per_second {
-        *s.answers_per_second.entry(*second).or_default() += n;
-    }
-    s.steady_latency.merge(&c.steady_latency);
-    s.steady_errors += c.steady_errors;
-    for (action, h) in &c.by_action {
-        s.by_action
-            .entry((*action).to_owned())
-            .or_default()
-            .merge(h);
-    }
-    if let Some(e) = c.first_error
-        && s.first_errors.len() < 5
-    {
-        s.first_errors.push(e);
-    }
+    let mine = Stats {
+        calls: c.calls,
+        errors: c.errors,
+        transactions,
+        samples_sent: samples,
+        latency: c.latency,
+        by_action: c
+            .by_action
+            .into_iter()
+            .map(|(action, h)| (action.to_owned(), h))
+            .collect(),
+        answers_per_second: c.answers_per_second,
+        steady_latency: c.steady_latency,
+        steady_errors: c.steady_errors,
+        first_errors: c.first_error.into_iter().collect(),
+        ..Stats::default()
+    };
+    shared.out.lock().await.merge(&mine);
 }
 
 async fn failed_connect(out: &Mutex<Stats>, what: String) {

@@ -47,13 +47,12 @@ async fn revoke_family(conn: &mut Conn, family: Uuid, now: DateTime<Utc>) -> Sto
 #[async_trait]
 impl AccountStore for SqlStore {
     async fn set_user_name(&self, user: Uuid, name: Option<&str>) -> StoreResult<()> {
-        let _turn = self.write_turn().await;
-        sqlx::query("UPDATE app_user SET name = $2 WHERE user_id = $1")
-            .bind(user)
-            .bind(name)
-            .execute(&self.writes)
-            .await
-            .map_err(backend)?;
+        self.execute_write(
+            sqlx::query("UPDATE app_user SET name = $2 WHERE user_id = $1")
+                .bind(user)
+                .bind(name),
+        )
+        .await?;
         Ok(())
     }
 
@@ -128,21 +127,20 @@ impl AccountStore for SqlStore {
     }
 
     async fn add_vehicle(&self, v: &Vehicle) -> StoreResult<()> {
-        let _turn = self.write_turn().await;
-        sqlx::query(
-            "INSERT INTO vehicle (vehicle_id, user_id, make, model, license_plate, battery_capacity_kwh, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        self.execute_write(
+            sqlx::query(
+                "INSERT INTO vehicle (vehicle_id, user_id, make, model, license_plate, battery_capacity_kwh, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(v.vehicle_id)
+            .bind(v.user_id)
+            .bind(v.make.as_str())
+            .bind(v.model.as_str())
+            .bind(v.license_plate.as_deref())
+            .bind(v.battery_capacity_kwh)
+            .bind(v.created_at),
         )
-        .bind(v.vehicle_id)
-        .bind(v.user_id)
-        .bind(v.make.as_str())
-        .bind(v.model.as_str())
-        .bind(v.license_plate.as_deref())
-        .bind(v.battery_capacity_kwh)
-        .bind(v.created_at)
-        .execute(&self.writes)
-        .await
-        .map_err(backend)?;
+        .await?;
         Ok(())
     }
 
@@ -158,13 +156,12 @@ impl AccountStore for SqlStore {
     }
 
     async fn delete_vehicle(&self, user: Uuid, vehicle: Uuid) -> StoreResult<bool> {
-        let _turn = self.write_turn().await;
-        let done = sqlx::query("DELETE FROM vehicle WHERE vehicle_id = $1 AND user_id = $2")
-            .bind(vehicle)
-            .bind(user)
-            .execute(&self.writes)
-            .await
-            .map_err(backend)?;
+        let done = self.execute_write(
+            sqlx::query("DELETE FROM vehicle WHERE vehicle_id = $1 AND user_id = $2")
+                .bind(vehicle)
+                .bind(user),
+        )
+        .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -180,22 +177,15 @@ impl AccountStore for SqlStore {
     }
 
     async fn insert_id_token(&self, r: &IdTokenRecord) -> StoreResult<bool> {
-        let _turn = self.write_turn().await;
-        let done = sqlx::query(
-            "INSERT INTO id_token (id_token_key, id_token, status, token_type, expiry_date, group_id, updated_at, user_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id_token_key) DO NOTHING",
-        )
-        .bind(r.id_token.key())
-        .bind(r.id_token.as_str())
-        .bind(r.status.as_str())
-        .bind(r.token_type.as_str())
-        .bind(r.expiry_date)
-        .bind(r.group_id.as_ref().map(IdToken::as_str))
-        .bind(r.updated_at)
-        .bind(r.user_id)
-        .execute(&self.writes)
-        .await
-        .map_err(backend)?;
+        let done = self
+            .execute_write(bind_id_token(
+                sqlx::query(
+                    "INSERT INTO id_token (id_token_key, id_token, status, token_type, expiry_date, group_id, updated_at, user_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id_token_key) DO NOTHING",
+                ),
+                r,
+            ))
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -662,16 +662,15 @@ impl BillingStore for SqlStore {
 #[async_trait]
 impl WebhookStore for SqlStore {
     async fn create_webhook(&self, w: &Webhook) -> StoreResult<()> {
-        let _turn = self.write_turn().await;
-        sqlx::query("INSERT INTO webhook (webhook_id, url, secret, event_types, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(w.webhook_id)
-            .bind(w.url.as_str())
-            .bind(w.secret.as_str())
-            .bind(Json(&w.event_types))
-            .bind(w.created_at)
-            .execute(&self.writes)
-            .await
-            .map_err(backend)?;
+        self.execute_write(
+            sqlx::query("INSERT INTO webhook (webhook_id, url, secret, event_types, created_at) VALUES ($1, $2, $3, $4, $5)")
+                .bind(w.webhook_id)
+                .bind(w.url.as_str())
+                .bind(w.secret.as_str())
+                .bind(Json(&w.event_types))
+                .bind(w.created_at),
+        )
+        .await?;
         Ok(())
     }
 
@@ -686,8 +685,7 @@ impl WebhookStore for SqlStore {
     }
 
     async fn delete_webhook(&self, id: Uuid) -> StoreResult<bool> {
-        let _turn = self.write_turn().await;
-        let done = sqlx::query("DELETE FROM webhook WHERE webhook_id = $1").bind(id).execute(&self.writes).await.map_err(backend)?;
+        let done = self.execute_write(sqlx::query("DELETE FROM webhook WHERE webhook_id = $1").bind(id)).await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -785,21 +783,20 @@ impl WebhookStore for SqlStore {
     }
 
     async fn record_delivery_attempt(&self, d: &WebhookDelivery) -> StoreResult<()> {
-        let _turn = self.write_turn().await;
-        sqlx::query(
-            "UPDATE webhook_delivery SET status = $2, attempts = $3, next_attempt_at = $4, last_status_code = $5, \
-               last_error = $6, delivered_at = $7 WHERE delivery_id = $1 AND status = 'pending' AND attempts = $3 - 1",
+        self.execute_write(
+            sqlx::query(
+                "UPDATE webhook_delivery SET status = $2, attempts = $3, next_attempt_at = $4, last_status_code = $5, \
+                   last_error = $6, delivered_at = $7 WHERE delivery_id = $1 AND status = 'pending' AND attempts = $3 - 1",
+            )
+            .bind(d.delivery_id)
+            .bind(d.status.as_str())
+            .bind(i64::from(d.attempts))
+            .bind(d.next_attempt_at)
+            .bind(d.last_status_code.map(i64::from))
+            .bind(d.last_error.as_deref())
+            .bind(d.delivered_at),
         )
-        .bind(d.delivery_id)
-        .bind(d.status.as_str())
-        .bind(i64::from(d.attempts))
-        .bind(d.next_attempt_at)
-        .bind(d.last_status_code.map(i64::from))
-        .bind(d.last_error.as_deref())
-        .bind(d.delivered_at)
-        .execute(&self.writes)
-        .await
-        .map_err(backend)?;
+        .await?;
         Ok(())
     }
 

@@ -204,16 +204,15 @@ impl StationStore for SqlStore {
     }
 
     async fn save_reference_data(&self, raw: &serde_json::Value) -> StoreResult<()> {
-        let _turn = self.write_turn().await;
-        sqlx::query(
-            "INSERT INTO ocm_reference_data (id, data, fetched_at) VALUES (1, $1, $2) \
-             ON CONFLICT (id) DO UPDATE SET data = excluded.data, fetched_at = excluded.fetched_at",
+        self.execute_write(
+            sqlx::query(
+                "INSERT INTO ocm_reference_data (id, data, fetched_at) VALUES (1, $1, $2) \
+                 ON CONFLICT (id) DO UPDATE SET data = excluded.data, fetched_at = excluded.fetched_at",
+            )
+            .bind(Json(raw))
+            .bind(Utc::now()),
         )
-        .bind(Json(raw))
-        .bind(Utc::now())
-        .execute(&self.writes)
-        .await
-        .map_err(backend)?;
+        .await?;
         Ok(())
     }
 
@@ -263,10 +262,7 @@ fn sync_run_from_row(row: &DbRow) -> StoreResult<SyncRun> {
     })
 }
 
-fn bind_counts<'q>(
-    query: sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments>,
-    c: &SyncCounts,
-) -> sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments> {
+fn bind_counts<'q>(query: DbQuery<'q>, c: &SyncCounts) -> DbQuery<'q> {
     [c.fetched, c.inserted, c.updated, c.unchanged, c.excluded, c.failed]
         .into_iter()
         .fold(query, |q, n| q.bind(i64::try_from(n).unwrap_or(i64::MAX)))
@@ -364,13 +360,12 @@ impl OcmStore for SqlStore {
     }
 
     async fn renew_sync_lease(&self, run_id: uuid::Uuid, lease_until: DateTime<Utc>) -> StoreResult<()> {
-        let _turn = self.write_turn().await;
-        let held = sqlx::query("UPDATE ocm_sync_run SET lease_until = $1 WHERE run_id = $2 AND status = 'running'")
-            .bind(lease_until)
-            .bind(run_id)
-            .execute(&self.writes)
-            .await
-            .map_err(backend)?;
+        let held = self.execute_write(
+            sqlx::query("UPDATE ocm_sync_run SET lease_until = $1 WHERE run_id = $2 AND status = 'running'")
+                .bind(lease_until)
+                .bind(run_id),
+        )
+        .await?;
         if held.rows_affected() == 0 {
             return Err(lease_lost(run_id));
         }

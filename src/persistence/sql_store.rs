@@ -92,6 +92,16 @@ impl SqlStore {
         }
     }
 
+    /// One autocommit write statement, in its turn (see `write_turn`), on the write
+    /// connection.
+    async fn execute_write(
+        &self,
+        query: DbQuery<'_>,
+    ) -> StoreResult<<Db as sqlx::Database>::QueryResult> {
+        let _turn = self.write_turn().await;
+        query.execute(&self.writes).await.map_err(backend)
+    }
+
     /// Begins a write transaction (in its turn, see `write_turn`).
     async fn begin_write(&self) -> StoreResult<WriteTx> {
         let turn = self.write_turn().await;
@@ -318,6 +328,36 @@ async fn insert_samples<'c>(
     Ok(())
 }
 
+type DbQuery<'q> = sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments>;
+
+/// Binds a registration's columns, in the order of the `charger` inserts:
+/// charger_id, password_hash, security_profile, registration_status, description,
+/// created_at (now), operator_id.
+fn bind_registration<'q>(query: DbQuery<'q>, r: &'q ChargerRegistration) -> DbQuery<'q> {
+    query
+        .bind(r.charger_id.as_str())
+        .bind(r.password_hash.as_deref())
+        .bind(i64::from(r.security_profile.number()))
+        .bind(r.registration_status.as_str())
+        .bind(r.description.as_deref())
+        .bind(Utc::now())
+        .bind(r.operator_id.as_deref())
+}
+
+/// Binds an id token record's columns, in the order of the `id_token` inserts:
+/// id_token_key, id_token, status, token_type, expiry_date, group_id, updated_at, user_id.
+fn bind_id_token<'q>(query: DbQuery<'q>, r: &'q IdTokenRecord) -> DbQuery<'q> {
+    query
+        .bind(r.id_token.key())
+        .bind(r.id_token.as_str())
+        .bind(r.status.as_str())
+        .bind(r.token_type.as_str())
+        .bind(r.expiry_date)
+        .bind(r.group_id.as_ref().map(IdToken::as_str))
+        .bind(r.updated_at)
+        .bind(r.user_id)
+}
+
 async fn insert_event(conn: &mut <Db as sqlx::Database>::Connection, event: &DomainEvent) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO outbox_event (event_id, event_type, version, aggregate_id, occurred_at, payload, recorded_at) \
@@ -432,20 +472,16 @@ impl ChargerStore for SqlStore {
             .await
             .map_err(backend)?
             .is_some();
-        sqlx::query(
-            "INSERT INTO charger (charger_id, password_hash, security_profile, registration_status, description, created_at, operator_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (charger_id) DO UPDATE SET password_hash = excluded.password_hash, \
-               security_profile = excluded.security_profile, registration_status = excluded.registration_status, \
-               description = excluded.description, operator_id = excluded.operator_id",
+        bind_registration(
+            sqlx::query(
+                "INSERT INTO charger (charger_id, password_hash, security_profile, registration_status, description, created_at, operator_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (charger_id) DO UPDATE SET password_hash = excluded.password_hash, \
+                   security_profile = excluded.security_profile, registration_status = excluded.registration_status, \
+                   description = excluded.description, operator_id = excluded.operator_id",
+            ),
+            r,
         )
-        .bind(r.charger_id.as_str())
-        .bind(r.password_hash.as_deref())
-        .bind(i64::from(r.security_profile.number()))
-        .bind(r.registration_status.as_str())
-        .bind(r.description.as_deref())
-        .bind(Utc::now())
-        .bind(r.operator_id.as_deref())
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
@@ -470,17 +506,16 @@ impl ChargerStore for SqlStore {
     }
 
     async fn save_device_model(&self, id: &ChargerId, variables: &[ReportedVariable], at: DateTime<Utc>) -> StoreResult<()> {
-        let _turn = self.write_turn().await;
-        sqlx::query(
-            "INSERT INTO device_model (charger_id, variables, reported_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (charger_id) DO UPDATE SET variables = excluded.variables, reported_at = excluded.reported_at",
+        self.execute_write(
+            sqlx::query(
+                "INSERT INTO device_model (charger_id, variables, reported_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (charger_id) DO UPDATE SET variables = excluded.variables, reported_at = excluded.reported_at",
+            )
+            .bind(id.as_str())
+            .bind(Json(variables))
+            .bind(at),
         )
-        .bind(id.as_str())
-        .bind(Json(variables))
-        .bind(at)
-        .execute(&self.writes)
-        .await
-        .map_err(backend)?;
+        .await?;
         Ok(())
     }
 
@@ -533,21 +568,16 @@ impl IdTokenStore for SqlStore {
             .await
             .map_err(backend)?
             .is_some();
-        sqlx::query(
-            "INSERT INTO id_token (id_token_key, id_token, status, token_type, expiry_date, group_id, updated_at, user_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (id_token_key) DO UPDATE SET id_token = excluded.id_token, status = excluded.status, \
-               token_type = excluded.token_type, expiry_date = excluded.expiry_date, group_id = excluded.group_id, \
-               updated_at = excluded.updated_at, user_id = excluded.user_id",
+        bind_id_token(
+            sqlx::query(
+                "INSERT INTO id_token (id_token_key, id_token, status, token_type, expiry_date, group_id, updated_at, user_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (id_token_key) DO UPDATE SET id_token = excluded.id_token, status = excluded.status, \
+                   token_type = excluded.token_type, expiry_date = excluded.expiry_date, group_id = excluded.group_id, \
+                   updated_at = excluded.updated_at, user_id = excluded.user_id",
+            ),
+            r,
         )
-        .bind(r.id_token.key())
-        .bind(r.id_token.as_str())
-        .bind(r.status.as_str())
-        .bind(r.token_type.as_str())
-        .bind(r.expiry_date)
-        .bind(r.group_id.as_ref().map(IdToken::as_str))
-        .bind(r.updated_at)
-        .bind(r.user_id)
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
@@ -556,12 +586,11 @@ impl IdTokenStore for SqlStore {
     }
 
     async fn delete_id_token(&self, token: &IdToken) -> StoreResult<bool> {
-        let _turn = self.write_turn().await;
-        let done = sqlx::query("DELETE FROM id_token WHERE id_token_key = $1")
-            .bind(token.key())
-            .execute(&self.writes)
-            .await
-            .map_err(backend)?;
+        let done = self.execute_write(
+            sqlx::query("DELETE FROM id_token WHERE id_token_key = $1")
+                .bind(token.key()),
+        )
+        .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -660,16 +689,15 @@ impl SessionStore for SqlStore {
 #[async_trait]
 impl UserStore for SqlStore {
     async fn create_user(&self, user: &User) -> StoreResult<()> {
-        let _turn = self.write_turn().await;
-        sqlx::query("INSERT INTO app_user (user_id, email, password_hash, role, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(user.user_id)
-            .bind(user.email.as_str())
-            .bind(user.password_hash.as_str())
-            .bind(user.role.as_str())
-            .bind(user.created_at)
-            .execute(&self.writes)
-            .await
-            .map_err(backend)?;
+        self.execute_write(
+            sqlx::query("INSERT INTO app_user (user_id, email, password_hash, role, created_at) VALUES ($1, $2, $3, $4, $5)")
+                .bind(user.user_id)
+                .bind(user.email.as_str())
+                .bind(user.password_hash.as_str())
+                .bind(user.role.as_str())
+                .bind(user.created_at),
+        )
+        .await?;
         Ok(())
     }
 
@@ -724,16 +752,15 @@ impl Store for SqlStore {
     }
 
     async fn get_or_init_secret(&self, name: &str, candidate: &str) -> StoreResult<String> {
-        let _turn = self.write_turn().await;
-        sqlx::query("INSERT INTO secret (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-            .bind(name)
-            .bind(candidate)
-            .execute(&self.writes)
-            .await
-            .map_err(backend)?;
+        self.execute_write(
+            sqlx::query("INSERT INTO secret (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+                .bind(name)
+                .bind(candidate),
+        )
+        .await?;
         sqlx::query("SELECT value FROM secret WHERE name = $1")
             .bind(name)
-            .fetch_one(&self.writes)
+            .fetch_one(&self.pool)
             .await
             .map_err(backend)?
             .try_get("value")
@@ -861,17 +888,16 @@ impl SqlStore {
     }
 
     async fn record_boot_here(&self, id: &ChargerId, boot: &BootInfo, ocpp_version: &str, at: DateTime<Utc>) -> StoreResult<()> {
-        let _turn = self.write_turn().await;
-        let done = sqlx::query(
-            "UPDATE charger SET boot_info = $2, ocpp_version = $3, last_boot_at = $4, last_seen_at = $4 WHERE charger_id = $1",
+        let done = self.execute_write(
+            sqlx::query(
+                "UPDATE charger SET boot_info = $2, ocpp_version = $3, last_boot_at = $4, last_seen_at = $4 WHERE charger_id = $1",
+            )
+            .bind(id.as_str())
+            .bind(Json(boot))
+            .bind(ocpp_version)
+            .bind(at),
         )
-        .bind(id.as_str())
-        .bind(Json(boot))
-        .bind(ocpp_version)
-        .bind(at)
-        .execute(&self.writes)
-        .await
-        .map_err(backend)?;
+        .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("charger {id}")));
         }
@@ -879,21 +905,14 @@ impl SqlStore {
     }
 
     async fn insert_registration_here(&self, r: &ChargerRegistration) -> StoreResult<bool> {
-        let _turn = self.write_turn().await;
-        let done = sqlx::query(
-            "INSERT INTO charger (charger_id, password_hash, security_profile, registration_status, description, created_at, operator_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (charger_id) DO NOTHING",
-        )
-        .bind(r.charger_id.as_str())
-        .bind(r.password_hash.as_deref())
-        .bind(i64::from(r.security_profile.number()))
-        .bind(r.registration_status.as_str())
-        .bind(r.description.as_deref())
-        .bind(Utc::now())
-        .bind(r.operator_id.as_deref())
-        .execute(&self.writes)
-        .await
-        .map_err(backend)?;
+        let done = self.execute_write(bind_registration(
+            sqlx::query(
+                "INSERT INTO charger (charger_id, password_hash, security_profile, registration_status, description, created_at, operator_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (charger_id) DO NOTHING",
+            ),
+            r,
+        ))
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 

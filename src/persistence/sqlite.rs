@@ -34,10 +34,18 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqli
 /// How much of the database file is memory-mapped (address space, not memory).
 const MMAP_BYTES: u64 = 1 << 30;
 
-/// The writer's page cache (negative: in KiB). A batch of meter values touches an
-/// index page per charging session; with too small a cache SQLite spills dirty pages
-/// to the WAL in the middle of the transaction and reads them back (ADR 0018).
-const WRITER_CACHE_KIB: &str = "-65536";
+/// Each reading connection's page cache.
+const READER_CACHE_KIB: u32 = 8 * 1024;
+
+/// The writer's page cache. A batch of meter values touches an index page per charging
+/// session; with too small a cache SQLite spills dirty pages to the WAL in the middle
+/// of the transaction and reads them back (ADR 0018).
+const WRITER_CACHE_KIB: u32 = 64 * 1024;
+
+/// `cache_size` in KiB (a negative value; a positive one counts pages).
+fn cache_size(kib: u32) -> String {
+    format!("-{kib}")
+}
 
 impl SqlStore {
     /// Opens (creating if needed) the database file at `path`.
@@ -57,9 +65,9 @@ impl SqlStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             // Pages are read through a shared memory map (the OS page cache) rather
-            // than copied by a read call each; each connection keeps 8 MiB of its own.
+            // than copied by a read call each; each connection keeps a cache of its own.
             .pragma("mmap_size", MMAP_BYTES.to_string())
-            .pragma("cache_size", "-8192");
+            .pragma("cache_size", cache_size(READER_CACHE_KIB));
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections)
             .connect_with(options.clone())
@@ -73,7 +81,7 @@ impl SqlStore {
             .test_before_acquire(false)
             .connect_with(
                 options
-                    .pragma("cache_size", WRITER_CACHE_KIB)
+                    .pragma("cache_size", cache_size(WRITER_CACHE_KIB))
                     .pragma("temp_store", "memory"),
             )
             .await?;
