@@ -39,7 +39,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpSocket;
-use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -171,8 +170,7 @@ impl Histogram {
         (us.ln() / 1.02_f64.ln()) as usize
     }
 
-    fn record(&mut self, d: Duration) {
-        let b = Self::bucket(d);
+    fn record_in(&mut self, b: usize) {
         if self.buckets.len() <= b {
             self.buckets.resize(b + 1, 0);
         }
@@ -236,10 +234,48 @@ struct Stats {
     /// The calls sent in this process's window: their latency, and how many failed.
     steady_latency: Histogram,
     steady_errors: u64,
+    /// Calls sent in the window and answered after [`SLOW`], by the Unix second of
+    /// their answer.
+    slow_per_second: std::collections::BTreeMap<u64, u64>,
     first_errors: Vec<String>,
 }
 
 impl Stats {
+    /// An answer to a call of `action` after `took`; `steady`: sent in the window.
+    fn answered(&mut self, action: &'static str, took: Duration, steady: bool) {
+        self.calls += 1;
+        let bucket = Histogram::bucket(took);
+        self.latency.record_in(bucket);
+        match self.by_action.get_mut(action) {
+            Some(h) => h.record_in(bucket),
+            None => self
+                .by_action
+                .entry(action.to_owned())
+                .or_default()
+                .record_in(bucket),
+        }
+        *self
+            .answers_per_second
+            .entry(unix_secs() as u64)
+            .or_default() += 1;
+        if steady {
+            self.steady_latency.record_in(bucket);
+            if took > SLOW {
+                *self.slow_per_second.entry(unix_secs() as u64).or_default() += 1;
+            }
+        }
+    }
+
+    /// A call that got no answer (or a CALLERROR).
+    fn failed(&mut self, what: String, steady: bool) {
+        self.calls += 1;
+        self.errors += 1;
+        self.steady_errors += u64::from(steady);
+        if self.first_errors.len() < 5 {
+            self.first_errors.push(what);
+        }
+    }
+
     fn merge(&mut self, o: &Stats) {
         self.connected += o.connected;
         self.connect_failures += o.connect_failures;
@@ -255,6 +291,9 @@ impl Stats {
         }
         for (second, n) in &o.answers_per_second {
             *self.answers_per_second.entry(*second).or_default() += n;
+        }
+        for (second, n) in &o.slow_per_second {
+            *self.slow_per_second.entry(*second).or_default() += n;
         }
         // The whole fleet's window: where every process's windows overlap.
         self.window = match (self.window, o.window) {
@@ -272,82 +311,92 @@ impl Stats {
     }
 }
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
 /// One simulated charger's connection, making one call at a time as chargers do.
+///
+/// Frames are written as text from templates and answers are matched by their
+/// prefix, so that the generator spends its CPU on the wire rather than on building
+/// and parsing JSON trees: it shares the two cores with the server it measures.
 struct Charger {
     ws: Socket,
     seq: u64,
-    latency: Histogram,
-    by_action: std::collections::BTreeMap<&'static str, Histogram>,
-    calls: u64,
     shared: Arc<Shared>,
     end: tokio::time::Instant,
-    answers_per_second: std::collections::BTreeMap<u64, u64>,
-    /// Whether the call under way was sent in the sustained window.
-    steady: bool,
-    steady_latency: Histogram,
-    steady_errors: u64,
     errors: u64,
-    first_error: Option<String>,
 }
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A call answered later than this counts as slow (the p99 target in `embedded`).
+const SLOW: Duration = Duration::from_millis(20);
+
+/// An answer's payload, when a call was answered with a CALLRESULT.
+struct Answer(tokio_tungstenite::tungstenite::Utf8Bytes);
+
+impl Answer {
+    /// The payload as JSON (only StartTransaction's is read).
+    fn payload(&self) -> Value {
+        serde_json::from_str::<Value>(self.0.as_str()).map_or(Value::Null, |mut f| f[2].take())
+    }
+}
+
 impl Charger {
-    /// A call and its answer; server calls arriving meanwhile are answered.
-    async fn call(&mut self, action: &'static str, payload: Value) -> Option<Value> {
+    /// A call and its answer; server calls arriving meanwhile are answered. `payload`
+    /// is the call's JSON object.
+    async fn call(&mut self, action: &'static str, payload: &str) -> Option<Answer> {
         self.seq += 1;
-        let id = self.seq.to_string();
+        let id = self.seq;
         let sent = Instant::now();
-        self.calls += 1;
-        self.steady =
+        let steady =
             self.shared.steady.load(Ordering::Relaxed) && tokio::time::Instant::now() < self.end;
-        if let Err(e) = self
-            .ws
-            .send(Message::text(json!([2, id, action, payload]).to_string()))
-            .await
-        {
-            return self.fail(format!("{action}: send failed: {e}"));
+        let frame = format!(r#"[2,"{id}","{action}",{payload}]"#);
+        if let Err(e) = self.ws.send(Message::text(frame)).await {
+            return self.fail(format!("{action}: send failed: {e}"), steady);
         }
+        let id = id.to_string();
         let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
         loop {
-            let frame = match tokio::time::timeout_at(deadline, self.ws.next()).await {
-                Err(_) => return self.fail(format!("{action}: no answer within {CALL_TIMEOUT:?}")),
-                Ok(None) => return self.fail(format!("{action}: connection closed")),
-                Ok(Some(Err(e))) => return self.fail(format!("{action}: {e}")),
+            let text = match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => {
+                    return self.fail(
+                        format!("{action}: no answer within {CALL_TIMEOUT:?}"),
+                        steady,
+                    );
+                }
+                Ok(None) => return self.fail(format!("{action}: connection closed"), steady),
+                Ok(Some(Err(e))) => return self.fail(format!("{action}: {e}"), steady),
                 Ok(Some(Ok(Message::Text(text)))) => text,
                 Ok(Some(Ok(_))) => continue,
             };
-            let Ok(frame) = serde_json::from_str::<Value>(frame.as_str()) else {
-                return self.fail(format!("{action}: not JSON: {frame}"));
+            // The answer to this call, as the server writes it (compact JSON), is
+            // known by its start without parsing it; anything else is parsed.
+            let answered = text
+                .as_str()
+                .strip_prefix(r#"[3,""#)
+                .and_then(|rest| rest.strip_prefix(id.as_str()))
+                .is_some_and(|rest| rest.starts_with(r#"","#));
+            let frame = match answered {
+                true => None,
+                false => match serde_json::from_str::<Value>(text.as_str()) {
+                    Ok(frame) => Some(frame),
+                    Err(_) => return self.fail(format!("{action}: not JSON: {text}"), steady),
+                },
+            };
+            let Some(frame) = frame.filter(|f| f[0] != 3 || f[1] != id.as_str()) else {
+                let took = sent.elapsed();
+                self.shared.record().answered(action, took, steady);
+                return Some(Answer(text));
             };
             match frame[0].as_i64() {
-                Some(3) if frame[1] == id.as_str() => {
-                    let took = sent.elapsed();
-                    self.latency.record(took);
-                    self.by_action.entry(action).or_default().record(took);
-                    *self
-                        .answers_per_second
-                        .entry(unix_secs() as u64)
-                        .or_default() += 1;
-                    if self.steady {
-                        self.steady_latency.record(took);
-                    }
-                    return Some(frame[2].clone());
-                }
                 Some(4) if frame[1] == id.as_str() => {
-                    return self.fail(format!("{action}: CALLERROR {frame}"));
+                    return self.fail(format!("{action}: CALLERROR {frame}"), steady);
                 }
                 // The server's own call (CostUpdated to 2.0.1 stations, …): answered.
                 Some(2) => {
                     let answer = json!([3, frame[1], {}]).to_string();
                     if self.ws.send(Message::text(answer)).await.is_err() {
-                        return self.fail(format!("{action}: connection lost"));
+                        return self.fail(format!("{action}: connection lost"), steady);
                     }
                 }
                 _ => {}
@@ -355,53 +404,93 @@ impl Charger {
         }
     }
 
-    fn fail(&mut self, what: String) -> Option<Value> {
+    fn fail(&mut self, what: String, steady: bool) -> Option<Answer> {
         self.errors += 1;
-        self.steady_errors += u64::from(self.steady);
-        self.first_error.get_or_insert(what);
+        self.shared.record().failed(what, steady);
         None
     }
 }
 
-fn status_16(status: &str) -> Value {
-    json!({"connectorId": 1, "errorCode": "NoError", "status": status, "timestamp": now()})
+/// A JSON string of the current time, as chargers send it.
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-fn status_201(status: &str) -> Value {
-    json!({"timestamp": now(), "connectorStatus": status, "evseId": 1, "connectorId": 1})
+fn status_16(status: &str) -> String {
+    format!(
+        r#"{{"connectorId":1,"errorCode":"NoError","status":"{status}","timestamp":"{}"}}"#,
+        now()
+    )
 }
 
-/// `n` sampled values (1.6), the energy register first.
-fn samples_16(energy_wh: u64, n: usize) -> Value {
-    let all = [
-        json!({"value": energy_wh.to_string(), "measurand": "Energy.Active.Import.Register", "unit": "Wh"}),
-        json!({"value": "11000", "measurand": "Power.Active.Import", "unit": "W"}),
-        json!({"value": "230.1", "measurand": "Voltage", "phase": "L1-N", "unit": "V"}),
-        json!({"value": "229.8", "measurand": "Voltage", "phase": "L2-N", "unit": "V"}),
-        json!({"value": "231.0", "measurand": "Voltage", "phase": "L3-N", "unit": "V"}),
-        json!({"value": "16.0", "measurand": "Current.Import", "phase": "L1", "unit": "A"}),
-        json!({"value": "15.9", "measurand": "Current.Import", "phase": "L2", "unit": "A"}),
-        json!({"value": "16.1", "measurand": "Current.Import", "phase": "L3", "unit": "A"}),
-        json!({"value": "55", "measurand": "SoC", "unit": "Percent"}),
-        json!({"value": "31.5", "measurand": "Temperature", "unit": "Celsius"}),
-    ];
-    Value::Array(all.into_iter().take(n.clamp(1, 10)).collect())
+fn status_201(status: &str) -> String {
+    format!(
+        r#"{{"timestamp":"{}","connectorStatus":"{status}","evseId":1,"connectorId":1}}"#,
+        now()
+    )
 }
 
-fn samples_201(energy_wh: u64, n: usize) -> Value {
-    let all = [
-        json!({"value": energy_wh as f64, "measurand": "Energy.Active.Import.Register", "unitOfMeasure": {"unit": "Wh"}}),
-        json!({"value": 11000.0, "measurand": "Power.Active.Import", "unitOfMeasure": {"unit": "W"}}),
-        json!({"value": 230.1, "measurand": "Voltage", "phase": "L1-N", "unitOfMeasure": {"unit": "V"}}),
-        json!({"value": 229.8, "measurand": "Voltage", "phase": "L2-N", "unitOfMeasure": {"unit": "V"}}),
-        json!({"value": 231.0, "measurand": "Voltage", "phase": "L3-N", "unitOfMeasure": {"unit": "V"}}),
-        json!({"value": 16.0, "measurand": "Current.Import", "phase": "L1", "unitOfMeasure": {"unit": "A"}}),
-        json!({"value": 15.9, "measurand": "Current.Import", "phase": "L2", "unitOfMeasure": {"unit": "A"}}),
-        json!({"value": 16.1, "measurand": "Current.Import", "phase": "L3", "unitOfMeasure": {"unit": "A"}}),
-        json!({"value": 55.0, "measurand": "SoC", "unitOfMeasure": {"unit": "Percent"}}),
-        json!({"value": 50.0, "measurand": "Frequency"}),
-    ];
-    Value::Array(all.into_iter().take(n.clamp(1, 10)).collect())
+/// A charger's sampled values, written once: the energy register first (its value
+/// changes), then `n − 1` more that stay the same.
+struct Samples {
+    v201: bool,
+    /// `,{…},{…}]`: what follows the energy register.
+    rest: String,
+}
+
+impl Samples {
+    fn new(v201: bool, n: usize) -> Samples {
+        let others_16 = [
+            json!({"value": "11000", "measurand": "Power.Active.Import", "unit": "W"}),
+            json!({"value": "230.1", "measurand": "Voltage", "phase": "L1-N", "unit": "V"}),
+            json!({"value": "229.8", "measurand": "Voltage", "phase": "L2-N", "unit": "V"}),
+            json!({"value": "231.0", "measurand": "Voltage", "phase": "L3-N", "unit": "V"}),
+            json!({"value": "16.0", "measurand": "Current.Import", "phase": "L1", "unit": "A"}),
+            json!({"value": "15.9", "measurand": "Current.Import", "phase": "L2", "unit": "A"}),
+            json!({"value": "16.1", "measurand": "Current.Import", "phase": "L3", "unit": "A"}),
+            json!({"value": "55", "measurand": "SoC", "unit": "Percent"}),
+            json!({"value": "31.5", "measurand": "Temperature", "unit": "Celsius"}),
+        ];
+        let others_201 = [
+            json!({"value": 11000.0, "measurand": "Power.Active.Import", "unitOfMeasure": {"unit": "W"}}),
+            json!({"value": 230.1, "measurand": "Voltage", "phase": "L1-N", "unitOfMeasure": {"unit": "V"}}),
+            json!({"value": 229.8, "measurand": "Voltage", "phase": "L2-N", "unitOfMeasure": {"unit": "V"}}),
+            json!({"value": 231.0, "measurand": "Voltage", "phase": "L3-N", "unitOfMeasure": {"unit": "V"}}),
+            json!({"value": 16.0, "measurand": "Current.Import", "phase": "L1", "unitOfMeasure": {"unit": "A"}}),
+            json!({"value": 15.9, "measurand": "Current.Import", "phase": "L2", "unitOfMeasure": {"unit": "A"}}),
+            json!({"value": 16.1, "measurand": "Current.Import", "phase": "L3", "unitOfMeasure": {"unit": "A"}}),
+            json!({"value": 55.0, "measurand": "SoC", "unitOfMeasure": {"unit": "Percent"}}),
+            json!({"value": 50.0, "measurand": "Frequency"}),
+        ];
+        let others = if v201 { &others_201 } else { &others_16 };
+        let mut rest = String::new();
+        for value in others.iter().take(n.clamp(1, 10) - 1) {
+            rest.push(',');
+            rest.push_str(&value.to_string());
+        }
+        rest.push(']');
+        Samples { v201, rest }
+    }
+
+    /// How many values a reading holds.
+    fn count(&self) -> u64 {
+        1 + self.rest.matches("\"measurand\"").count() as u64
+    }
+
+    /// The sampled values of one reading, as a JSON array.
+    fn reading(&self, energy_wh: u64) -> String {
+        if self.v201 {
+            format!(
+                r#"[{{"value":{energy_wh}.0,"measurand":"Energy.Active.Import.Register","unitOfMeasure":{{"unit":"Wh"}}}}{}"#,
+                self.rest
+            )
+        } else {
+            format!(
+                r#"[{{"value":"{energy_wh}","measurand":"Energy.Active.Import.Register","unit":"Wh"}}{}"#,
+                self.rest
+            )
+        }
+    }
 }
 
 /// Waits until `at`, sending heartbeats on the way when they fall due.
@@ -413,7 +502,7 @@ async fn idle_until(
 ) {
     while *next_beat < at {
         tokio::time::sleep_until(*next_beat).await;
-        c.call("Heartbeat", json!({})).await;
+        c.call("Heartbeat", "{}").await;
         *next_beat += every;
     }
     tokio::time::sleep_until(at).await;
@@ -456,35 +545,32 @@ async fn run_charger(
     };
     let ws = match tokio::time::timeout(CALL_TIMEOUT, connect).await {
         Ok(Ok(ws)) => ws,
-        Ok(Err(e)) => return failed_connect(&shared.out, format!("{id} from {source}: {e}")).await,
-        Err(_) => return failed_connect(&shared.out, format!("{id}: connect timed out")).await,
+        Ok(Err(e)) => return failed_connect(&shared, format!("{id} from {source}: {e}")),
+        Err(_) => return failed_connect(&shared, format!("{id}: connect timed out")),
     };
     let mut c = Charger {
         ws,
         seq: 0,
-        latency: Histogram::default(),
-        by_action: Default::default(),
-        calls: 0,
         shared: shared.clone(),
         end,
-        answers_per_second: Default::default(),
-        steady: false,
-        steady_latency: Histogram::default(),
-        steady_errors: 0,
         errors: 0,
-        first_error: None,
     };
     let (mut transactions, mut samples) = (0u64, 0u64);
+    let readings = Samples::new(v201, o.samples);
     if v201 {
-        c.call("BootNotification", json!({"reason": "PowerUp", "chargingStation": {"model": "Fleet", "vendorName": "jucr-bench"}})).await;
-        c.call("StatusNotification", status_201("Available")).await;
+        c.call(
+            "BootNotification",
+            r#"{"reason":"PowerUp","chargingStation":{"model":"Fleet","vendorName":"jucr-bench"}}"#,
+        )
+        .await;
+        c.call("StatusNotification", &status_201("Available")).await;
     } else {
         c.call(
             "BootNotification",
-            json!({"chargePointVendor": "jucr-bench", "chargePointModel": "Fleet"}),
+            r#"{"chargePointVendor":"jucr-bench","chargePointModel":"Fleet"}"#,
         )
         .await;
-        c.call("StatusNotification", status_16("Available")).await;
+        c.call("StatusNotification", &status_16("Available")).await;
     }
     shared.connected.fetch_add(1, Ordering::Relaxed);
 
@@ -504,80 +590,64 @@ async fn run_charger(
         let tag = format!("TAG{index}");
         if v201 {
             let tx = format!("{id}-{cycle}");
-            c.call("StatusNotification", status_201("Occupied")).await;
-            c.call("TransactionEvent", json!({"eventType": "Started", "timestamp": now(), "triggerReason": "Authorized", "seqNo": 0,
-                "transactionInfo": {"transactionId": tx, "chargingState": "Charging"},
-                "idToken": {"idToken": tag, "type": "ISO14443"}, "evse": {"id": 1, "connectorId": 1}})).await;
+            c.call("StatusNotification", &status_201("Occupied")).await;
+            c.call("TransactionEvent", &format!(r#"{{"eventType":"Started","timestamp":"{}","triggerReason":"Authorized","seqNo":0,"transactionInfo":{{"transactionId":"{tx}","chargingState":"Charging"}},"idToken":{{"idToken":"{tag}","type":"ISO14443"}},"evse":{{"id":1,"connectorId":1}}}}"#, now())).await;
             transactions += 1;
             for n in 1..=o.meter_values {
                 at += meter;
                 idle_until(&mut c, at, &mut next_beat, beat).await;
                 energy += 150;
-                let reading = samples_201(energy, o.samples);
-                let sent = reading.as_array().map_or(0, |a| a.len() as u64);
+                let ts = now();
+                let payload = format!(
+                    r#"{{"eventType":"Updated","timestamp":"{ts}","triggerReason":"MeterValuePeriodic","seqNo":{n},"transactionInfo":{{"transactionId":"{tx}"}},"meterValue":[{{"timestamp":"{ts}","sampledValue":{}}}]}}"#,
+                    readings.reading(energy)
+                );
                 // Counted when accepted: what the server refused it need not keep.
-                if c.call("TransactionEvent", json!({"eventType": "Updated", "timestamp": now(), "triggerReason": "MeterValuePeriodic", "seqNo": n,
-                    "transactionInfo": {"transactionId": tx},
-                    "meterValue": [{"timestamp": now(), "sampledValue": reading}]})).await.is_some() {
-                    samples += sent;
+                if c.call("TransactionEvent", &payload).await.is_some() {
+                    samples += readings.count();
                 }
             }
-            c.call("TransactionEvent", json!({"eventType": "Ended", "timestamp": now(), "triggerReason": "StopAuthorized", "seqNo": o.meter_values + 1,
-                "transactionInfo": {"transactionId": tx, "stoppedReason": "Local"}})).await;
-            c.call("StatusNotification", status_201("Available")).await;
+            c.call("TransactionEvent", &format!(r#"{{"eventType":"Ended","timestamp":"{}","triggerReason":"StopAuthorized","seqNo":{},"transactionInfo":{{"transactionId":"{tx}","stoppedReason":"Local"}}}}"#, now(), o.meter_values + 1)).await;
+            c.call("StatusNotification", &status_201("Available")).await;
         } else {
-            c.call("StatusNotification", status_16("Preparing")).await;
+            c.call("StatusNotification", &status_16("Preparing")).await;
             let started = c
-                .call("StartTransaction", json!({"connectorId": 1, "idTag": tag, "meterStart": energy, "timestamp": now()}))
+                .call("StartTransaction", &format!(r#"{{"connectorId":1,"idTag":"{tag}","meterStart":{energy},"timestamp":"{}"}}"#, now()))
                 .await;
-            let Some(tx) = started.map(|s| s["transactionId"].clone()) else {
+            let Some(tx) = started.and_then(|s| s.payload()["transactionId"].as_i64()) else {
                 break;
             };
             transactions += 1;
-            c.call("StatusNotification", status_16("Charging")).await;
+            c.call("StatusNotification", &status_16("Charging")).await;
             for _ in 0..o.meter_values {
                 at += meter;
                 idle_until(&mut c, at, &mut next_beat, beat).await;
                 energy += 150;
-                let reading = samples_16(energy, o.samples);
-                let sent = reading.as_array().map_or(0, |a| a.len() as u64);
+                let payload = format!(
+                    r#"{{"connectorId":1,"transactionId":{tx},"meterValue":[{{"timestamp":"{}","sampledValue":{}}}]}}"#,
+                    now(),
+                    readings.reading(energy)
+                );
                 // Counted when accepted: what the server refused it need not keep.
-                let payload = json!({"connectorId": 1, "transactionId": tx,
-                    "meterValue": [{"timestamp": now(), "sampledValue": reading}]});
-                if c.call("MeterValues", payload).await.is_some() {
-                    samples += sent;
+                if c.call("MeterValues", &payload).await.is_some() {
+                    samples += readings.count();
                 }
             }
-            c.call("StopTransaction", json!({"transactionId": tx, "meterStop": energy, "timestamp": now(), "reason": "Local"})).await;
-            c.call("StatusNotification", status_16("Available")).await;
+            c.call("StopTransaction", &format!(r#"{{"transactionId":{tx},"meterStop":{energy},"timestamp":"{}","reason":"Local"}}"#, now())).await;
+            c.call("StatusNotification", &status_16("Available")).await;
         }
         // Idle for a while (heartbeating) before the next car.
         at += meter * 2;
     }
     idle_until(&mut c, end, &mut next_beat, beat).await;
     let _ = c.ws.close(None).await;
-    let mine = Stats {
-        calls: c.calls,
-        errors: c.errors,
-        transactions,
-        samples_sent: samples,
-        latency: c.latency,
-        by_action: c
-            .by_action
-            .into_iter()
-            .map(|(action, h)| (action.to_owned(), h))
-            .collect(),
-        answers_per_second: c.answers_per_second,
-        steady_latency: c.steady_latency,
-        steady_errors: c.steady_errors,
-        first_errors: c.first_error.into_iter().collect(),
-        ..Stats::default()
-    };
-    shared.out.lock().await.merge(&mine);
+    let mut out = shared.record();
+    out.transactions += transactions;
+    out.samples_sent += samples;
 }
 
-async fn failed_connect(out: &Mutex<Stats>, what: String) {
-    let mut s = out.lock().await;
+fn failed_connect(shared: &Shared, what: String) {
+    let mut s = shared.record();
     s.connect_failures += 1;
     s.errors += 1;
     if s.first_errors.len() < 5 {
@@ -592,7 +662,15 @@ struct Shared {
     /// Set once every charger of the process is connected (or failed to): calls from
     /// then until the planned end are the sustained mix.
     steady: AtomicBool,
-    out: Mutex<Stats>,
+    /// What the chargers measured, recorded as answers arrive (one thread: never
+    /// contended).
+    out: std::sync::Mutex<Stats>,
+}
+
+impl Shared {
+    fn record(&self) -> std::sync::MutexGuard<'_, Stats> {
+        self.out.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 fn unix_secs() -> f64 {
@@ -633,7 +711,7 @@ async fn worker(index: usize, o: Options, addr: String) {
         let shared = shared.clone();
         tokio::spawn(async move {
             loop {
-                let failed = shared.out.lock().await.connect_failures;
+                let failed = shared.record().connect_failures;
                 let up = shared.connected.load(Ordering::Relaxed);
                 if up + failed >= total {
                     shared.steady.store(true, Ordering::Relaxed);
@@ -646,13 +724,13 @@ async fn worker(index: usize, o: Options, addr: String) {
     };
     for t in tasks {
         if let Err(e) = t.await {
-            let mut s = shared.out.lock().await;
+            let mut s = shared.record();
             s.errors += 1;
             s.first_errors.push(format!("a charger task failed: {e}"));
         }
     }
     let (all_up, up_unix) = watcher.await.unwrap_or((t0, end_unix));
-    let mut s = shared.out.lock().await.clone();
+    let mut s = shared.record().clone();
     s.connected = shared.connected.load(Ordering::Relaxed);
     s.boot_secs = (all_up - t0).as_secs_f64();
     s.window = Some((up_unix, end_unix));
@@ -1004,6 +1082,37 @@ fn print_sustained(total: &Stats) {
         total.steady_latency.quantile(0.99),
         total.steady_latency.quantile(0.999),
         total.steady_errors,
+    );
+    // Where the tail comes from: a steady trickle, or a few seconds where everyone
+    // waited (a stall of the machine).
+    let first = total.window.map_or(0, |w| w.0.ceil() as u64);
+    let mut slow: Vec<(u64, u64)> = total
+        .slow_per_second
+        .iter()
+        .map(|(&second, &n)| (second, n))
+        .collect();
+    slow.sort_by_key(|&(second, n)| (std::cmp::Reverse(n), second));
+    let worst: Vec<String> = slow
+        .iter()
+        .take(5)
+        .map(|&(second, n)| {
+            let answered = total.answers_per_second.get(&second).copied().unwrap_or(0);
+            format!(
+                "second {} ({n} of {answered})",
+                second.saturating_sub(first)
+            )
+        })
+        .collect();
+    println!(
+        "fleet: sustained calls over {} ms: {} in {} seconds; most in {}",
+        SLOW.as_millis(),
+        total.slow_per_second.values().sum::<u64>(),
+        slow.len(),
+        if worst.is_empty() {
+            "none".to_owned()
+        } else {
+            worst.join(", ")
+        },
     );
 }
 
