@@ -1084,7 +1084,8 @@ fn print_sustained(total: &Stats) {
         total.steady_errors,
     );
     // Where the tail comes from: a steady trickle, or a few seconds where everyone
-    // waited (a stall of the machine).
+    // waited (a stall of the machine). Seconds count from the window's first whole
+    // second (-1: calls sent in the window's first fraction of a second).
     let first = total.window.map_or(0, |w| w.0.ceil() as u64);
     let mut slow: Vec<(u64, u64)> = total
         .slow_per_second
@@ -1099,7 +1100,7 @@ fn print_sustained(total: &Stats) {
             let answered = total.answers_per_second.get(&second).copied().unwrap_or(0);
             format!(
                 "second {} ({n} of {answered})",
-                second.saturating_sub(first)
+                second as i64 - first as i64
             )
         })
         .collect();

@@ -29,6 +29,9 @@ pub struct Metrics {
     pub dropped_writes: IntCounter,
     /// Charger connections waiting for storage to catch up before their next frame.
     pub backpressure_waiting: IntGauge,
+    /// 1 while the batch writer finds storage down (a write timed out, or failed and
+    /// a ping did not answer): updates are kept, nobody waits, retries back off.
+    pub storage_down: IntGauge,
     /// Domain events in the outbox not yet published.
     pub outbox_pending: IntGauge,
     /// Domain events published, by type.
@@ -117,6 +120,11 @@ impl Metrics {
             "Charger connections waiting for storage to catch up",
         )
         .expect("static metric; qed");
+        let storage_down = IntGauge::new(
+            "persistence_storage_down",
+            "1 while the batch writer finds storage down and backs off",
+        )
+        .expect("static metric; qed");
         let outbox_pending = IntGauge::new(
             "outbox_pending_events",
             "Domain events waiting in the outbox",
@@ -187,6 +195,7 @@ impl Metrics {
             Box::new(pending_writes.clone()),
             Box::new(dropped_writes.clone()),
             Box::new(backpressure_waiting.clone()),
+            Box::new(storage_down.clone()),
             Box::new(outbox_pending.clone()),
             Box::new(events_published.clone()),
             Box::new(sessions_billed.clone()),
@@ -216,6 +225,7 @@ impl Metrics {
             pending_writes,
             dropped_writes,
             backpressure_waiting,
+            storage_down,
             outbox_pending,
             events_published,
             sessions_billed,

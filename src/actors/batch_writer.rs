@@ -111,6 +111,8 @@ struct Backlog {
     drained: Notify,
     /// Connections waiting now (a gauge).
     waiting: prometheus::IntGauge,
+    /// `storage_down` as a gauge.
+    down: prometheus::IntGauge,
 }
 
 impl Backlog {
@@ -129,6 +131,7 @@ impl Backlog {
 
     fn set_down(&self, down: bool) {
         if self.storage_down.swap(down, Ordering::AcqRel) != down {
+            self.down.set(i64::from(down));
             self.drained.notify_waiters();
         }
     }
@@ -264,6 +267,7 @@ impl BatchWriter {
                 storage_down: AtomicBool::new(false),
                 drained: Notify::new(),
                 waiting: metrics.backpressure_waiting.clone(),
+                down: metrics.storage_down.clone(),
             },
             metrics,
         });
@@ -784,6 +788,7 @@ mod tests {
             writer.admit().now_or_never().is_some()
         })
         .await;
+        assert_eq!(metrics.storage_down.get(), 1, "told in the metrics");
         writer.samples(samples(10..160));
         // The cap (2 × OUTAGE_FACTOR) drops the oldest as they are handed over.
         let cap = 2 * OUTAGE_FACTOR as u32;
@@ -800,6 +805,8 @@ mod tests {
         })
         .await;
         assert_eq!(fake.read(|s| s.stored.clone()), values(dropped..160));
+        // Told once the whole backlog is written.
+        until("storage known up", || metrics.storage_down.get() == 0).await;
     }
 
     #[tokio::test]

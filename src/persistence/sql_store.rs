@@ -309,7 +309,11 @@ async fn insert_samples<'c>(
     conn: &mut <Db as sqlx::Database>::Connection,
     samples: impl Iterator<Item = (SessionId, &'c MeterSample)>,
 ) -> StoreResult<()> {
-    let samples: Vec<_> = samples.collect();
+    let mut samples: Vec<_> = samples.collect();
+    // By session, each session's own order kept (a stable sort): a batch adds to one
+    // index page per charging session, and rows in that order fill each page in one go
+    // instead of coming back to it for every sample of the session.
+    samples.sort_by_key(|(session, _)| session.0);
     for chunk in samples.chunks(INSERT_CHUNK) {
         let mut insert = QueryBuilder::<Db>::new(
             "INSERT INTO meter_sample (session_id, sampled_at, measurand, value, unit, phase, context) ",

@@ -66,7 +66,16 @@ async fn send_until_held(app: &TestApp, cp: &mut ChargePoint, tx: &Value, prefix
             () = held => return frame + 1,
         }
     }
-    panic!("no MeterValues was held back while the database could not keep up");
+    // Storage found down (a write timed out, or failed and the ping did not answer in
+    // time) lets everyone through by design: say so, with the server's log.
+    panic!(
+        "no MeterValues was held back while the database could not keep up \
+         (storage found down: {}, failed batch writes: {}, updates pending: {}); log:\n{}",
+        app.metric("jucr_persistence_storage_down").await,
+        app.metric("jucr_persistence_flush_failures_total").await,
+        app.metric("jucr_persistence_pending_writes").await,
+        app.log(),
+    );
 }
 
 /// Once the database is released: the held frame is answered, and the rest are sent and
@@ -164,6 +173,11 @@ async fn a_busy_database_is_waited_for_not_mistaken_for_refused_updates() {
         app.metric("jucr_persistence_dropped_writes_total").await,
         0.0,
         "busy is not refused"
+    );
+    assert_eq!(
+        app.metric("jucr_persistence_storage_down").await,
+        0.0,
+        "busy is not down: storage answers"
     );
 
     sqlx::raw_sql("COMMIT")
