@@ -254,26 +254,29 @@ impl Stats {
                 .or_default()
                 .record_in(bucket),
         }
-        *self
-            .answers_per_second
-            .entry(unix_secs() as u64)
-            .or_default() += 1;
+        let second = unix_secs() as u64;
+        *self.answers_per_second.entry(second).or_default() += 1;
         if steady {
             self.steady_latency.record_in(bucket);
             if took > SLOW {
-                *self.slow_per_second.entry(unix_secs() as u64).or_default() += 1;
+                *self.slow_per_second.entry(second).or_default() += 1;
             }
         }
     }
 
-    /// A call that got no answer (or a CALLERROR).
-    fn failed(&mut self, what: String, steady: bool) {
-        self.calls += 1;
+    /// An error; `what`, for the report's first errors.
+    fn error(&mut self, what: Option<String>) {
         self.errors += 1;
-        self.steady_errors += u64::from(steady);
         if self.first_errors.len() < 5 {
-            self.first_errors.push(what);
+            self.first_errors.extend(what);
         }
+    }
+
+    /// A call that got no answer (or a CALLERROR).
+    fn failed(&mut self, what: Option<String>, steady: bool) {
+        self.calls += 1;
+        self.steady_errors += u64::from(steady);
+        self.error(what);
     }
 
     fn merge(&mut self, o: &Stats) {
@@ -337,7 +340,10 @@ struct Answer(tokio_tungstenite::tungstenite::Utf8Bytes);
 impl Answer {
     /// The payload as JSON (only StartTransaction's is read).
     fn payload(&self) -> Value {
-        serde_json::from_str::<Value>(self.0.as_str()).map_or(Value::Null, |mut f| f[2].take())
+        serde_json::from_str::<Value>(self.0.as_str())
+            .ok()
+            .and_then(|mut f| f.get_mut(2).map(Value::take))
+            .unwrap_or_default()
     }
 }
 
@@ -404,14 +410,24 @@ impl Charger {
         }
     }
 
+    /// Counts a failed call; the report shows each charger's first failure only (a
+    /// charger whose connection is gone fails every call after it).
     fn fail(&mut self, what: String, steady: bool) -> Option<Answer> {
         self.errors += 1;
-        self.shared.record().failed(what, steady);
+        let first = self.errors == 1;
+        self.shared.record().failed(first.then_some(what), steady);
         None
+    }
+
+    /// An answer the charger cannot go on with (the call itself was answered).
+    fn unusable(&mut self, what: String) {
+        self.errors += 1;
+        let first = self.errors == 1;
+        self.shared.record().error(first.then_some(what));
     }
 }
 
-/// A JSON string of the current time, as chargers send it.
+/// The current time as chargers send it (RFC 3339, milliseconds, UTC), unquoted.
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
@@ -436,6 +452,8 @@ struct Samples {
     v201: bool,
     /// `,{…},{…}]`: what follows the energy register.
     rest: String,
+    /// Values per reading.
+    count: u64,
 }
 
 impl Samples {
@@ -463,18 +481,23 @@ impl Samples {
             json!({"value": 50.0, "measurand": "Frequency"}),
         ];
         let others = if v201 { &others_201 } else { &others_16 };
+        let count = n.clamp(1, 10);
         let mut rest = String::new();
-        for value in others.iter().take(n.clamp(1, 10) - 1) {
+        for value in others.iter().take(count - 1) {
             rest.push(',');
             rest.push_str(&value.to_string());
         }
         rest.push(']');
-        Samples { v201, rest }
+        Samples {
+            v201,
+            rest,
+            count: count as u64,
+        }
     }
 
     /// How many values a reading holds.
     fn count(&self) -> u64 {
-        1 + self.rest.matches("\"measurand\"").count() as u64
+        self.count
     }
 
     /// The sampled values of one reading, as a JSON array.
@@ -614,7 +637,9 @@ async fn run_charger(
             let started = c
                 .call("StartTransaction", &format!(r#"{{"connectorId":1,"idTag":"{tag}","meterStart":{energy},"timestamp":"{}"}}"#, now()))
                 .await;
-            let Some(tx) = started.and_then(|s| s.payload()["transactionId"].as_i64()) else {
+            let Some(started) = started else { break };
+            let Some(tx) = started.payload()["transactionId"].as_i64() else {
+                c.unusable("StartTransaction: no integer transactionId in the answer".into());
                 break;
             };
             transactions += 1;
@@ -649,10 +674,7 @@ async fn run_charger(
 fn failed_connect(shared: &Shared, what: String) {
     let mut s = shared.record();
     s.connect_failures += 1;
-    s.errors += 1;
-    if s.first_errors.len() < 5 {
-        s.first_errors.push(what);
-    }
+    s.error(Some(what));
 }
 
 /// What the chargers of a generator process share.
@@ -1084,8 +1106,9 @@ fn print_sustained(total: &Stats) {
         total.steady_errors,
     );
     // Where the tail comes from: a steady trickle, or a few seconds where everyone
-    // waited (a stall of the machine). Seconds count from the window's first whole
-    // second (-1: calls sent in the window's first fraction of a second).
+    // waited (a stall of the machine). Calls are filed by the second their answer
+    // came in, counted from the fleet's window's first whole second: a negative one
+    // holds calls of a process whose own window began earlier.
     let first = total.window.map_or(0, |w| w.0.ceil() as u64);
     let mut slow: Vec<(u64, u64)> = total
         .slow_per_second

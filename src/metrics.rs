@@ -30,7 +30,8 @@ pub struct Metrics {
     /// Charger connections waiting for storage to catch up before their next frame.
     pub backpressure_waiting: IntGauge,
     /// 1 while the batch writer finds storage down (a write timed out, or failed and
-    /// a ping did not answer): updates are kept, nobody waits, retries back off.
+    /// a ping did not answer): updates are kept, nobody waits, retries back off. Also
+    /// 1 once the writer has stopped (nobody may wait for it any longer).
     pub storage_down: IntGauge,
     /// Domain events in the outbox not yet published.
     pub outbox_pending: IntGauge,
