@@ -279,6 +279,11 @@ impl Stats {
         self.error(what);
     }
 
+    /// Answers that came in during Unix second `second`.
+    fn answers_in(&self, second: u64) -> u64 {
+        self.answers_per_second.get(&second).copied().unwrap_or(0)
+    }
+
     fn merge(&mut self, o: &Stats) {
         self.connected += o.connected;
         self.connect_failures += o.connect_failures;
@@ -377,25 +382,25 @@ impl Charger {
             };
             // The answer to this call, as the server writes it (compact JSON), is
             // known by its start without parsing it; anything else is parsed.
-            let answered = text
-                .as_str()
-                .strip_prefix(r#"[3,""#)
-                .and_then(|rest| rest.strip_prefix(id.as_str()))
-                .is_some_and(|rest| rest.starts_with(r#"","#));
-            let frame = match answered {
-                true => None,
-                false => match serde_json::from_str::<Value>(text.as_str()) {
-                    Ok(frame) => Some(frame),
-                    Err(_) => return self.fail(format!("{action}: not JSON: {text}"), steady),
-                },
-            };
-            let Some(frame) = frame.filter(|f| f[0] != 3 || f[1] != id.as_str()) else {
-                let took = sent.elapsed();
-                self.shared.record().answered(action, took, steady);
+            if is_result_for(text.as_str(), &id) {
+                self.shared
+                    .record()
+                    .answered(action, sent.elapsed(), steady);
                 return Some(Answer(text));
+            }
+            let Ok(frame) = serde_json::from_str::<Value>(text.as_str()) else {
+                return self.fail(format!("{action}: not JSON: {text}"), steady);
             };
+            let ours = frame[1] == id.as_str();
             match frame[0].as_i64() {
-                Some(4) if frame[1] == id.as_str() => {
+                // Ours, written otherwise (spaces, say).
+                Some(3) if ours => {
+                    self.shared
+                        .record()
+                        .answered(action, sent.elapsed(), steady);
+                    return Some(Answer(text));
+                }
+                Some(4) if ours => {
                     return self.fail(format!("{action}: CALLERROR {frame}"), steady);
                 }
                 // The server's own call (CostUpdated to 2.0.1 stations, …): answered.
@@ -413,18 +418,29 @@ impl Charger {
     /// Counts a failed call; the report shows each charger's first failure only (a
     /// charger whose connection is gone fails every call after it).
     fn fail(&mut self, what: String, steady: bool) -> Option<Answer> {
-        self.errors += 1;
-        let first = self.errors == 1;
-        self.shared.record().failed(first.then_some(what), steady);
+        let what = self.counted(what);
+        self.shared.record().failed(what, steady);
         None
     }
 
     /// An answer the charger cannot go on with (the call itself was answered).
     fn unusable(&mut self, what: String) {
-        self.errors += 1;
-        let first = self.errors == 1;
-        self.shared.record().error(first.then_some(what));
+        let what = self.counted(what);
+        self.shared.record().error(what);
     }
+
+    /// Counts an error of this charger; `what` if it is its first.
+    fn counted(&mut self, what: String) -> Option<String> {
+        self.errors += 1;
+        (self.errors == 1).then_some(what)
+    }
+}
+
+/// Whether `text` is a CALLRESULT to call `id`, as the server writes it.
+fn is_result_for(text: &str, id: &str) -> bool {
+    text.strip_prefix(r#"[3,""#)
+        .and_then(|rest| rest.strip_prefix(id))
+        .is_some_and(|rest| rest.starts_with(r#"","#))
 }
 
 /// The current time as chargers send it (RFC 3339, milliseconds, UTC), unquoted.
@@ -493,11 +509,6 @@ impl Samples {
             rest,
             count: count as u64,
         }
-    }
-
-    /// How many values a reading holds.
-    fn count(&self) -> u64 {
-        self.count
     }
 
     /// The sampled values of one reading, as a JSON array.
@@ -627,7 +638,7 @@ async fn run_charger(
                 );
                 // Counted when accepted: what the server refused it need not keep.
                 if c.call("TransactionEvent", &payload).await.is_some() {
-                    samples += readings.count();
+                    samples += readings.count;
                 }
             }
             c.call("TransactionEvent", &format!(r#"{{"eventType":"Ended","timestamp":"{}","triggerReason":"StopAuthorized","seqNo":{},"transactionInfo":{{"transactionId":"{tx}","stoppedReason":"Local"}}}}"#, now(), o.meter_values + 1)).await;
@@ -655,7 +666,7 @@ async fn run_charger(
                 );
                 // Counted when accepted: what the server refused it need not keep.
                 if c.call("MeterValues", &payload).await.is_some() {
-                    samples += readings.count();
+                    samples += readings.count;
                 }
             }
             c.call("StopTransaction", &format!(r#"{{"transactionId":{tx},"meterStop":{energy},"timestamp":"{}","reason":"Local"}}"#, now())).await;
@@ -1086,9 +1097,7 @@ fn print_sustained(total: &Stats) {
     let seconds = total
         .window
         .map_or(0..0, |(from, to)| from.ceil() as u64..to.floor() as u64);
-    let mut rates: Vec<u64> = seconds
-        .map(|s| total.answers_per_second.get(&s).copied().unwrap_or(0))
-        .collect();
+    let mut rates: Vec<u64> = seconds.map(|s| total.answers_in(s)).collect();
     rates.sort_unstable();
     let (Some(lowest), Some(highest)) = (rates.first(), rates.last()) else {
         println!(
@@ -1105,10 +1114,14 @@ fn print_sustained(total: &Stats) {
         total.steady_latency.quantile(0.999),
         total.steady_errors,
     );
-    // Where the tail comes from: a steady trickle, or a few seconds where everyone
-    // waited (a stall of the machine). Calls are filed by the second their answer
-    // came in, counted from the fleet's window's first whole second: a negative one
-    // holds calls of a process whose own window began earlier.
+    print_slow_seconds(total);
+}
+
+/// Where the tail comes from: a steady trickle, or a few seconds where everyone waited
+/// (a stall of the machine). Calls are filed by the second their answer came in,
+/// counted from the fleet's window's first whole second: a negative one holds calls of
+/// a process whose own window began earlier.
+fn print_slow_seconds(total: &Stats) {
     let first = total.window.map_or(0, |w| w.0.ceil() as u64);
     let mut slow: Vec<(u64, u64)> = total
         .slow_per_second
@@ -1120,7 +1133,7 @@ fn print_sustained(total: &Stats) {
         .iter()
         .take(5)
         .map(|&(second, n)| {
-            let answered = total.answers_per_second.get(&second).copied().unwrap_or(0);
+            let answered = total.answers_in(second);
             format!(
                 "second {} ({n} of {answered})",
                 second as i64 - first as i64
