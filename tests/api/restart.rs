@@ -153,3 +153,35 @@ async fn sigterm_flushes_meter_values_that_arrived_just_before() {
     assert_eq!(session["energy_wh"], 777);
     assert_eq!(session["meter_values"].as_array().map(Vec::len), Some(1));
 }
+
+/// The embedded store copies its write-ahead log back into the database file while it
+/// runs, beside the writer (ADR 0020): the writer itself would do so only past 256 MiB of
+/// log, and until then the file would hold nothing but its header.
+#[tokio::test]
+async fn the_embedded_store_checkpoints_its_log_while_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.sqlite");
+    let store = jucr::persistence::sqlite::SqlStore::open(&path, false, 4)
+        .await
+        .unwrap();
+    jucr::persistence::sqlite::MIGRATOR
+        .run(store.pool())
+        .await
+        .unwrap();
+    let page = 4096;
+    let size = eventually(
+        Duration::from_secs(20),
+        "the migrated schema in the database file",
+        || async {
+            let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+            (size > 10 * page).then_some(size)
+        },
+    )
+    .await;
+    let wal = std::fs::metadata(dir.path().join("t.sqlite-wal")).map_or(0, |m| m.len());
+    assert!(
+        wal > 0,
+        "the store is still open in WAL mode ({size} bytes copied)"
+    );
+    drop(store);
+}
