@@ -8,10 +8,10 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::Connection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::{ConnectOptions, Connection};
 
 type Db = sqlx::Sqlite;
 const BACKEND: &str = "sqlite";
@@ -107,9 +107,10 @@ impl SqlStore {
                     ),
             )
             .await?;
-        let checkpointer = background_connection(options.clone()).await?;
+        let checkpointer = checkpoint_connection(options.clone()).await?;
         let store = SqlStore::with_writer(pool, writes);
-        // On the write thread, so that it ends with the last clone of the store.
+        // On the write thread, so that it ends with the last clone of the store. (There
+        // is always one with SQLite: `SERIAL_WRITES`.)
         if let Some(thread) = &store.write_thread {
             thread.runtime.spawn(checkpoints(checkpointer, options));
         }
@@ -119,38 +120,71 @@ impl SqlStore {
 
 /// Copies the WAL back into the database file every [`CHECKPOINT_INTERVAL`], beside the
 /// writer (a passive checkpoint neither waits for nor holds up writers and readers).
+/// While checkpoints fail, it tries less often, up to once a minute.
 async fn checkpoints(mut connection: SqliteConnection, options: SqliteConnectOptions) {
-    let mut every = tokio::time::interval(CHECKPOINT_INTERVAL);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = 0_u32;
+    let mut behind = false;
     loop {
-        every.tick().await;
+        tokio::time::sleep(CHECKPOINT_INTERVAL * 2_u32.pow(failures.min(5)).min(30)).await;
         // (busy, pages in the WAL, pages of it now in the database file)
-        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+        let done = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
             .fetch_one(&mut connection)
-            .await
-        {
-            Ok((_, wal, copied)) => tracing::trace!(wal, copied, "WAL checkpoint"),
+            .await;
+        match done {
+            Ok((_, wal, copied)) => {
+                if failures > 0 {
+                    tracing::info!(failures, "WAL checkpoints succeed again");
+                }
+                failures = 0;
+                let past_safety_net = wal > i64::from(WRITER_AUTOCHECKPOINT_PAGES);
+                if past_safety_net && !behind {
+                    tracing::warn!(
+                        wal_pages = wal,
+                        "the WAL is past the writer's own checkpoint size: checkpoints are not keeping up"
+                    );
+                } else if behind && !past_safety_net {
+                    tracing::info!(wal_pages = wal, "WAL checkpoints keep up again");
+                }
+                behind = past_safety_net;
+                tracing::trace!(wal_pages = wal, copied_pages = copied, "WAL checkpoint");
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "WAL checkpoint failed; retrying on a new connection");
-                match background_connection(options.clone()).await {
-                    Ok(fresh) => connection = fresh,
-                    Err(e) => tracing::warn!(error = %e, "no connection for WAL checkpoints"),
+                failures += 1;
+                if failures == 1 {
+                    tracing::warn!(error.cause_chain = ?e, error.message = %e, "WAL checkpoint failed; retrying less often");
+                } else {
+                    tracing::debug!(error.cause_chain = ?e, error.message = %e, failures, "WAL checkpoint failed again");
+                }
+                // Only a connection whose thread is gone is worth replacing; other
+                // errors (a full disk, say) would come back on a new one.
+                if matches!(e, sqlx::Error::WorkerCrashed | sqlx::Error::Io(_)) {
+                    match checkpoint_connection(options.clone()).await {
+                        Ok(fresh) => connection = fresh,
+                        Err(e) => {
+                            tracing::debug!(error.cause_chain = ?e, error.message = %e, "no new connection for WAL checkpoints")
+                        }
+                    }
                 }
             }
         }
     }
 }
 
-/// A connection whose SQLite thread runs at the lowest CPU priority (nice 19), so that
-/// its work takes the cores only when the OCPP path leaves them idle. The thread is
-/// started by the connection's opening, and Linux threads inherit their creator's
-/// priority: so it is opened from a short-lived thread that lowers its own first.
-async fn background_connection(
+/// The checkpoints' connection. Its SQLite thread (`sqlite-ckpt-N`) runs at the lowest
+/// CPU priority (nice 19) on Linux, so that checkpoints take the cores only when the
+/// OCPP path leaves them idle. The thread is started while the connection opens, and
+/// Linux threads inherit their creator's priority: so it is opened from a short-lived
+/// thread that lowers its own first. Its statements are not logged: a checkpoint
+/// starved of CPU would be reported as a slow statement every time.
+async fn checkpoint_connection(
     options: SqliteConnectOptions,
 ) -> Result<SqliteConnection, sqlx::Error> {
+    let options = options
+        .thread_name(|id| format!("sqlite-ckpt-{id}"))
+        .disable_statement_logging();
     let (opened, open) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
-        .name("sqlite-background".into())
+        .name("ckpt-opener".into())
         .spawn(move || {
             lower_own_priority();
             let connection = tokio::runtime::Builder::new_current_thread()
@@ -166,11 +200,17 @@ async fn background_connection(
 
 /// Lowers the calling thread's CPU priority to nice 19. If that is refused, the thread
 /// keeps its priority: checkpoints are then as urgent as the rest, as before ADR 0020.
+#[cfg(target_os = "linux")]
 fn lower_own_priority() {
-    // SAFETY: setpriority takes plain integers and touches no memory of ours; on Linux
-    // `PRIO_PROCESS` with id 0 means the calling thread.
-    let refused = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) } != 0;
-    if refused {
-        tracing::debug!("could not lower the priority of SQLite's background thread");
+    // SAFETY: setpriority takes plain integers and touches no memory of ours. On Linux,
+    // `PRIO_PROCESS` with id 0 means the calling thread only.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) } != 0 {
+        let error = std::io::Error::last_os_error();
+        tracing::debug!(error.message = %error, "SQLite's checkpoint thread keeps its priority");
     }
 }
+
+/// Elsewhere `setpriority` would lower the whole process: checkpoints keep the
+/// process's priority.
+#[cfg(not(target_os = "linux"))]
+fn lower_own_priority() {}
