@@ -53,6 +53,7 @@ pub struct Metrics {
     pub ocm_sync_runs: IntCounterVec,
     /// File descriptors this process has open, and may have (each charger holds one).
     pub open_fds: IntGauge,
+    pub sqlite_wal_bytes: IntGauge,
     pub max_fds: IntGauge,
 }
 
@@ -182,6 +183,11 @@ impl Metrics {
         .expect("static metric definition; qed");
         let open_fds = IntGauge::new("process_open_fds", "File descriptors open")
             .expect("static metric definition; qed");
+        let sqlite_wal_bytes = IntGauge::new(
+            "persistence_sqlite_wal_bytes",
+            "Size of the embedded database's write-ahead log file (grows while checkpoints fall behind)",
+        )
+        .expect("static metric; qed");
         let max_fds = IntGauge::new("process_max_fds", "File descriptors this process may open")
             .expect("static metric definition; qed");
         for metric in [
@@ -208,6 +214,7 @@ impl Metrics {
             Box::new(ocm_sync_runs.clone()),
             Box::new(open_fds.clone()),
             Box::new(max_fds.clone()),
+            Box::new(sqlite_wal_bytes.clone()),
         ] {
             registry
                 .register(metric)
@@ -238,6 +245,7 @@ impl Metrics {
             ocm_sync_runs,
             open_fds,
             max_fds,
+            sqlite_wal_bytes,
         }
     }
 
@@ -283,6 +291,25 @@ enum FdState {
 
 /// errno for "too many open files".
 const EMFILE: i32 = 24;
+
+/// Exports the size of the embedded database's write-ahead log every few seconds
+/// (ADR 0020): it stays near its limit while checkpoints keep up, and grows when they
+/// fall behind. A missing file counts as empty.
+pub fn watch_sqlite_wal(
+    metrics: std::sync::Arc<Metrics>,
+    wal: std::path::PathBuf,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            let bytes = tokio::fs::metadata(&wal).await.map_or(0, |m| m.len());
+            metrics
+                .sqlite_wal_bytes
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+    })
+}
 
 /// Watches the process's file descriptors (each charger's socket is one): exports them
 /// as metrics and says plainly, once per change, when they run low or out. Running out

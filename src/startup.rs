@@ -55,6 +55,11 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         // Each charger holds a descriptor: say it plainly when they run out.
         crate::metrics::watch_fds(metrics.clone());
+        if matches!(settings.profile, crate::config::Profile::Embedded) {
+            let mut wal = persistence::sqlite_file(&settings.data_dir).into_os_string();
+            wal.push("-wal");
+            crate::metrics::watch_sqlite_wal(metrics.clone(), wal.into());
+        }
         let p = &settings.persistence;
         let (writer, writer_task) = BatchWriter::spawn(
             store.clone(),

@@ -14,6 +14,12 @@ use anyhow::Context;
 use crate::config::{Profile, Settings, StationStoreKind};
 use crate::domain::ports::{StationStore, StatusBoard, Store};
 
+/// The embedded profile's database file in `data_dir`; its write-ahead log is beside it,
+/// with `-wal` appended.
+pub fn sqlite_file(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("jucr.sqlite")
+}
+
 /// Opens the store the settings' profile calls for, first applying pending migrations
 /// when `migrate` is set.
 pub async fn open(settings: &Settings, migrate: bool) -> anyhow::Result<Arc<dyn Store>> {
@@ -23,7 +29,7 @@ pub async fn open(settings: &Settings, migrate: bool) -> anyhow::Result<Arc<dyn 
             let dir = &settings.data_dir;
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating data directory {}", dir.display()))?;
-            let path = dir.join("jucr.sqlite");
+            let path = sqlite_file(dir);
             let store =
                 sqlite::SqlStore::open(&path, db.sqlite_synchronous_full, db.max_connections)
                     .await

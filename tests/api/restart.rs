@@ -199,6 +199,23 @@ async fn the_embedded_store_checkpoints_its_log_while_open() {
     }
 }
 
+/// The embedded server exports the size of its write-ahead log, so that an operator
+/// sees checkpoints falling behind.
+#[tokio::test]
+async fn the_embedded_server_exports_its_log_size() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let wal = std::fs::metadata(app.dir.path().join("data/jucr.sqlite-wal"))
+        .expect("the log beside the database")
+        .len();
+    assert!(wal > 0, "the migrations went through the log");
+    eventually(
+        Duration::from_secs(20),
+        "the log's size in the metrics",
+        || async { (app.metric("jucr_persistence_sqlite_wal_bytes").await > 0.0).then_some(()) },
+    )
+    .await;
+}
+
 /// The nice value of this process's SQLite checkpoint thread, from /proc.
 #[cfg(target_os = "linux")]
 fn checkpoint_thread_nice() -> Option<i64> {
