@@ -53,8 +53,9 @@ pub struct Metrics {
     pub ocm_sync_runs: IntCounterVec,
     /// File descriptors this process has open, and may have (each charger holds one).
     pub open_fds: IntGauge,
-    pub sqlite_wal_bytes: IntGauge,
     pub max_fds: IntGauge,
+    /// The embedded database's write-ahead log file, in bytes (ADR 0020).
+    pub sqlite_wal_bytes: IntGauge,
 }
 
 impl Metrics {

@@ -56,9 +56,8 @@ impl Application {
         // Each charger holds a descriptor: say it plainly when they run out.
         crate::metrics::watch_fds(metrics.clone());
         if matches!(settings.profile, crate::config::Profile::Embedded) {
-            let mut wal = persistence::sqlite_file(&settings.data_dir).into_os_string();
-            wal.push("-wal");
-            crate::metrics::watch_sqlite_wal(metrics.clone(), wal.into());
+            let wal = persistence::sqlite_wal_file(&settings.data_dir);
+            crate::metrics::watch_sqlite_wal(metrics.clone(), wal);
         }
         let p = &settings.persistence;
         let (writer, writer_task) = BatchWriter::spawn(

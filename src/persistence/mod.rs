@@ -14,10 +14,17 @@ use anyhow::Context;
 use crate::config::{Profile, Settings, StationStoreKind};
 use crate::domain::ports::{StationStore, StatusBoard, Store};
 
-/// The embedded profile's database file in `data_dir`; its write-ahead log is beside it,
-/// with `-wal` appended.
+/// The embedded profile's database file in `data_dir`.
 pub fn sqlite_file(data_dir: &std::path::Path) -> std::path::PathBuf {
     data_dir.join("jucr.sqlite")
+}
+
+/// The embedded database's write-ahead log: SQLite keeps it beside the database file,
+/// named after it with `-wal` appended.
+pub fn sqlite_wal_file(data_dir: &std::path::Path) -> std::path::PathBuf {
+    let mut wal = sqlite_file(data_dir).into_os_string();
+    wal.push("-wal");
+    wal.into()
 }
 
 /// Opens the store the settings' profile calls for, first applying pending migrations

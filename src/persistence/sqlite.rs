@@ -125,7 +125,7 @@ async fn checkpoints(mut connection: SqliteConnection, options: SqliteConnectOpt
     let mut failures = 0_u32;
     let mut behind = false;
     loop {
-        tokio::time::sleep(CHECKPOINT_INTERVAL * 2_u32.pow(failures.min(5)).min(30)).await;
+        tokio::time::sleep(checkpoint_delay(failures)).await;
         // (busy, pages in the WAL, pages of it now in the database file)
         let done = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
             .fetch_one(&mut connection)
@@ -168,6 +168,12 @@ async fn checkpoints(mut connection: SqliteConnection, options: SqliteConnectOpt
             }
         }
     }
+}
+
+/// The wait before the next checkpoint: [`CHECKPOINT_INTERVAL`], doubled for each
+/// failure in a row, at most a minute.
+fn checkpoint_delay(failures: u32) -> Duration {
+    (CHECKPOINT_INTERVAL * 2_u32.pow(failures.min(5))).min(Duration::from_secs(60))
 }
 
 /// The checkpoints' connection. Its SQLite thread (`sqlite-ckpt-N`) runs at the lowest

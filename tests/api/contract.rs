@@ -16,21 +16,14 @@ use jucr::domain::tariff::{Tariff, TariffKind};
 use jucr::domain::webhook::{DeliveryStatus, Webhook};
 use jucr::domain::*;
 
-use crate::helpers::TestDatabase;
+use crate::helpers::{TestDatabase, migrated_sqlite};
 
 /// A store on a fresh database; the guard keeps it alive (and drops it after).
 pub async fn store(backend: &str) -> (Arc<dyn Store>, Box<dyn std::any::Any>) {
     match backend {
         "sqlite" => {
             let dir = tempfile::tempdir().unwrap();
-            let store =
-                jucr::persistence::sqlite::SqlStore::open(&dir.path().join("t.sqlite"), false, 4)
-                    .await
-                    .unwrap();
-            jucr::persistence::sqlite::MIGRATOR
-                .run(store.pool())
-                .await
-                .unwrap();
+            let store = migrated_sqlite(&dir.path().join("t.sqlite")).await;
             (Arc::new(store), Box::new(dir))
         }
         "postgres" => {

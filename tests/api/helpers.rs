@@ -461,6 +461,18 @@ pub fn http_client() -> reqwest::Client {
         .expect("a default client builds")
 }
 
+/// The embedded store on a fresh SQLite file at `path`, migrated.
+pub async fn migrated_sqlite(path: &std::path::Path) -> jucr::persistence::sqlite::SqlStore {
+    let store = jucr::persistence::sqlite::SqlStore::open(path, false, 4)
+        .await
+        .expect("opening SQLite");
+    jucr::persistence::sqlite::MIGRATOR
+        .run(store.pool())
+        .await
+        .expect("migrating SQLite");
+    store
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where

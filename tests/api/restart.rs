@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::charge_point::ChargePoint;
-use crate::helpers::{Backend, TestApp, eventually, now};
+use crate::helpers::{Backend, TestApp, eventually, migrated_sqlite, now};
 
 const PASSWORD: &str = "charger-password-0001";
 
@@ -159,15 +159,9 @@ async fn sigterm_flushes_meter_values_that_arrived_just_before() {
 #[tokio::test]
 async fn the_embedded_store_checkpoints_its_log_while_open() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.sqlite");
-    let wal = dir.path().join("t.sqlite-wal");
-    let store = jucr::persistence::sqlite::SqlStore::open(&path, false, 4)
-        .await
-        .unwrap();
-    jucr::persistence::sqlite::MIGRATOR
-        .run(store.pool())
-        .await
-        .unwrap();
+    let path = jucr::persistence::sqlite_file(dir.path());
+    let wal = jucr::persistence::sqlite_wal_file(dir.path());
+    let _store = migrated_sqlite(&path).await;
     // The migrations ran on a reading connection, which would checkpoint by itself past
     // SQLite's default of 1,000 pages: below that, only the checkpointer copies them.
     let page = 4096;
@@ -204,7 +198,8 @@ async fn the_embedded_store_checkpoints_its_log_while_open() {
 #[tokio::test]
 async fn the_embedded_server_exports_its_log_size() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let wal = std::fs::metadata(app.dir.path().join("data/jucr.sqlite-wal"))
+    let data_dir = app.dir.path().join("data");
+    let wal = std::fs::metadata(jucr::persistence::sqlite_wal_file(&data_dir))
         .expect("the log beside the database")
         .len();
     assert!(wal > 0, "the migrations went through the log");
