@@ -157,29 +157,36 @@ fn fan_out(c: &mut Criterion) {
     group.finish();
 }
 
-/// Hands `text` to the actor and returns what it answers.
-async fn round_trip(
-    writer: &jucr::actors::batch_writer::BatchWriter,
-    addr: &actix::Addr<jucr::actors::charger::ChargerActor>,
-    text: String,
-    out: &mut tokio::sync::mpsc::UnboundedReceiver<jucr::actors::charger::Outbound>,
-) -> String {
-    use jucr::actors::charger::{Inbound, Outbound};
-    // As the socket task does: wait while storage is behind.
-    writer.admit().await;
-    addr.send(Inbound(text)).await.expect("the actor runs");
-    match out.recv().await {
-        Some(Outbound::Text(answer)) => answer,
-        _ => panic!("the actor answers"),
+/// The actor's link, as a channel of the texts it writes.
+struct Answers(tokio::sync::mpsc::UnboundedSender<String>);
+
+impl jucr::actors::charger::Link for Answers {
+    fn text(&self, text: &str) {
+        let _ = self.0.send(text.to_owned());
     }
+    fn ping(&self) {}
+    fn pong(&self, _: &[u8]) {}
+    fn close(&self, _: Option<(u16, &str)>) {}
 }
 
-/// A frame through a `ChargerActor` and its answer back, as the socket task sees it:
-/// the actor reads, checks and decodes the frame, acts (for MeterValues: the session
-/// actor folds the samples in and hands them to the batch writer), and emits the
-/// CALLRESULT. The embedded profile, on a temporary SQLite file.
+/// Hands `text` to the actor and returns what it answers.
+async fn round_trip(
+    incoming: &tokio::sync::mpsc::UnboundedSender<jucr::actors::charger::Incoming>,
+    text: String,
+    out: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+) -> String {
+    incoming
+        .send(jucr::actors::charger::Incoming::Text(text))
+        .expect("the actor reads");
+    out.recv().await.expect("the actor answers")
+}
+
+/// A frame through a `ChargerActor` and its answer back, as its socket sees it: the
+/// actor reads, checks and decodes the frame (waiting while storage is behind), acts
+/// (for MeterValues: the session actor folds the samples in and hands them to the
+/// batch writer), and writes the CALLRESULT. The embedded profile, on a temporary
+/// SQLite file.
 fn charger_actor(c: &mut Criterion) {
-    use actix::Actor;
     use jucr::actors::charger::ChargerActor;
     use jucr::domain::{AuthorizationStatus, IdToken, IdTokenRecord, TokenType};
 
@@ -198,13 +205,12 @@ fn charger_actor(c: &mut Criterion) {
         std::env::set_var("JUCR_ADMIN_PASSWORD", "bench-password");
     }
     let system = actix::System::new();
-    let (writer, addr, mut out) = system.block_on(async {
+    let (incoming, mut out) = system.block_on(async {
         let settings = jucr::config::Settings::load().expect("settings");
         let app = jucr::startup::Application::build(settings)
             .await
             .expect("the application builds");
         let services = app.services();
-        let writer = services.writer.clone();
         let tag = IdToken::parse("BENCH-TAG").expect("token");
         services
             .store
@@ -220,21 +226,24 @@ fn charger_actor(c: &mut Criterion) {
             .await
             .expect("a token");
         let (tx, out) = tokio::sync::mpsc::unbounded_channel();
-        let actor = ChargerActor::new(
+        let (incoming, mut frames) = tokio::sync::mpsc::unbounded_channel();
+        ChargerActor::new(
             ChargerId::parse("CP-BENCH".to_owned()).expect("id"),
             OcppVersion::V16,
             services,
-            tx,
+            Box::new(Answers(tx)),
             RegistrationStatus::Accepted,
             Vec::new(),
-        );
+        )
+        .start_reading(futures_util::stream::poll_fn(move |cx| {
+            frames.poll_recv(cx)
+        }));
         // The application is only needed for what it built; its listener is never run.
         std::mem::forget(app);
-        (writer, actor.start(), out)
+        (incoming, out)
     });
     let started = system.block_on(round_trip(
-        &writer,
-        &addr,
+        &incoming,
         r#"[2,"st-1","StartTransaction",{"connectorId":1,"idTag":"BENCH-TAG","meterStart":0,"timestamp":"2026-11-24T10:00:00.000Z"}]"#.to_owned(),
         &mut out,
     ));
@@ -258,7 +267,7 @@ fn charger_actor(c: &mut Criterion) {
                 system.block_on(async {
                     let start = std::time::Instant::now();
                     for _ in 0..iters {
-                        let answer = round_trip(&writer, &addr, text.clone(), &mut out).await;
+                        let answer = round_trip(&incoming, text.clone(), &mut out).await;
                         assert!(answer.starts_with("[3,"), "{answer}");
                     }
                     start.elapsed()

@@ -311,6 +311,11 @@ impl BatchWriter {
         });
     }
 
+    /// Whether [`BatchWriter::admit`] would wait now.
+    pub fn behind(&self) -> bool {
+        self.shared.backlog.full()
+    }
+
     /// Returns at once while storage keeps up (or does not answer at all); otherwise
     /// when the backlog is back under its high-water mark. A charger connection awaits
     /// this before handing over its next frame.

@@ -2,24 +2,30 @@
 //! state (boot data, connectors, its active transactions, the outstanding CSMS call and
 //! the queue behind it), answers the charger's calls and sends the operator's.
 //!
-//! The socket task in `crate::api::ocpp` owns the WebSocket: it feeds text frames in
-//! ([`Inbound`]) and writes what the actor puts on its [`Outbound`] channel. It also
-//! supervises the actor: if the actor dies (a panic), the task closes that socket with
-//! 1011 and tells the registry, so the charger reconnects to a fresh actor and no other
-//! charger notices.
+//! The actor owns its charger's connection (ADR 0021): it reads the charger's messages
+//! as a stream of [`Incoming`] and writes frames through its [`Link`] (the WebSocket in
+//! `crate::api::socket`), pings the charger and closes the connection. If the actor
+//! dies (a panic), the link closes the socket with 1011 as it is dropped and
+//! [`Departure`] tells the registry, so the charger reconnects to a fresh actor and no
+//! other charger notices.
 
 use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Poll, ready};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use bytes::Bytes;
 use chrono::Utc;
+use futures_util::Stream;
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use super::Services;
+use super::batch_writer::BatchWriter;
 use super::registry::{
     ChargerUpdate, Connected, Disconnected, FindSession, HeartbeatCell, OpenSession, SessionHandle,
     TokenBusy,
@@ -48,15 +54,56 @@ const SEEN_RESOLUTION: Duration = Duration::from_secs(1);
 /// How long an accepted RemoteStartTransaction waits for its StartTransaction.
 const REMOTE_START_WINDOW: Duration = Duration::from_secs(600);
 
-/// What the actor asks the socket task to do.
+/// What a charger's connection delivers to its actor, in order.
 #[derive(Debug)]
-pub enum Outbound {
+pub enum Incoming {
+    /// A message (one sent as binary is read as text, leniently).
     Text(String),
-    /// Close the socket with this WebSocket close code and reason.
-    Close {
+    Ping(Bytes),
+    Pong,
+    /// The charger closed the connection, with this close code if it gave one.
+    Close(Option<u16>),
+    /// The charger broke the WebSocket protocol or a limit: the connection closes with
+    /// this code. Nothing follows.
+    Failed {
         code: u16,
         reason: &'static str,
     },
+    /// The connection broke. Nothing follows.
+    Lost(std::io::Error),
+}
+
+/// A charger's connection as its actor writes to it. Frames are sent in the order
+/// written; after `close`, nothing more is.
+pub trait Link {
+    fn text(&self, text: &str);
+    fn ping(&self);
+    fn pong(&self, payload: &[u8]);
+    /// Closes with this close code and reason, or with none.
+    fn close(&self, reason: Option<(u16, &str)>);
+}
+
+/// Tells the registry and the batch writer that the connection has ended when the
+/// actor is dropped: after it stops, and also when it panics.
+struct Departure {
+    id: ChargerId,
+    conn_id: Uuid,
+    services: Arc<Services>,
+    span: tracing::Span,
+}
+
+impl Drop for Departure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.span
+                .in_scope(|| tracing::error!("charger actor died; its socket is closed with 1011"));
+        }
+        self.services.registry.do_send(Disconnected {
+            charger_id: self.id.clone(),
+            conn_id: self.conn_id,
+        });
+        self.services.writer.seen(self.id.clone(), Utc::now());
+    }
 }
 
 /// Why a CSMS→charger call produced no usable answer.
@@ -130,7 +177,9 @@ pub struct ChargerActor {
     conn_id: Uuid,
     version: OcppVersion,
     services: Arc<Services>,
-    out: mpsc::UnboundedSender<Outbound>,
+    link: Box<dyn Link>,
+    /// A ping is out and nothing has come back since.
+    awaiting_pong: bool,
     registration: RegistrationStatus,
     connectors: Connectors,
     sessions: HashMap<TransactionId, SessionHandle>,
@@ -146,6 +195,8 @@ pub struct ChargerActor {
     /// Read by the registry's live views.
     last_heartbeat: Arc<HeartbeatCell>,
     span: tracing::Span,
+    /// Held for its `Drop`.
+    _departure: Departure,
 }
 
 impl ChargerActor {
@@ -153,18 +204,25 @@ impl ChargerActor {
         id: ChargerId,
         version: OcppVersion,
         services: Arc<Services>,
-        out: mpsc::UnboundedSender<Outbound>,
+        link: Box<dyn Link>,
         registration: RegistrationStatus,
         connectors: Vec<ConnectorState>,
     ) -> Self {
         let conn_id = Uuid::new_v4();
         let span = tracing::info_span!("charger", charger_id = %id, ocpp_version = %version, conn_id = %conn_id);
+        let departure = Departure {
+            id: id.clone(),
+            conn_id,
+            services: services.clone(),
+            span: span.clone(),
+        };
         ChargerActor {
             id,
             conn_id,
             version,
             services,
-            out,
+            link,
+            awaiting_pong: false,
             registration,
             connectors: connectors.into_iter().collect(),
             sessions: HashMap::new(),
@@ -175,6 +233,7 @@ impl ChargerActor {
             reports: HashMap::new(),
             seen_recorded: None,
             last_heartbeat: Arc::default(),
+            _departure: departure,
             span,
         }
     }
@@ -184,8 +243,7 @@ impl ChargerActor {
     }
 
     fn send_frame(&self, frame: Frame) {
-        // A closed channel means the socket task has ended; the actor is stopping too.
-        let _ = self.out.send(Outbound::Text(frame.to_text()));
+        self.link.text(&frame.to_text());
     }
 
     fn send_error(&self, message_id: &str, action: &str, kind: RpcErrorKind, description: String) {
@@ -856,10 +914,7 @@ impl ChargerActor {
                 action: call.action.clone(),
                 payload: call.payload.clone(),
             });
-            if self.out.send(Outbound::Text(frame.to_text())).is_err() {
-                let _ = call.reply.send(Err(CallFailure::Disconnected));
-                continue;
-            }
+            self.link.text(&frame.to_text());
             let timeout_id = message_id.clone();
             let timer = ctx.run_later(remaining, move |act, ctx| act.on_timeout(&timeout_id, ctx));
             self.pending = Some(PendingCall {
@@ -1056,6 +1111,23 @@ impl Actor for ChargerActor {
                     act.connectors = reply.connectors.into_iter().collect();
                 }),
         );
+        // A charger that misses a whole interval's pong is offline within two intervals.
+        let interval = self.services.settings.ocpp.ping_interval();
+        ctx.run_interval(interval, move |act, ctx| {
+            if act.awaiting_pong {
+                act.span.in_scope(|| {
+                    tracing::warn!(
+                        interval_secs = interval.as_secs(),
+                        "no pong within a ping interval; charger offline"
+                    )
+                });
+                act.link.close(Some((1001, "ping timeout")));
+                ctx.stop();
+                return;
+            }
+            act.awaiting_pong = true;
+            act.link.ping();
+        });
     }
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
@@ -1064,24 +1136,37 @@ impl Actor for ChargerActor {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.services.registry.do_send(Disconnected {
-            charger_id: self.id.clone(),
-            conn_id: self.conn_id,
-        });
+        // A handler panicked: actix stops the actor as its task unwinds. The charger
+        // gets 1011 and reconnects to a fresh actor (ADR 0001). Otherwise the close
+        // has no reason, unless one was given already (the link then sends nothing).
+        let crashed = std::thread::panicking().then_some((1011, "internal error"));
+        self.link.close(crashed);
         self.span
             .in_scope(|| tracing::info!("charger disconnected"));
     }
 }
 
-/// A text frame from the charger. Sent by the socket task.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Inbound(pub String);
+impl ChargerActor {
+    /// Starts the actor on the current arbiter, reading `incoming` once the registry
+    /// has answered [`Connected`]. While storage is behind, the charger's next message
+    /// waits in its socket (ADR 0015) and nothing is lost; the actor meanwhile goes on
+    /// with its mailbox (a newer connection, a shutdown, the operator's calls).
+    pub fn start_reading(
+        self,
+        incoming: impl Stream<Item = Incoming> + Unpin + 'static,
+    ) -> Addr<Self> {
+        let admitted = Admitted {
+            incoming,
+            writer: self.services.writer.clone(),
+            held: None,
+        };
+        ChargerActor::create(|ctx| {
+            ctx.add_stream(admitted);
+            self
+        })
+    }
 
-impl Handler<Inbound> for ChargerActor {
-    type Result = ();
-
-    fn handle(&mut self, Inbound(text): Inbound, ctx: &mut Self::Context) {
+    fn on_message(&mut self, text: &str, ctx: &mut Context<Self>) {
         // Last-seen is kept to the second: one update per second, not one per frame.
         if self
             .seen_recorded
@@ -1090,20 +1175,72 @@ impl Handler<Inbound> for ChargerActor {
             self.seen_recorded = Some(Instant::now());
             self.services.writer.seen(self.id.clone(), Utc::now());
         }
-        self.on_text(&text, ctx);
+        self.on_text(text, ctx);
     }
 }
 
-/// The socket has closed. Sent by the socket task.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ConnectionClosed;
+/// [`BatchWriter::admit`], for one held message.
+type Admission = Pin<Box<dyn Future<Output = ()>>>;
 
-impl Handler<ConnectionClosed> for ChargerActor {
-    type Result = ();
+/// A charger's messages as its actor reads them: a message that arrives while the batch
+/// writer is behind is handed on once [`BatchWriter::admit`] lets it through.
+struct Admitted<S> {
+    incoming: S,
+    writer: BatchWriter,
+    /// The message read while storage was behind, and the wait for room.
+    held: Option<(Incoming, Admission)>,
+}
 
-    fn handle(&mut self, _: ConnectionClosed, ctx: &mut Self::Context) {
-        ctx.stop();
+impl<S: Stream<Item = Incoming> + Unpin> Stream for Admitted<S> {
+    type Item = Incoming;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Option<Incoming>> {
+        let this = self.get_mut();
+        if let Some((_, admit)) = &mut this.held {
+            ready!(admit.as_mut().poll(cx));
+            return Poll::Ready(this.held.take().map(|(message, _)| message));
+        }
+        match ready!(Pin::new(&mut this.incoming).poll_next(cx)) {
+            Some(message @ Incoming::Text(_)) if this.writer.behind() => {
+                let writer = this.writer.clone();
+                let mut admit: Admission = Box::pin(async move { writer.admit().await });
+                if admit.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(message));
+                }
+                this.held = Some((message, admit));
+                Poll::Pending
+            }
+            other => Poll::Ready(other),
+        }
+    }
+}
+
+/// What the charger sends, from its connection (`crate::api::socket::Frames`). The
+/// stream ends when the charger closes its side; the actor stops then.
+impl StreamHandler<Incoming> for ChargerActor {
+    fn handle(&mut self, incoming: Incoming, ctx: &mut Self::Context) {
+        self.awaiting_pong = false;
+        match incoming {
+            Incoming::Text(text) => self.on_message(&text, ctx),
+            Incoming::Ping(payload) => self.link.pong(&payload),
+            Incoming::Pong => {}
+            Incoming::Close(code) => {
+                self.span
+                    .in_scope(|| tracing::info!(?code, "charger closed the connection"));
+                ctx.stop();
+            }
+            Incoming::Failed { code, reason } => {
+                self.span
+                    .in_scope(|| tracing::warn!(code, reason, "closing the connection"));
+                self.link.close(Some((code, reason)));
+                ctx.stop();
+            }
+            Incoming::Lost(error) => {
+                self.span
+                    .in_scope(|| tracing::info!(error = %error, "connection lost"));
+                ctx.stop();
+            }
+        }
     }
 }
 
@@ -1118,10 +1255,8 @@ impl Handler<Superseded> for ChargerActor {
     fn handle(&mut self, _: Superseded, ctx: &mut Self::Context) {
         self.span
             .in_scope(|| tracing::info!("superseded by a new connection"));
-        let _ = self.out.send(Outbound::Close {
-            code: 1008,
-            reason: "replaced by a newer connection",
-        });
+        self.link
+            .close(Some((1008, "replaced by a newer connection")));
         ctx.stop();
     }
 }
@@ -1135,10 +1270,7 @@ impl Handler<Shutdown> for ChargerActor {
     type Result = ();
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
-        let _ = self.out.send(Outbound::Close {
-            code: 1001,
-            reason: "server shutting down",
-        });
+        self.link.close(Some((1001, "server shutting down")));
         ctx.stop();
     }
 }

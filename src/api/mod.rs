@@ -8,6 +8,7 @@ pub mod limit;
 pub mod ocpp;
 pub mod rest;
 pub mod server;
+pub mod socket;
 pub mod tls;
 
 use std::sync::Arc;
