@@ -164,7 +164,9 @@ impl jucr::actors::charger::Link for Answers {
     fn text(&self, text: &str) {
         let _ = self.0.send(text.to_owned());
     }
-    fn ping(&self) {}
+    fn ping(&self) -> bool {
+        true
+    }
     fn pong(&self, _: &[u8]) {}
     fn close(&self, _: Option<(u16, &str)>) {}
 }

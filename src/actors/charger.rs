@@ -77,7 +77,9 @@ pub enum Incoming {
 /// written; after `close`, nothing more is.
 pub trait Link {
     fn text(&self, text: &str);
-    fn ping(&self);
+    /// Sends a ping; `false` if what was written before the last ping still waits
+    /// unsent (the charger is not reading): the connection is then dropped.
+    fn ping(&self) -> bool;
     fn pong(&self, payload: &[u8]);
     /// Closes with this close code and reason, or with none.
     fn close(&self, reason: Option<(u16, &str)>);
@@ -1125,8 +1127,11 @@ impl Actor for ChargerActor {
                 ctx.stop();
                 return;
             }
+            if !act.span.in_scope(|| act.link.ping()) {
+                ctx.stop();
+                return;
+            }
             act.awaiting_pong = true;
-            act.link.ping();
         });
     }
 

@@ -6,8 +6,10 @@
 //! relay in `server.rs` writes next). Nothing sits between the relay and the actor: one
 //! wake-up each way per frame, no channel, no timer. GraphQL subscriptions keep actix-ws.
 //!
-//! A charger that sends but stops reading cannot make us buffer without bound: past
-//! [`MAX_UNSENT`] bytes its connection is dropped.
+//! A charger that sends but stops reading cannot make us buffer without bound: its
+//! connection is dropped when bytes have waited unsent from one ping to the next (a
+//! ping interval, as the send timeout of the socket task before ADR 0021), or at once
+//! past [`MAX_UNSENT`] bytes.
 
 use std::cell::RefCell;
 use std::io;
@@ -59,6 +61,10 @@ struct Outbox {
     state: State,
     /// The relay, waiting for bytes.
     relay: Option<Waker>,
+    /// Bytes the relay has taken so far.
+    taken: u64,
+    /// `taken` at the last ping, if bytes were waiting then.
+    waiting_at_ping: Option<u64>,
 }
 
 #[derive(Default, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +75,17 @@ enum State {
     Closed,
     /// The charger stopped reading: the connection is dropped, unsent bytes with it.
     Abandoned,
+}
+
+impl Outbox {
+    /// Drops the connection with what it holds: no close frame would get through.
+    fn abandon(&mut self) {
+        self.state = State::Abandoned;
+        self.buf = BytesMut::new();
+        if let Some(relay) = self.relay.take() {
+            relay.wake();
+        }
+    }
 }
 
 /// The actor's end: writes frames for the relay to send.
@@ -89,8 +106,7 @@ impl Socket {
                 unsent = outbox.buf.len(),
                 "charger is not reading; dropping the connection"
             );
-            outbox.state = State::Abandoned;
-            outbox.buf = BytesMut::new();
+            outbox.abandon();
         }
         if let Some(relay) = outbox.relay.take() {
             relay.wake();
@@ -111,8 +127,21 @@ impl Link for Socket {
         self.write(|buf| Parser::write_message(buf, text, OpCode::Text, true, false));
     }
 
-    fn ping(&self) {
+    fn ping(&self) -> bool {
+        {
+            let mut outbox = self.outbox.borrow_mut();
+            if outbox.state == State::Open && outbox.waiting_at_ping == Some(outbox.taken) {
+                tracing::warn!(
+                    unsent = outbox.buf.len(),
+                    "charger is not reading; dropping the connection"
+                );
+                outbox.abandon();
+                return false;
+            }
+            outbox.waiting_at_ping = (!outbox.buf.is_empty()).then_some(outbox.taken);
+        }
         self.write(|buf| Parser::write_message(buf, b"", OpCode::Ping, true, false));
+        true
     }
 
     fn pong(&self, payload: &[u8]) {
@@ -154,6 +183,7 @@ impl MessageBody for Outgoing {
     ) -> Poll<Option<Result<Bytes, io::Error>>> {
         let mut outbox = self.0.borrow_mut();
         if !outbox.buf.is_empty() {
+            outbox.taken += outbox.buf.len() as u64;
             // `split` leaves nothing allocated behind: an idle connection holds no buffer.
             return Poll::Ready(Some(Ok(outbox.buf.split().freeze())));
         }
@@ -308,5 +338,84 @@ impl Stream for Frames {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket and the body its relay would read, without a connection.
+    fn socket() -> (Socket, Pin<Box<Outgoing>>) {
+        let outbox = Rc::new(RefCell::new(Outbox::default()));
+        let body = Box::pin(Outgoing(outbox.clone()));
+        (Socket { outbox }, body)
+    }
+
+    /// What the relay would take now.
+    fn take(body: &mut Pin<Box<Outgoing>>) -> Poll<Option<Result<Bytes, io::Error>>> {
+        body.as_mut()
+            .poll_next(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn a_charger_that_reads_is_pinged_on() {
+        let (socket, mut body) = socket();
+        for _ in 0..3 {
+            socket.text("[3,\"1\",{}]");
+            assert!(socket.ping(), "the bytes before this ping were taken");
+            assert!(matches!(take(&mut body), Poll::Ready(Some(Ok(_)))));
+        }
+        assert!(matches!(take(&mut body), Poll::Pending), "nothing waits");
+    }
+
+    #[test]
+    fn bytes_unsent_from_one_ping_to_the_next_drop_the_connection() {
+        let (socket, mut body) = socket();
+        socket.text("[3,\"1\",{}]");
+        assert!(socket.ping(), "the answer has only just been written");
+        socket.text("[3,\"2\",{}]");
+        assert!(!socket.ping(), "nothing was taken for a whole interval");
+        assert!(matches!(take(&mut body), Poll::Ready(Some(Err(_)))));
+        socket.text("[3,\"3\",{}]");
+        assert!(
+            matches!(take(&mut body), Poll::Ready(Some(Err(_)))),
+            "nothing more is written"
+        );
+    }
+
+    #[test]
+    fn past_the_unsent_cap_the_connection_is_dropped() {
+        let (socket, mut body) = socket();
+        let text = "x".repeat(64 * 1024);
+        for _ in 0..(MAX_UNSENT / text.len() - 1) {
+            socket.text(&text);
+        }
+        assert!(
+            matches!(take(&mut body), Poll::Ready(Some(Ok(_)))),
+            "under the cap"
+        );
+        for _ in 0..=(MAX_UNSENT / text.len()) {
+            socket.text(&text);
+        }
+        assert!(matches!(take(&mut body), Poll::Ready(Some(Err(_)))));
+    }
+
+    #[test]
+    fn after_the_close_frame_nothing_is_written_and_the_body_ends() {
+        let (socket, mut body) = socket();
+        socket.close(Some((1008, "replaced by a newer connection")));
+        socket.text("[3,\"1\",{}]");
+        let Poll::Ready(Some(Ok(frame))) = take(&mut body) else {
+            panic!("the close frame is sent");
+        };
+        assert_eq!(frame[0], 0x88, "a final close frame");
+        assert_eq!(&frame[2..4], &1008u16.to_be_bytes());
+        assert!(matches!(take(&mut body), Poll::Ready(None)));
+        drop(socket);
+        assert!(
+            matches!(take(&mut body), Poll::Ready(None)),
+            "no second close from the drop"
+        );
     }
 }

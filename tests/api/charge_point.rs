@@ -164,6 +164,37 @@ impl ChargePoint {
             .expect("sending a frame");
     }
 
+    /// Sends `parts` as one message in continuation frames: the first part as a text
+    /// frame without FIN, the rest as continuations, the last with FIN. With
+    /// `started: false` the first part is sent as a continuation too (a protocol error).
+    pub async fn send_fragments(&mut self, parts: &[&[u8]], started: bool) {
+        use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        for (i, part) in parts.iter().enumerate() {
+            let opcode = if i == 0 && started {
+                Data::Text
+            } else {
+                Data::Continue
+            };
+            let frame = Frame::message(part.to_vec(), OpCode::Data(opcode), i + 1 == parts.len());
+            self.ws
+                .send(Message::Frame(frame))
+                .await
+                .expect("sending a fragment");
+        }
+    }
+
+    /// Sends `bytes` as a text frame whatever they hold (valid UTF-8 or not).
+    pub async fn send_raw_text(&mut self, bytes: &[u8]) {
+        use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        let frame = Frame::message(bytes.to_vec(), OpCode::Data(Data::Text), true);
+        self.ws
+            .send(Message::Frame(frame))
+            .await
+            .expect("sending a frame");
+    }
+
     /// The next frame from the server as JSON, or the close frame as `Err`.
     pub async fn recv_frame(&mut self, timeout: Duration) -> Result<Value, Option<CloseFrame>> {
         let deadline = tokio::time::Instant::now() + timeout;

@@ -145,3 +145,62 @@ async fn large_frames_up_to_the_limit_are_read_and_larger_ones_close_with_1009()
         Some(1009)
     );
 }
+
+#[tokio::test]
+async fn a_message_in_continuation_frames_is_read_whole() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    app.register_charger("CP-FRAG", "charger-password-0001")
+        .await;
+    let mut cp = ChargePoint::connect(
+        app.ws_url("CP-FRAG"),
+        "CP-FRAG",
+        Some("charger-password-0001"),
+    )
+    .await;
+
+    cp.send_fragments(&[b"[2,\"hb-1\",", b"\"Heartb", b"eat\",{}]"], true)
+        .await;
+
+    let answer = cp.answer_to("hb-1").await;
+    assert_eq!(answer[0], 3, "a CALLRESULT: {answer}");
+    assert!(answer[2]["currentTime"].is_string(), "{answer}");
+    // The connection goes on as before.
+    cp.call("Heartbeat", json!({})).await;
+}
+
+#[tokio::test]
+async fn broken_websocket_framing_closes_with_the_code_rfc_6455_gives() {
+    let app =
+        TestApp::spawn_with(Backend::Sqlite, &[("JUCR__OCPP__MAX_FRAME_BYTES", "65536")]).await;
+    app.register_charger("CP-FRAMING", "charger-password-0001")
+        .await;
+    let connect = || {
+        ChargePoint::connect(
+            app.ws_url("CP-FRAMING"),
+            "CP-FRAMING",
+            Some("charger-password-0001"),
+        )
+    };
+
+    // A continuation with no message started: protocol error.
+    let mut cp = connect().await;
+    cp.send_fragments(&[b"[2,\"x\",", b"\"Heartbeat\",{}]"], false)
+        .await;
+    assert_eq!(cp.closed_by_server(TIMEOUT).await, Some(1002));
+
+    // Fragments each under the limit that add up to more than it: too big.
+    let mut cp = connect().await;
+    let part = vec![b' '; 40_000];
+    cp.send_fragments(&[b"[2,\"x\",\"Heartbeat\",{}", &part, &part, b"]"], true)
+        .await;
+    assert_eq!(cp.closed_by_server(TIMEOUT).await, Some(1009));
+
+    // A text frame that is not UTF-8: inconsistent data.
+    let mut cp = connect().await;
+    cp.send_raw_text(&[b'[', 0xff, 0xfe, b']']).await;
+    assert_eq!(cp.closed_by_server(TIMEOUT).await, Some(1007));
+
+    // The charger can connect again after each: nothing was left behind.
+    let mut cp = connect().await;
+    cp.call("Heartbeat", json!({})).await;
+}
