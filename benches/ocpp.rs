@@ -3,6 +3,9 @@
 //! on), for the messages chargers send most; encoding and checking answers; and the
 //! live hub fanning a session update out to 1,000 subscribers; and a frame's round trip
 //! through a `ChargerActor`. `cargo bench --bench ocpp`.
+//!
+//! It allocates with jemalloc, as the `jucr` binary does (ADR 0016): the hot path
+//! allocates per message (the JSON tree), so the allocator is part of what is measured.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -17,6 +20,9 @@ use jucr::domain::{
 use jucr::ocpp::frame;
 use jucr::ocpp::schema::{PayloadKind, schemas};
 use jucr::ocpp::{OcppVersion, v16, v201};
+
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const BOOT: &str = r#"[2,"b-1","BootNotification",{"chargePointVendor":"jucr-bench","chargePointModel":"Fleet","chargePointSerialNumber":"SN-0001","firmwareVersion":"1.2.3"}]"#;
 const HEARTBEAT: &str = r#"[2,"h-1","Heartbeat",{}]"#;

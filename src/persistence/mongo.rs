@@ -92,7 +92,7 @@ fn millis(t: Option<chrono::DateTime<chrono::Utc>>) -> Bson {
 
 /// The stored document: the station, plus the fields queries use.
 fn document(s: &Station) -> StoreResult<Document> {
-    let station = bson::to_document(s).map_err(backend)?;
+    let station = bson::serialize_to_document(s).map_err(backend)?;
     let types: Vec<i64> = s
         .connections
         .iter()
@@ -116,7 +116,7 @@ fn station_of(d: &Document) -> StoreResult<Station> {
     let inner = d
         .get_document("station")
         .map_err(|e| corrupt(format!("stored station without its data: {e}")))?;
-    bson::from_document(inner.clone()).map_err(backend)
+    bson::deserialize_from_document(inner.clone()).map_err(backend)
 }
 
 fn query(filter: &StationFilter) -> Document {
@@ -334,7 +334,7 @@ impl StationStore for MongoStationStore {
     }
 
     async fn save_reference_data(&self, raw: &serde_json::Value) -> StoreResult<()> {
-        let data = bson::to_document(raw).map_err(backend)?;
+        let data = bson::serialize_to_document(raw).map_err(backend)?;
         self.reference
             .replace_one(
                 doc! {"_id": "ocm"},
@@ -358,7 +358,10 @@ impl StationStore for MongoStationStore {
         let data = d
             .get_document("data")
             .map_err(|e| corrupt(format!("stored reference data: {e}")))?;
-        Ok(Some(Bson::Document(data.clone()).into_relaxed_extjson()))
+        // Stored from JSON, so it holds only JSON's types: serde reads it back as such.
+        let value = bson::deserialize_from_document(data.clone())
+            .map_err(|e| corrupt(format!("stored reference data: {e}")))?;
+        Ok(Some(value))
     }
 
     fn station_backend(&self) -> &'static str {
