@@ -23,7 +23,8 @@
 //! ephemeral ports never run out), `--profile embedded|cloud` (cloud: PostgreSQL from
 //! `JUCR_FLEET_DATABASE_URL`, default the local server, a fresh database per run),
 //! `--addr host:port` (a server already running, unknown chargers accepted; no
-//! persistence check) with `--server-pid` for the memory and CPU figures.
+//! persistence check) with `--server-pid` for the memory and CPU figures,
+//! `--timeline true` (every second's answers and slow calls, with its Unix time).
 //!
 //! Run without `--bench` (as `cargo test --benches` does) it is a smoke test: a few
 //! hundred chargers for a few seconds against both profiles, failing unless there were
@@ -59,6 +60,8 @@ struct Options {
     profile: String,
     addr: Option<String>,
     server_pid: Option<u32>,
+    /// Print the window second by second (answers, calls over 20 ms, Unix time).
+    timeline: bool,
 }
 
 impl Options {
@@ -77,6 +80,7 @@ impl Options {
             profile: "embedded".into(),
             addr: None,
             server_pid: None,
+            timeline: false,
         }
     }
 
@@ -95,6 +99,7 @@ impl Options {
             profile: profile.into(),
             addr: None,
             server_pid: None,
+            timeline: false,
         }
     }
 
@@ -120,6 +125,7 @@ impl Options {
                 "profile" => self.profile = value.into(),
                 "addr" => self.addr = Some(value.into()),
                 "server-pid" => self.server_pid = Some(num(name, value)),
+                "timeline" => self.timeline = num(name, value),
                 other => panic!("unknown option --{other}"),
             }
         };
@@ -1030,6 +1036,9 @@ async fn run(o: Options) -> bool {
         total.errors,
     );
     print_sustained(&total);
+    if o.timeline {
+        print_timeline(&total);
+    }
     for (action, h) in &total.by_action {
         println!(
             "fleet:   {action}: {} calls, p50 {:.2?} p99 {:.2?} p99.9 {:.2?}",
@@ -1122,7 +1131,7 @@ fn print_sustained(total: &Stats) {
 /// counted from the fleet's window's first whole second: a negative one holds calls of
 /// a process whose own window began earlier.
 fn print_slow_seconds(total: &Stats) {
-    let first = total.window.map_or(0, |w| w.0.ceil() as u64);
+    let first = first_window_second(total);
     let mut slow: Vec<(u64, u64)> = total
         .slow_per_second
         .iter()
@@ -1134,10 +1143,7 @@ fn print_slow_seconds(total: &Stats) {
         .take(5)
         .map(|&(second, n)| {
             let answered = total.answers_in(second);
-            format!(
-                "second {} ({n} of {answered})",
-                second as i64 - first as i64
-            )
+            format!("second {} ({n} of {answered})", second as i64 - first)
         })
         .collect();
     println!(
@@ -1151,6 +1157,25 @@ fn print_slow_seconds(total: &Stats) {
             worst.join(", ")
         },
     );
+}
+
+/// The Unix second the fleet's window begins with (its first whole second).
+fn first_window_second(total: &Stats) -> i64 {
+    total.window.map_or(0, |w| w.0.ceil() as i64)
+}
+
+/// Every second of the run (`--timeline true`), numbered as in the slow-seconds line,
+/// with its Unix time, to lay beside the server's metrics or a `perf` recording.
+fn print_timeline(total: &Stats) {
+    let first = first_window_second(total);
+    for (&second, &answered) in &total.answers_per_second {
+        let slow = total.slow_per_second.get(&second).copied().unwrap_or(0);
+        println!(
+            "fleet: timeline second {} (unix {second}): {answered} answers, {slow} sustained calls over {} ms",
+            second as i64 - first,
+            SLOW.as_millis()
+        );
+    }
 }
 
 fn main() {
