@@ -24,7 +24,7 @@
 //! `JUCR_FLEET_DATABASE_URL`, default the local server, a fresh database per run),
 //! `--addr host:port` (a server already running, unknown chargers accepted; no
 //! persistence check) with `--server-pid` for the memory and CPU figures,
-//! `--timeline true` (every second's answers and slow calls, with its Unix time).
+//! `--timeline true|false` (every second of the run: answers, slow calls, Unix time).
 //!
 //! Run without `--bench` (as `cargo test --benches` does) it is a smoke test: a few
 //! hundred chargers for a few seconds against both profiles, failing unless there were
@@ -60,7 +60,7 @@ struct Options {
     profile: String,
     addr: Option<String>,
     server_pid: Option<u32>,
-    /// Print the window second by second (answers, calls over 20 ms, Unix time).
+    /// Print the run second by second (answers, slow calls, Unix time).
     timeline: bool,
 }
 
@@ -1164,15 +1164,23 @@ fn first_window_second(total: &Stats) -> i64 {
     total.window.map_or(0, |w| w.0.ceil() as i64)
 }
 
-/// Every second of the run (`--timeline true`), numbered as in the slow-seconds line,
-/// with its Unix time, to lay beside the server's metrics or a `perf` recording.
+/// Every second of the run (`--timeline true`), boot and tail included, numbered as in
+/// the slow-seconds line, with its Unix time, to lay beside the server's metrics or a
+/// `perf` recording. A second without answers is printed too: a stall shows as zeros.
+/// Slow calls are counted for the calls sent in the window only (as in the p99).
 fn print_timeline(total: &Stats) {
     let first = first_window_second(total);
-    for (&second, &answered) in &total.answers_per_second {
+    let answers = &total.answers_per_second;
+    let (Some((&from, _)), Some((&to, _))) = (answers.first_key_value(), answers.last_key_value())
+    else {
+        return;
+    };
+    for second in from..=to {
         let slow = total.slow_per_second.get(&second).copied().unwrap_or(0);
         println!(
-            "fleet: timeline second {} (unix {second}): {answered} answers, {slow} sustained calls over {} ms",
+            "fleet: timeline second {} (unix {second}): {} answers, {slow} window calls over {} ms",
             second as i64 - first,
+            total.answers_in(second),
             SLOW.as_millis()
         );
     }
