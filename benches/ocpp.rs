@@ -21,6 +21,7 @@ use jucr::ocpp::frame;
 use jucr::ocpp::schema::{PayloadKind, schemas};
 use jucr::ocpp::{OcppVersion, v16, v201};
 
+#[cfg(all(not(target_env = "msvc"), not(miri)))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

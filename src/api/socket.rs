@@ -78,8 +78,14 @@ enum State {
 }
 
 impl Outbox {
-    /// Drops the connection with what it holds: no close frame would get through.
-    fn abandon(&mut self) {
+    /// Drops the connection of a charger that does not read, with what it holds: no
+    /// close frame would get through. `why` says which rule it broke.
+    fn abandon(&mut self, why: &'static str) {
+        tracing::warn!(
+            unsent = self.buf.len(),
+            why,
+            "charger is not reading; dropping the connection"
+        );
         self.state = State::Abandoned;
         self.buf = BytesMut::new();
         if let Some(relay) = self.relay.take() {
@@ -102,13 +108,8 @@ impl Socket {
         }
         encode(&mut outbox.buf);
         if outbox.buf.len() > MAX_UNSENT {
-            tracing::warn!(
-                unsent = outbox.buf.len(),
-                "charger is not reading; dropping the connection"
-            );
-            outbox.abandon();
-        }
-        if let Some(relay) = outbox.relay.take() {
+            outbox.abandon("past the unsent cap");
+        } else if let Some(relay) = outbox.relay.take() {
             relay.wake();
         }
     }
@@ -131,11 +132,7 @@ impl Link for Socket {
         {
             let mut outbox = self.outbox.borrow_mut();
             if outbox.state == State::Open && outbox.waiting_at_ping == Some(outbox.taken) {
-                tracing::warn!(
-                    unsent = outbox.buf.len(),
-                    "charger is not reading; dropping the connection"
-                );
-                outbox.abandon();
+                outbox.abandon("bytes unsent from one ping to the next");
                 return false;
             }
             outbox.waiting_at_ping = (!outbox.buf.is_empty()).then_some(outbox.taken);

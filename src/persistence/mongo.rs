@@ -112,11 +112,18 @@ fn document(s: &Station) -> StoreResult<Document> {
     })
 }
 
-fn station_of(d: &Document) -> StoreResult<Station> {
-    let inner = d
-        .get_document("station")
-        .map_err(|e| corrupt(format!("stored station without its data: {e}")))?;
-    bson::deserialize_from_document(inner.clone()).map_err(backend)
+/// Takes the document under `key` out of `d`, without copying it.
+fn take_document(d: &mut Document, key: &str) -> Option<Document> {
+    match d.remove(key) {
+        Some(Bson::Document(inner)) => Some(inner),
+        _ => None,
+    }
+}
+
+fn station_of(mut d: Document) -> StoreResult<Station> {
+    let inner = take_document(&mut d, "station")
+        .ok_or_else(|| corrupt("stored station without its data".into()))?;
+    bson::deserialize_from_document(inner).map_err(backend)
 }
 
 fn query(filter: &StationFilter) -> Document {
@@ -162,7 +169,7 @@ impl StationStore for MongoStationStore {
             .try_collect::<Vec<Document>>()
             .await
             .map_err(backend)?
-            .iter()
+            .into_iter()
             .map(|d| station_of(d).map(|s| (s.ocm_id, s)))
             .collect::<StoreResult<_>>()?;
         // The last of several records of one POI in a batch is the one that counts.
@@ -271,7 +278,7 @@ impl StationStore for MongoStationStore {
             .await
             .map_err(backend)?;
         let mut found = Vec::with_capacity(docs.len());
-        for d in &docs {
+        for d in docs {
             let station = station_of(d)?;
             let distance = haversine_km(lat, lng, station.latitude, station.longitude);
             if distance <= radius_km {
@@ -288,7 +295,6 @@ impl StationStore for MongoStationStore {
             .projection(doc! {"station": 1})
             .await
             .map_err(backend)?
-            .as_ref()
             .map(station_of)
             .transpose()
     }
@@ -347,7 +353,7 @@ impl StationStore for MongoStationStore {
     }
 
     async fn reference_data(&self) -> StoreResult<Option<serde_json::Value>> {
-        let Some(d) = self
+        let Some(mut d) = self
             .reference
             .find_one(doc! {"_id": "ocm"})
             .await
@@ -355,11 +361,10 @@ impl StationStore for MongoStationStore {
         else {
             return Ok(None);
         };
-        let data = d
-            .get_document("data")
-            .map_err(|e| corrupt(format!("stored reference data: {e}")))?;
+        let data = take_document(&mut d, "data")
+            .ok_or_else(|| corrupt("stored reference data: no document under \"data\"".into()))?;
         // Stored from JSON, so it holds only JSON's types: serde reads it back as such.
-        let value = bson::deserialize_from_document(data.clone())
+        let value = bson::deserialize_from_document(data)
             .map_err(|e| corrupt(format!("stored reference data: {e}")))?;
         Ok(Some(value))
     }

@@ -164,8 +164,9 @@ impl ChargePoint {
             .expect("sending a frame");
     }
 
-    /// Sends `parts` as one message in continuation frames: the first part as a text
-    /// frame without FIN, the rest as continuations, the last with FIN. With
+    /// Sends `parts` as one message in continuation frames, their bytes as they are
+    /// (valid UTF-8 or not): the first part as a text frame without FIN, the rest as
+    /// continuations, the last with FIN; one part is a whole text frame. With
     /// `started: false` the first part is sent as a continuation too (a protocol error).
     pub async fn send_fragments(&mut self, parts: &[&[u8]], started: bool) {
         use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -182,17 +183,6 @@ impl ChargePoint {
                 .await
                 .expect("sending a fragment");
         }
-    }
-
-    /// Sends `bytes` as a text frame whatever they hold (valid UTF-8 or not).
-    pub async fn send_raw_text(&mut self, bytes: &[u8]) {
-        use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-        let frame = Frame::message(bytes.to_vec(), OpCode::Data(Data::Text), true);
-        self.ws
-            .send(Message::Frame(frame))
-            .await
-            .expect("sending a frame");
     }
 
     /// The next frame from the server as JSON, or the close frame as `Err`.

@@ -146,14 +146,7 @@ async fn a_driver_registers_adds_a_card_and_a_token_charges_and_sees_the_invoice
     assert_eq!(vehicle["addVehicle"]["make"], "Kia");
 
     // A scripted 1.6 charger authorizes the token and charges 12.345 kWh.
-    app.register_charger("CP-GQL", "charger-password-0001")
-        .await;
-    let mut cp = ChargePoint::connect(
-        app.ws_url("CP-GQL"),
-        "CP-GQL",
-        Some("charger-password-0001"),
-    )
-    .await;
+    let mut cp = app.registered_charger("CP-GQL").await;
     let auth = cp.call("Authorize", json!({"idTag": "RFID-ADA-1"})).await;
     assert_eq!(auth["idTagInfo"]["status"], "Accepted");
     let tx = cp

@@ -13,6 +13,8 @@ use tokio::process::{Child, Command};
 
 pub const ADMIN_EMAIL: &str = "admin@test.local";
 pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+/// The password `TestApp::registered_charger` registers chargers with.
+pub const CHARGER_PASSWORD: &str = "charger-password-0001";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -404,6 +406,12 @@ impl TestApp {
             )
             .await;
         assert!(status.is_success(), "registering {id}: {status} {body}");
+    }
+
+    /// Registers charger `id` with [`CHARGER_PASSWORD`] and connects it (OCPP 1.6).
+    pub async fn registered_charger(&self, id: &str) -> crate::charge_point::ChargePoint {
+        self.register_charger(id, CHARGER_PASSWORD).await;
+        crate::charge_point::ChargePoint::connect(self.ws_url(id), id, Some(CHARGER_PASSWORD)).await
     }
 
     pub async fn register_token(&self, token: &str, body: Value) {

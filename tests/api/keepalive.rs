@@ -4,7 +4,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::charge_point::ChargePoint;
 use crate::helpers::{Backend, TestApp, eventually};
 
 #[tokio::test]
@@ -14,14 +13,7 @@ async fn a_charger_that_stops_answering_pings_goes_offline_within_two_intervals(
         &[("JUCR__OCPP__PING_INTERVAL_SECS", "1")],
     )
     .await;
-    app.register_charger("CP-SILENT", "charger-password-0001")
-        .await;
-    let mut cp = ChargePoint::connect(
-        app.ws_url("CP-SILENT"),
-        "CP-SILENT",
-        Some("charger-password-0001"),
-    )
-    .await;
+    let mut cp = app.registered_charger("CP-SILENT").await;
     cp.call("Heartbeat", json!({})).await;
     assert_eq!(app.charger("CP-SILENT").await["online"], true);
 
@@ -46,14 +38,7 @@ async fn a_charger_that_stops_answering_pings_goes_offline_within_two_intervals(
 async fn a_charger_that_answers_pings_stays_online() {
     let app =
         TestApp::spawn_with(Backend::Sqlite, &[("JUCR__OCPP__PING_INTERVAL_SECS", "1")]).await;
-    app.register_charger("CP-ALIVE", "charger-password-0001")
-        .await;
-    let mut cp = ChargePoint::connect(
-        app.ws_url("CP-ALIVE"),
-        "CP-ALIVE",
-        Some("charger-password-0001"),
-    )
-    .await;
+    let mut cp = app.registered_charger("CP-ALIVE").await;
     // Reading (which answers pings) across several intervals keeps it online.
     cp.call("Heartbeat", json!({})).await;
     // Only answering pings (it sends nothing) across four intervals keeps it online.

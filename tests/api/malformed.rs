@@ -5,19 +5,12 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::charge_point::{ChargePoint, TIMEOUT};
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{Backend, CHARGER_PASSWORD, TestApp};
 
 #[tokio::test]
 async fn malformed_frames_get_the_right_call_error_and_the_socket_stays_open() {
     let app = TestApp::spawn(Backend::Postgres).await;
-    app.register_charger("CP-BAD", "charger-password-0001")
-        .await;
-    let mut cp = ChargePoint::connect(
-        app.ws_url("CP-BAD"),
-        "CP-BAD",
-        Some("charger-password-0001"),
-    )
-    .await;
+    let mut cp = app.registered_charger("CP-BAD").await;
 
     let start = |extra: serde_json::Value| {
         let mut p = json!({"connectorId": 1, "idTag": "T", "meterStart": 0, "timestamp": "2026-01-01T00:00:00Z"});
@@ -118,14 +111,7 @@ async fn large_frames_up_to_the_limit_are_read_and_larger_ones_close_with_1009()
         &[("JUCR__OCPP__MAX_FRAME_BYTES", "1048576")],
     )
     .await;
-    app.register_charger("CP-BIG", "charger-password-0001")
-        .await;
-    let mut cp = ChargePoint::connect(
-        app.ws_url("CP-BIG"),
-        "CP-BIG",
-        Some("charger-password-0001"),
-    )
-    .await;
+    let mut cp = app.registered_charger("CP-BIG").await;
 
     // NotifyReport and SendLocalList sized payloads: 900 KiB in one frame is fine.
     let big = "x".repeat(900 * 1024);
@@ -149,14 +135,7 @@ async fn large_frames_up_to_the_limit_are_read_and_larger_ones_close_with_1009()
 #[tokio::test]
 async fn a_message_in_continuation_frames_is_read_whole() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    app.register_charger("CP-FRAG", "charger-password-0001")
-        .await;
-    let mut cp = ChargePoint::connect(
-        app.ws_url("CP-FRAG"),
-        "CP-FRAG",
-        Some("charger-password-0001"),
-    )
-    .await;
+    let mut cp = app.registered_charger("CP-FRAG").await;
 
     cp.send_fragments(&[b"[2,\"hb-1\",", b"\"Heartb", b"eat\",{}]"], true)
         .await;
@@ -172,13 +151,12 @@ async fn a_message_in_continuation_frames_is_read_whole() {
 async fn broken_websocket_framing_closes_with_the_code_rfc_6455_gives() {
     let app =
         TestApp::spawn_with(Backend::Sqlite, &[("JUCR__OCPP__MAX_FRAME_BYTES", "65536")]).await;
-    app.register_charger("CP-FRAMING", "charger-password-0001")
-        .await;
+    app.register_charger("CP-FRAMING", CHARGER_PASSWORD).await;
     let connect = || {
         ChargePoint::connect(
             app.ws_url("CP-FRAMING"),
             "CP-FRAMING",
-            Some("charger-password-0001"),
+            Some(CHARGER_PASSWORD),
         )
     };
 
@@ -197,7 +175,7 @@ async fn broken_websocket_framing_closes_with_the_code_rfc_6455_gives() {
 
     // A text frame that is not UTF-8: inconsistent data.
     let mut cp = connect().await;
-    cp.send_raw_text(&[b'[', 0xff, 0xfe, b']']).await;
+    cp.send_fragments(&[&[b'[', 0xff, 0xfe, b']']], true).await;
     assert_eq!(cp.closed_by_server(TIMEOUT).await, Some(1007));
 
     // The charger can connect again after each: nothing was left behind.

@@ -173,14 +173,7 @@ async fn a_driver_watches_their_1_6_session_live_until_it_is_billed() {
     let app = TestApp::spawn(Backend::Postgres).await;
     payg_default(&app).await;
     let ada = driver_with_card(&app, "live16@example.org", "RFID-LIVE16").await;
-    app.register_charger("CP-SUB", "charger-password-0001")
-        .await;
-    let mut cp = ChargePoint::connect(
-        app.ws_url("CP-SUB"),
-        "CP-SUB",
-        Some("charger-password-0001"),
-    )
-    .await;
+    let mut cp = app.registered_charger("CP-SUB").await;
     let tx = cp
         .call(
             "StartTransaction",
@@ -347,14 +340,7 @@ async fn legacy_graphql_ws_clients_watch_a_charger_and_bad_tokens_are_refused() 
 async fn a_thousand_subscriptions_on_one_session_each_get_every_update() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let ada = driver_with_card(&app, "many@example.org", "RFID-MANY").await;
-    app.register_charger("CP-MANY", "charger-password-0001")
-        .await;
-    let mut cp = ChargePoint::connect(
-        app.ws_url("CP-MANY"),
-        "CP-MANY",
-        Some("charger-password-0001"),
-    )
-    .await;
+    let mut cp = app.registered_charger("CP-MANY").await;
     let tx = cp
         .call(
             "StartTransaction",

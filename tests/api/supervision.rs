@@ -83,14 +83,7 @@ async fn a_panicking_charger_actor_closes_only_its_own_socket() {
 #[tokio::test]
 async fn without_fault_injection_the_hook_is_an_ordinary_unknown_vendor() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    app.register_charger("CP-SAFE", "charger-password-0001")
-        .await;
-    let mut cp = ChargePoint::connect(
-        app.ws_url("CP-SAFE"),
-        "CP-SAFE",
-        Some("charger-password-0001"),
-    )
-    .await;
+    let mut cp = app.registered_charger("CP-SAFE").await;
     let answer = cp
         .call(
             "DataTransfer",
