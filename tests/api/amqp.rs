@@ -15,7 +15,6 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::billing::{charge, driver, events, invoices_of, payg_default, settled_invoice};
-use crate::charge_point::ChargePoint;
 use crate::helpers::{Backend, TestApp, eventually, now};
 use tempfile::TempDir;
 
@@ -225,11 +224,9 @@ async fn the_binary_publishes_its_session_events_to_rabbitmq() {
         ],
     )
     .await;
-    app.register_charger("CP-MQ", "charger-password-0001").await;
     app.register_token("T1", json!({"status": "Accepted"}))
         .await;
-    let mut cp =
-        ChargePoint::connect(app.ws_url("CP-MQ"), "CP-MQ", Some("charger-password-0001")).await;
+    let mut cp = app.registered_charger("CP-MQ").await;
     let tx_id = cp
         .call(
             "StartTransaction",

@@ -10,7 +10,6 @@ use sqlx::Connection;
 use crate::charge_point::ChargePoint;
 use crate::helpers::{Backend, TestApp, eventually, now};
 
-const PASSWORD: &str = "charger-password-0001";
 const FRAMES: usize = 30;
 const VALUES_PER_FRAME: usize = 10;
 
@@ -33,9 +32,8 @@ async fn charging(backend: Backend, charger: &str, tag: &str) -> (TestApp, Charg
         ],
     )
     .await;
-    app.register_charger(charger, PASSWORD).await;
     app.register_token(tag, json!({"status": "Accepted"})).await;
-    let mut cp = ChargePoint::connect(app.ws_url(charger), charger, Some(PASSWORD)).await;
+    let mut cp = app.registered_charger(charger).await;
     cp.boot().await;
     let tx = cp
         .call(

@@ -7,8 +7,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::charge_point::ChargePoint;
-use crate::helpers::{Backend, TestApp, eventually, now};
+use crate::helpers::{Backend, CHARGER_PASSWORD, TestApp, eventually, now};
 use crate::ocpp201::{energy, event, station};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -60,8 +59,7 @@ async fn add_card(app: &TestApp, user: &str, card: &str) {
 
 /// One 1.6 session of `wh` on a fresh charger `cp`; returns its transaction id.
 pub async fn charge(app: &TestApp, cp: &str, rfid: &str, wh: i64) -> i64 {
-    app.register_charger(cp, "charger-password-0001").await;
-    let mut charger = ChargePoint::connect(app.ws_url(cp), cp, Some("charger-password-0001")).await;
+    let mut charger = app.registered_charger(cp).await;
     let tx = charger
         .call(
             "StartTransaction",
@@ -505,7 +503,7 @@ async fn tariffs_overrides_and_plans_are_managed_through_the_api() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{site}");
-    app.register_charger("CP-F2", "charger-password-0001").await;
+    app.register_charger("CP-F2", CHARGER_PASSWORD).await;
     let (status, body) = app
         .api(
             "PUT",

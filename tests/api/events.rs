@@ -6,17 +6,14 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::charge_point::ChargePoint;
 use crate::helpers::{Backend, TestApp, eventually, now};
 
 #[tokio::test]
 async fn a_session_emits_one_started_and_one_ended_event_and_the_outbox_drains() {
     let app = TestApp::spawn(Backend::Postgres).await;
-    app.register_charger("CP-EV", "charger-password-0001").await;
     app.register_token("T1", json!({"status": "Accepted"}))
         .await;
-    let mut cp =
-        ChargePoint::connect(app.ws_url("CP-EV"), "CP-EV", Some("charger-password-0001")).await;
+    let mut cp = app.registered_charger("CP-EV").await;
     let tx = cp
         .call(
             "StartTransaction",

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::billing::payg_default;
 use crate::charge_point::ChargePoint;
-use crate::helpers::{Backend, TestApp, eventually, now};
+use crate::helpers::{Backend, CHARGER_PASSWORD, TestApp, eventually, now};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -390,17 +390,12 @@ async fn start_charging_reaches_the_charger_and_the_session_becomes_the_driver_s
 
     let offline = gql(&app, Some(&ada.access), start, json!({"c": "CP-REMOTE"})).await;
     assert_eq!(code(&offline), "NOT_FOUND");
-    app.register_charger("CP-REMOTE", "charger-password-0001")
-        .await;
+    app.register_charger("CP-REMOTE", CHARGER_PASSWORD).await;
     let offline = gql(&app, Some(&ada.access), start, json!({"c": "CP-REMOTE"})).await;
     assert_eq!(code(&offline), "CHARGER_OFFLINE");
 
-    let mut cp = ChargePoint::connect(
-        app.ws_url("CP-REMOTE"),
-        "CP-REMOTE",
-        Some("charger-password-0001"),
-    )
-    .await;
+    let mut cp =
+        ChargePoint::connect(app.ws_url("CP-REMOTE"), "CP-REMOTE", Some(CHARGER_PASSWORD)).await;
     // Online once its actor has joined the registry (just after the handshake).
     eventually(WAIT, "the charger online", || async {
         (app.charger("CP-REMOTE").await["online"] == true).then_some(())

@@ -124,15 +124,7 @@ async fn watch_one_session(watched: &TestApp, charging: &TestApp) {
     charging
         .register_token("LIVE", json!({"status": "Accepted"}))
         .await;
-    charging
-        .register_charger("CP-LIVE", "charger-password-0001")
-        .await;
-    let mut cp = ChargePoint::connect(
-        charging.ws_url("CP-LIVE"),
-        "CP-LIVE",
-        Some("charger-password-0001"),
-    )
-    .await;
+    let mut cp = charging.registered_charger("CP-LIVE").await;
     let readings = [1_000, 2_500, 4_000];
     let tx = run_session(&mut cp, &readings).await;
 

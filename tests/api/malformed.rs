@@ -1,7 +1,5 @@
 //! Bad frames get the CALLERROR OCPP-J 1.6 names, and the connection stays open.
 
-use std::time::Duration;
-
 use serde_json::json;
 
 use crate::charge_point::{ChargePoint, TIMEOUT};
@@ -126,10 +124,7 @@ async fn large_frames_up_to_the_limit_are_read_and_larger_ones_close_with_1009()
         &json!([2, "huge", "DataTransfer", {"vendorId": "acme", "data": too_big}]).to_string(),
     )
     .await;
-    assert_eq!(
-        cp.closed_by_server(Duration::from_secs(10)).await,
-        Some(1009)
-    );
+    assert_eq!(cp.closed_by_server(TIMEOUT).await, Some(1009));
 }
 
 #[tokio::test]

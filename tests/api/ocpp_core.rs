@@ -6,14 +6,11 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::charge_point::ChargePoint;
-use crate::helpers::{Backend, TestApp, eventually, now, time_in};
-
-const PASSWORD: &str = "charger-password-0001";
+use crate::helpers::{Backend, CHARGER_PASSWORD, TestApp, eventually, now, time_in};
 
 async fn charge_a_session(backend: Backend) {
     // Arrange
     let app = TestApp::spawn(backend).await;
-    app.register_charger("CP-CORE", PASSWORD).await;
     app.register_token(
         "GOOD-TAG",
         json!({"status": "Accepted", "group_id": "FLEET-1"}),
@@ -28,7 +25,7 @@ async fn charge_a_session(backend: Backend) {
     .await;
     app.register_token("POOR-TAG", json!({"status": "NoCredit"}))
         .await;
-    let mut cp = ChargePoint::connect(app.ws_url("CP-CORE"), "CP-CORE", Some(PASSWORD)).await;
+    let mut cp = app.registered_charger("CP-CORE").await;
     assert_eq!(cp.subprotocol.as_deref(), Some("ocpp1.6"));
 
     // Boot and status
@@ -190,7 +187,7 @@ async fn a_charge_point_boots_authorizes_charges_and_stops_on_sqlite() {
 #[tokio::test]
 async fn boot_is_answered_with_the_registration_status_and_rejected_chargers_are_refused() {
     let app = TestApp::spawn(Backend::Postgres).await;
-    app.register_charger("CP-PENDING", PASSWORD).await;
+    app.register_charger("CP-PENDING", CHARGER_PASSWORD).await;
     let (status, _) = app
         .api(
             "PUT",
@@ -199,7 +196,12 @@ async fn boot_is_answered_with_the_registration_status_and_rejected_chargers_are
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let mut cp = ChargePoint::connect(app.ws_url("CP-PENDING"), "CP-PENDING", Some(PASSWORD)).await;
+    let mut cp = ChargePoint::connect(
+        app.ws_url("CP-PENDING"),
+        "CP-PENDING",
+        Some(CHARGER_PASSWORD),
+    )
+    .await;
     let boot = cp.boot().await;
     assert_eq!(
         (boot["status"].clone(), boot["interval"].clone()),
@@ -234,10 +236,9 @@ async fn boot_is_answered_with_the_registration_status_and_rejected_chargers_are
 #[tokio::test]
 async fn meter_values_without_a_transaction_id_reach_the_session_on_that_connector() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    app.register_charger("CP-MV", PASSWORD).await;
     app.register_token("T1", json!({"status": "Accepted"}))
         .await;
-    let mut cp = ChargePoint::connect(app.ws_url("CP-MV"), "CP-MV", Some(PASSWORD)).await;
+    let mut cp = app.registered_charger("CP-MV").await;
     let tx = cp
         .call(
             "StartTransaction",
@@ -264,10 +265,9 @@ async fn meter_values_without_a_transaction_id_reach_the_session_on_that_connect
 #[tokio::test]
 async fn a_repeated_start_transaction_gets_the_same_transaction_id() {
     let app = TestApp::spawn(Backend::Postgres).await;
-    app.register_charger("CP-REPEAT", PASSWORD).await;
     app.register_token("T1", json!({"status": "Accepted"}))
         .await;
-    let mut cp = ChargePoint::connect(app.ws_url("CP-REPEAT"), "CP-REPEAT", Some(PASSWORD)).await;
+    let mut cp = app.registered_charger("CP-REPEAT").await;
     let start = json!({"connectorId": 1, "idTag": "T1", "meterStart": 5, "timestamp": now()});
     let first = cp.call("StartTransaction", start.clone()).await;
     let second = cp.call("StartTransaction", start).await;
@@ -285,10 +285,9 @@ async fn a_repeated_start_transaction_gets_the_same_transaction_id() {
 #[tokio::test]
 async fn a_new_start_on_a_connector_ends_the_session_whose_stop_was_lost() {
     let app = TestApp::spawn(Backend::Postgres).await;
-    app.register_charger("CP-LOST", PASSWORD).await;
     app.register_token("T1", json!({"status": "Accepted"}))
         .await;
-    let mut cp = ChargePoint::connect(app.ws_url("CP-LOST"), "CP-LOST", Some(PASSWORD)).await;
+    let mut cp = app.registered_charger("CP-LOST").await;
     let first = cp
         .call(
             "StartTransaction",
@@ -328,10 +327,9 @@ async fn a_new_start_on_a_connector_ends_the_session_whose_stop_was_lost() {
 #[tokio::test]
 async fn a_value_the_database_refuses_does_not_block_other_writes() {
     let app = TestApp::spawn(Backend::Postgres).await;
-    app.register_charger("CP-NUL", PASSWORD).await;
     app.register_token("T1", json!({"status": "Accepted"}))
         .await;
-    let mut cp = ChargePoint::connect(app.ws_url("CP-NUL"), "CP-NUL", Some(PASSWORD)).await;
+    let mut cp = app.registered_charger("CP-NUL").await;
     let tx = cp
         .call(
             "StartTransaction",

@@ -7,9 +7,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::charge_point::ChargePoint;
-use crate::helpers::{Backend, TestApp, eventually, now, time_in};
-
-const PASSWORD: &str = "charger-password-0001";
+use crate::helpers::{Backend, CHARGER_PASSWORD, TestApp, eventually, now, time_in};
 
 /// (action, request payload, the charger's answer): one row per CSMS→charger action.
 fn every_outbound_action() -> Vec<(&'static str, Value, Value)> {
@@ -146,8 +144,7 @@ fn every_outbound_action() -> Vec<(&'static str, Value, Value)> {
 }
 
 async fn connected(app: &TestApp, id: &str) -> ChargePoint {
-    app.register_charger(id, PASSWORD).await;
-    let mut cp = ChargePoint::connect(app.ws_url(id), id, Some(PASSWORD)).await;
+    let mut cp = app.registered_charger(id).await;
     cp.boot().await;
     cp
 }
@@ -526,8 +523,9 @@ async fn every_outbound_2_0_1_action_is_sent_and_answered() {
         "UpdateFirmware",
     ];
     let app = TestApp::spawn(Backend::Sqlite).await;
-    app.register_charger("CS-OPS", PASSWORD).await;
-    let mut cp = ChargePoint::connect_201(app.ws_url("CS-OPS"), "CS-OPS", Some(PASSWORD)).await;
+    app.register_charger("CS-OPS", CHARGER_PASSWORD).await;
+    let mut cp =
+        ChargePoint::connect_201(app.ws_url("CS-OPS"), "CS-OPS", Some(CHARGER_PASSWORD)).await;
     cp.call(
         "BootNotification",
         json!({"reason": "PowerUp", "chargingStation": {"model": "M", "vendorName": "V"}}),

@@ -9,7 +9,7 @@ use serde_json::json;
 use base64::Engine;
 
 use crate::charge_point::{ChargePoint, Connect, Refused, masked_text_frame, raw_handshake};
-use crate::helpers::{Backend, TestApp, eventually};
+use crate::helpers::{Backend, CHARGER_PASSWORD, TestApp, eventually};
 
 fn assert_error_shape(body: &serde_json::Value, code: &str) {
     assert_eq!(body["error"]["code"], code, "{body}");
@@ -237,8 +237,7 @@ async fn id_tokens_are_created_read_updated_and_deleted() {
 #[tokio::test]
 async fn the_endpoint_checks_identity_and_protocol_before_the_upgrade() {
     let app = TestApp::spawn(Backend::Postgres).await;
-    app.register_charger("CP-AUTH", "charger-password-0001")
-        .await;
+    app.register_charger("CP-AUTH", CHARGER_PASSWORD).await;
     let url = app.ws_url("CP-AUTH");
     let attempt = |id: &'static str, password: Option<&'static str>, protocols: &'static str| {
         let url = if id == "CP-AUTH" {
@@ -260,7 +259,7 @@ async fn the_endpoint_checks_identity_and_protocol_before_the_upgrade() {
 
     assert!(
         matches!(
-            attempt("CP-UNKNOWN", Some("charger-password-0001"), "ocpp1.6").await,
+            attempt("CP-UNKNOWN", Some(CHARGER_PASSWORD), "ocpp1.6").await,
             Err(Refused::Status(404))
         ),
         "unknown under reject"
@@ -281,7 +280,7 @@ async fn the_endpoint_checks_identity_and_protocol_before_the_upgrade() {
     // No supported subprotocol: the handshake completes without one and the socket closes with 1002.
     let basic = format!(
         "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode("CP-AUTH:charger-password-0001")
+        base64::engine::general_purpose::STANDARD.encode(format!("CP-AUTH:{CHARGER_PASSWORD}"))
     );
     let (head, frame) = raw_handshake(
         app.port,
@@ -307,13 +306,9 @@ async fn the_endpoint_checks_identity_and_protocol_before_the_upgrade() {
     );
 
     // Server preference among the offered ones.
-    let cp = attempt(
-        "CP-AUTH",
-        Some("charger-password-0001"),
-        "ocpp1.6, ocpp2.0.1",
-    )
-    .await
-    .expect("connects");
+    let cp = attempt("CP-AUTH", Some(CHARGER_PASSWORD), "ocpp1.6, ocpp2.0.1")
+        .await
+        .expect("connects");
     assert_eq!(
         cp.subprotocol.as_deref(),
         Some("ocpp2.0.1"),
@@ -327,11 +322,10 @@ async fn a_frame_sent_right_behind_the_handshake_is_answered() {
     // Some chargers send their first call without waiting for the 101: those bytes arrive
     // with the request head and must reach the charger's connection, not be dropped.
     let app = TestApp::spawn(Backend::Sqlite).await;
-    app.register_charger("CP-EAGER", "charger-password-0001")
-        .await;
+    app.register_charger("CP-EAGER", CHARGER_PASSWORD).await;
     let basic = format!(
         "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode("CP-EAGER:charger-password-0001")
+        base64::engine::general_purpose::STANDARD.encode(format!("CP-EAGER:{CHARGER_PASSWORD}"))
     );
     let call = json!([2, "eager-1", "Heartbeat", {}]).to_string();
 
@@ -519,8 +513,7 @@ async fn a_charger_without_a_password_must_be_asked_for() {
 async fn an_operator_call_body_over_the_frame_limit_gets_413_in_the_error_shape() {
     let app =
         TestApp::spawn_with(Backend::Sqlite, &[("JUCR__OCPP__MAX_FRAME_BYTES", "65536")]).await;
-    app.register_charger("CP-LIMIT", "charger-password-0001")
-        .await;
+    app.register_charger("CP-LIMIT", CHARGER_PASSWORD).await;
     let big = json!({"vendorId": "acme", "data": "x".repeat(70_000)});
     let (status, body) = app
         .api(

@@ -6,9 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::charge_point::ChargePoint;
-use crate::helpers::{Backend, TestApp, eventually, migrated_sqlite, now};
-
-const PASSWORD: &str = "charger-password-0001";
+use crate::helpers::{Backend, CHARGER_PASSWORD, TestApp, eventually, migrated_sqlite, now};
 
 async fn meter(cp: &mut ChargePoint, tx: &Value, wh: u32) {
     cp.call("MeterValues", json!({"connectorId": 1, "transactionId": tx, "meterValue": [{"timestamp": now(), "sampledValue": [{"value": wh.to_string()}]}]}))
@@ -24,12 +22,11 @@ async fn energy(app: &TestApp, tx: &Value) -> Value {
 
 async fn sessions_survive(backend: Backend, signal: i32) {
     let mut app = TestApp::spawn(backend).await;
-    app.register_charger("CP-R", PASSWORD).await;
     app.register_token("T1", json!({"status": "Accepted"}))
         .await;
     app.register_token("T2", json!({"status": "Accepted"}))
         .await;
-    let mut cp = ChargePoint::connect(app.ws_url("CP-R"), "CP-R", Some(PASSWORD)).await;
+    let mut cp = app.registered_charger("CP-R").await;
     let tx = cp
         .call(
             "StartTransaction",
@@ -73,7 +70,7 @@ async fn sessions_survive(backend: Backend, signal: i32) {
     assert!(status.is_success());
 
     // The charger reconnects: meter values reach the rebuilt SessionActor, new ids stay unique.
-    let mut cp = ChargePoint::connect(app.ws_url("CP-R"), "CP-R", Some(PASSWORD)).await;
+    let mut cp = ChargePoint::connect(app.ws_url("CP-R"), "CP-R", Some(CHARGER_PASSWORD)).await;
     meter(&mut cp, &tx, 2500).await;
     eventually(
         Duration::from_secs(5),
@@ -128,10 +125,9 @@ async fn sigterm_flushes_meter_values_that_arrived_just_before() {
         &[("JUCR__PERSISTENCE__FLUSH_INTERVAL_MS", "60000")],
     )
     .await;
-    app.register_charger("CP-F", PASSWORD).await;
     app.register_token("T1", json!({"status": "Accepted"}))
         .await;
-    let mut cp = ChargePoint::connect(app.ws_url("CP-F"), "CP-F", Some(PASSWORD)).await;
+    let mut cp = app.registered_charger("CP-F").await;
     let tx = cp
         .call(
             "StartTransaction",

@@ -15,7 +15,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::billing::payg_default;
 use crate::charge_point::ChargePoint;
 use crate::graphql::{Driver, ok, register};
-use crate::helpers::{Backend, TestApp, eventually, now};
+use crate::helpers::{Backend, CHARGER_PASSWORD, TestApp, eventually, now};
 use crate::ocpp201::{energy, event, station};
 
 /// The bounded wait for one update (the "bounded wait, 1 s").
@@ -297,8 +297,7 @@ async fn a_driver_watches_a_2_0_1_session_live() {
 async fn legacy_graphql_ws_clients_watch_a_charger_and_bad_tokens_are_refused() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let ada = register(&app, "legacy@example.org").await;
-    app.register_charger("CP-LEGACY", "charger-password-0001")
-        .await;
+    app.register_charger("CP-LEGACY", CHARGER_PASSWORD).await;
     let mut socket = GqlSocket::open(&app, &ada.access, true).await.unwrap();
     socket
         .subscribe(
@@ -312,12 +311,8 @@ async fn legacy_graphql_ws_clients_watch_a_charger_and_bad_tokens_are_refused() 
         first["data"]["chargerStatusChanged"]["online"], false,
         "{first}"
     );
-    let mut cp = ChargePoint::connect(
-        app.ws_url("CP-LEGACY"),
-        "CP-LEGACY",
-        Some("charger-password-0001"),
-    )
-    .await;
+    let mut cp =
+        ChargePoint::connect(app.ws_url("CP-LEGACY"), "CP-LEGACY", Some(CHARGER_PASSWORD)).await;
     cp.call(
         "StatusNotification",
         json!({"connectorId": 1, "errorCode": "NoError", "status": "Preparing"}),

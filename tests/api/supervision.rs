@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::charge_point::ChargePoint;
-use crate::helpers::{Backend, TestApp, eventually, now};
+use crate::helpers::{Backend, CHARGER_PASSWORD, TestApp, eventually, now};
 
 #[tokio::test]
 async fn a_panicking_charger_actor_closes_only_its_own_socket() {
@@ -16,21 +16,8 @@ async fn a_panicking_charger_actor_closes_only_its_own_socket() {
     .await;
     app.register_token("T1", json!({"status": "Accepted"}))
         .await;
-    for id in ["CP-STEADY", "CP-CRASH"] {
-        app.register_charger(id, "charger-password-0001").await;
-    }
-    let mut steady = ChargePoint::connect(
-        app.ws_url("CP-STEADY"),
-        "CP-STEADY",
-        Some("charger-password-0001"),
-    )
-    .await;
-    let mut crash = ChargePoint::connect(
-        app.ws_url("CP-CRASH"),
-        "CP-CRASH",
-        Some("charger-password-0001"),
-    )
-    .await;
+    let mut steady = app.registered_charger("CP-STEADY").await;
+    let mut crash = app.registered_charger("CP-CRASH").await;
     let tx = steady
         .call(
             "StartTransaction",
@@ -70,12 +57,8 @@ async fn a_panicking_charger_actor_closes_only_its_own_socket() {
         (app.charger("CP-CRASH").await["online"] == false).then_some(())
     })
     .await;
-    let mut again = ChargePoint::connect(
-        app.ws_url("CP-CRASH"),
-        "CP-CRASH",
-        Some("charger-password-0001"),
-    )
-    .await;
+    let mut again =
+        ChargePoint::connect(app.ws_url("CP-CRASH"), "CP-CRASH", Some(CHARGER_PASSWORD)).await;
     again.call("Heartbeat", json!({})).await;
     assert_eq!(app.charger("CP-CRASH").await["online"], true);
 }
