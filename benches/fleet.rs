@@ -900,6 +900,9 @@ async fn start_server(profile: &str) -> Server {
 async fn persisted(server: &Server) -> (u64, u64) {
     use sqlx::{Connection, Row};
     const COUNTS: &str = "SELECT (SELECT COUNT(*) FROM meter_sample) AS samples, (SELECT COUNT(*) FROM session) AS sessions";
+    // SQLite stages samples before they reach meter_sample (ADR 0023).
+    const SQLITE_COUNTS: &str = "SELECT (SELECT COUNT(*) FROM meter_sample) + (SELECT COUNT(*) FROM meter_sample_staged) AS samples, \
+         (SELECT COUNT(*) FROM session) AS sessions";
     let row = match &server.database {
         Some(url) => {
             let mut c = sqlx::PgConnection::connect(url).await.expect("PostgreSQL");
@@ -910,7 +913,10 @@ async fn persisted(server: &Server) -> (u64, u64) {
         None => {
             let url = format!("sqlite://{}", server.sqlite.display());
             let mut c = sqlx::SqliteConnection::connect(&url).await.expect("SQLite");
-            let row = sqlx::query(COUNTS).fetch_one(&mut c).await.expect("counts");
+            let row = sqlx::query(SQLITE_COUNTS)
+                .fetch_one(&mut c)
+                .await
+                .expect("counts");
             let (a, b): (i64, i64) = (row.get("samples"), row.get("sessions"));
             (a, b)
         }

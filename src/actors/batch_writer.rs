@@ -723,6 +723,7 @@ mod tests {
             power_w: None,
             soc_percent: None,
             last_meter_at: None,
+            idle_since: None,
             id_token: None,
         }
     }

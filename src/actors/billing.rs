@@ -22,7 +22,7 @@ use super::outbox_relay::RelayKick;
 use crate::config::Settings;
 use crate::domain::billing::{
     AfterFailure, GatewayError, InvoiceKind, InvoiceStatus, NewInvoice, Payment, PaymentStatus,
-    billing_period, idle_minutes, month_start,
+    billing_period, month_start,
 };
 use crate::domain::ports::{
     BusError, ChargeRequest, EventConsumer, PaymentGateway, Receipt, Store, StoreError,
@@ -142,8 +142,6 @@ impl Billing {
                 return Ok(());
             };
             let stopped_at = session.stopped_at.unwrap_or(event.occurred_at);
-            let samples = self.store.samples(id).await?;
-            let final_register = session.meter_stop_wh;
             let month_energy_before_wh = if tariff.tariff.monthly_charge().is_some() {
                 self.store
                     .invoiced_energy_wh(user, tariff.tariff_id, month_start(stopped_at))
@@ -153,7 +151,7 @@ impl Billing {
             };
             let charge = tariff.tariff.session_charge(&SessionUsage {
                 energy_wh: session.energy_wh,
-                idle_minutes: idle_minutes(&samples, final_register, stopped_at),
+                idle_minutes: session.idle_minutes(stopped_at),
                 month_energy_before_wh,
             });
             let invoice = NewInvoice {

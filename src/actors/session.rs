@@ -19,7 +19,7 @@ use crate::domain::live::LiveUpdate;
 use crate::domain::money::Money;
 use crate::domain::ports::{SessionProgress, SessionSample, Store, StoreError};
 use crate::domain::tariff::SessionUsage;
-use crate::domain::{IdToken, Measurand, MeterSample, Session, SessionError, TransactionEvent};
+use crate::domain::{IdToken, MeterSample, Session, SessionError, TransactionEvent};
 use crate::metrics::Metrics;
 
 pub struct SessionActor {
@@ -31,8 +31,6 @@ pub struct SessionActor {
     span: tracing::Span,
     /// The tariff that will bill this session, once the driver is known.
     pricing: Option<Pricing>,
-    /// When the energy register last rose: idle time (for the idle fee) starts there.
-    energy_rose_at: Option<DateTime<Utc>>,
     /// The last cost told to the charger (CostUpdated), and when.
     cost_told: Option<(Money, Instant)>,
     cost_update_interval: Duration,
@@ -67,7 +65,6 @@ impl SessionActor {
     ) -> Self {
         let span = tracing::info_span!("session", charger_id = %session.charger_id, session_id = %session.session_id);
         SessionActor {
-            energy_rose_at: session.last_meter_at,
             session,
             store,
             writer,
@@ -165,14 +162,9 @@ impl SessionActor {
     /// The cost so far (at `now` for the idle fee).
     fn cost(&self, now: DateTime<Utc>) -> Option<Money> {
         let pricing = self.pricing.as_ref()?;
-        let idle_minutes = self
-            .energy_rose_at
-            .map(|at| now.signed_duration_since(at).num_minutes().max(0))
-            .and_then(|m| u32::try_from(m).ok())
-            .unwrap_or(0);
         let charge = pricing.tariff.tariff.session_charge(&SessionUsage {
             energy_wh: self.session.energy_wh,
-            idle_minutes,
+            idle_minutes: self.session.idle_minutes(now),
             month_energy_before_wh: pricing.month_energy_before_wh,
         });
         Some(charge.gross)
@@ -209,6 +201,7 @@ impl SessionActor {
             power_w: self.session.power_w,
             soc_percent: self.session.soc_percent,
             last_meter_at: self.session.last_meter_at,
+            idle_since: self.session.idle_since,
             id_token,
         });
     }
@@ -229,17 +222,7 @@ impl Handler<RecordSamples> for SessionActor {
         RecordSamples(samples): RecordSamples,
         _: &mut Self::Context,
     ) -> Option<Money> {
-        let before = self.session.energy_wh;
         let changed = self.session.apply_samples(&samples);
-        if self.session.energy_wh > before {
-            // The first reading of the new register value: the car drew energy until then.
-            self.energy_rose_at = samples
-                .iter()
-                .filter(|s| s.measurand == Measurand::EnergyImportRegister)
-                .map(|s| s.timestamp)
-                .max()
-                .or(self.energy_rose_at);
-        }
         let id = self.session.session_id;
         self.writer.samples(
             samples
@@ -323,9 +306,6 @@ impl Handler<EndSession> for SessionActor {
         };
         Box::pin(write.into_actor(self).map(move |result, act, ctx| {
             result?;
-            if ended.energy_wh > act.session.energy_wh {
-                act.energy_rose_at = ended.stopped_at;
-            }
             act.session = ended.clone();
             act.publish();
             act.span

@@ -11,7 +11,6 @@ use uuid::Uuid;
 
 use super::ids::{ChargerId, SessionId};
 use super::money::Money;
-use super::session::{Measurand, MeterSample};
 use super::tariff::{Charge, Tariff};
 
 /// A tariff as operators manage it.
@@ -329,38 +328,6 @@ impl RetryPolicy {
     }
 }
 
-/// Minutes a car stayed plugged in after it stopped drawing energy: from the first
-/// reading of the final energy register value to the end of the session. Only
-/// whole-meter readings count (not per phase); a final register (`meter_stop_wh`) above
-/// the last reading means the car drew energy until the end.
-pub fn idle_minutes(
-    samples: &[MeterSample],
-    final_register_wh: Option<i64>,
-    stopped_at: DateTime<Utc>,
-) -> u32 {
-    let mut register: Vec<(DateTime<Utc>, f64)> = samples
-        .iter()
-        .filter(|s| s.measurand == Measurand::EnergyImportRegister && s.phase.is_none())
-        .map(|s| (s.timestamp, s.value))
-        .collect();
-    register.sort_by_key(|(at, _)| *at);
-    let Some(&(_, last)) = register.last() else {
-        return 0;
-    };
-    if final_register_wh.is_some_and(|stop| stop as f64 > last + 0.5) {
-        return 0;
-    }
-    let full_since = register
-        .iter()
-        .rev()
-        .take_while(|(_, wh)| (*wh - last).abs() < 0.5)
-        .last()
-        .map(|(at, _)| *at)
-        .expect("the last reading equals itself; qed");
-    let idle = stopped_at.signed_duration_since(full_since).num_minutes();
-    u32::try_from(idle.max(0)).unwrap_or(u32::MAX)
-}
-
 impl fmt::Display for InvoiceKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -379,39 +346,6 @@ mod tests {
 
     fn at(min: i64) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 24, 10, 0, 0).unwrap() + chrono::Duration::minutes(min)
-    }
-
-    fn energy(min: i64, wh: f64) -> MeterSample {
-        MeterSample {
-            timestamp: at(min),
-            measurand: Measurand::EnergyImportRegister,
-            value: wh,
-            unit: Some("Wh".into()),
-            phase: None,
-            context: None,
-        }
-    }
-
-    #[test]
-    fn idle_time_starts_when_the_register_stops_rising() {
-        let samples = [
-            energy(0, 0.0),
-            energy(30, 9000.0),
-            energy(40, 9000.0),
-            energy(50, 9000.0),
-        ];
-        assert_eq!(idle_minutes(&samples, None, at(75)), 45);
-        assert_eq!(idle_minutes(&samples, Some(9000), at(75)), 45);
-        assert_eq!(idle_minutes(&[], None, at(75)), 0);
-        assert_eq!(idle_minutes(&samples[..2], None, at(30)), 0);
-        // The register rose after the last reading: charging until the end.
-        assert_eq!(idle_minutes(&samples, Some(9500), at(75)), 0);
-        // Per-phase readings do not count.
-        let mut phase = energy(70, 3000.0);
-        phase.phase = Some("L1".into());
-        let mut with_phase = samples.to_vec();
-        with_phase.push(phase);
-        assert_eq!(idle_minutes(&with_phase, None, at(75)), 45);
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub struct SessionProgress {
     pub power_w: Option<f64>,
     pub soc_percent: Option<f64>,
     pub last_meter_at: Option<DateTime<Utc>>,
+    pub idle_since: Option<DateTime<Utc>>,
     /// The token, once a charger that started without one has authorized.
     pub id_token: Option<IdToken>,
 }

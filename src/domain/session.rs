@@ -160,6 +160,11 @@ pub struct Session {
     pub stopped_at: Option<DateTime<Utc>>,
     pub stop_reason: Option<String>,
     pub last_meter_at: Option<DateTime<Utc>>,
+    /// The time of the register reading from which the energy delivered has not
+    /// changed: the car has drawn nothing since (the idle fee's clock starts there).
+    /// `None` before the first register reading.
+    #[serde(default)]
+    pub idle_since: Option<DateTime<Utc>>,
     pub remote_start: bool,
     pub reservation_id: Option<i64>,
 }
@@ -202,7 +207,10 @@ impl Session {
                     let energy = (sample.value.round() as i64)
                         .saturating_sub(self.meter_start_wh)
                         .max(0);
-                    changed |= energy != self.energy_wh;
+                    if energy != self.energy_wh || self.idle_since.is_none() {
+                        self.idle_since = Some(sample.timestamp);
+                        changed = true;
+                    }
                     self.energy_wh = energy;
                 }
                 Measurand::PowerImport => {
@@ -220,6 +228,16 @@ impl Session {
         changed
     }
 
+    /// Minutes the car stayed plugged in without drawing energy, up to `at`: from the
+    /// first reading of the energy delivered so far (see `idle_since`). Zero before any
+    /// reading, and when the final register shows the car drew energy until the end.
+    pub fn idle_minutes(&self, at: DateTime<Utc>) -> u32 {
+        let minutes = self
+            .idle_since
+            .map_or(0, |since| at.signed_duration_since(since).num_minutes());
+        u32::try_from(minutes.max(0)).unwrap_or(u32::MAX)
+    }
+
     /// Ends the session: its final samples, then the final register reading when the
     /// charger gave one (else the last one seen).
     pub fn end(&mut self, end: &TransactionEvent) -> Result<(), SessionError> {
@@ -230,9 +248,15 @@ impl Session {
         let meter_stop = end
             .meter_wh
             .unwrap_or(self.meter_start_wh.saturating_add(self.energy_wh));
+        let energy = meter_stop.saturating_sub(self.meter_start_wh).max(0);
+        if energy > self.energy_wh || self.idle_since.is_none() {
+            // The final register is above the last reading: the car drew energy until
+            // the end.
+            self.idle_since = Some(end.timestamp);
+        }
         self.status = SessionStatus::Completed;
         self.meter_stop_wh = Some(meter_stop);
-        self.energy_wh = meter_stop.saturating_sub(self.meter_start_wh).max(0);
+        self.energy_wh = energy;
         self.power_w = None;
         self.stopped_at = Some(end.timestamp);
         self.stop_reason = end.stop_reason.clone();
@@ -274,6 +298,7 @@ mod tests {
             stopped_at: None,
             stop_reason: None,
             last_meter_at: None,
+            idle_since: None,
             remote_start: false,
             reservation_id: None,
         }
@@ -340,6 +365,44 @@ mod tests {
         );
         s.end(&ended(None, vec![last])).unwrap();
         assert_eq!((s.energy_wh, s.meter_stop_wh), (1500, Some(2500)));
+    }
+
+    #[test]
+    fn idle_time_starts_at_the_first_reading_of_the_final_energy() {
+        let start = Utc::now();
+        let at = |min| start + Duration::minutes(min);
+        let mut s = session();
+        assert_eq!(s.idle_minutes(at(75)), 0, "no reading yet");
+        for (min, wh) in [(0, "1000"), (30, "10000"), (40, "10000"), (50, "10000")] {
+            s.apply_samples(&[sample(
+                at(min),
+                Measurand::EnergyImportRegister,
+                wh,
+                Some("Wh"),
+            )]);
+        }
+        // Per-phase readings do not count.
+        let mut phase = sample(at(60), Measurand::EnergyImportRegister, "3000", Some("Wh"));
+        phase.phase = Some("L1".into());
+        s.apply_samples(&[phase]);
+        assert_eq!(s.idle_minutes(at(75)), 45);
+        assert_eq!(s.idle_minutes(at(20)), 0, "before the idle time began");
+
+        let mut stop = ended(Some(10000), vec![]);
+        stop.timestamp = at(75);
+        let mut same = s.clone();
+        same.end(&stop).unwrap();
+        assert_eq!(same.idle_minutes(at(75)), 45);
+        // The final register is above the last reading: charging until the end.
+        stop.meter_wh = Some(10500);
+        let mut rose = s.clone();
+        rose.end(&stop).unwrap();
+        assert_eq!(rose.idle_minutes(at(75)), 0);
+        // No register reading at all, and no final one: no idle time.
+        let mut silent = session();
+        stop.meter_wh = None;
+        silent.end(&stop).unwrap();
+        assert_eq!(silent.idle_minutes(at(75)), 0);
     }
 
     fn ended(meter_wh: Option<i64>, samples: Vec<MeterSample>) -> TransactionEvent {

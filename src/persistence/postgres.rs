@@ -10,6 +10,8 @@ const BACKEND: &str = "postgres";
 const BEGIN_WRITE: &str = "BEGIN";
 /// Writers run concurrently; rows are locked, not the database.
 const SERIAL_WRITES: bool = false;
+/// Meter samples go straight to `meter_sample`: a commit logs rows, not pages.
+const STAGED_SAMPLES: bool = false;
 
 /// SQLSTATEs that say "not now" rather than "never": connection exceptions (08),
 /// insufficient resources (53), operator intervention (57P0x: shutdown, restart),

@@ -23,6 +23,11 @@ type DbRow = <Db as sqlx::Database>::Row;
 /// Rows per multi-row INSERT: well under SQLite's 32 766 bound parameters.
 const INSERT_CHUNK: usize = 1000;
 
+/// Slots of `meter_sample_staged` (SQLite, ADR 0023): each batch moves one slot's
+/// samples into `meter_sample`, so a session's samples stay staged for up to this many
+/// batches and reach its index pages together.
+const SAMPLE_SLOTS: i64 = 16;
+
 /// The store over its SQL connection pools (reads, and writes: see `writes`).
 #[derive(Clone, Debug)]
 pub struct SqlStore {
@@ -39,6 +44,8 @@ pub struct SqlStore {
     /// Where the write transactions of the OCPP path run, when writers take turns
     /// (see [`WriteThread`]).
     write_thread: Option<std::sync::Arc<WriteThread>>,
+    /// Batches written, to pick the staged samples' slot each one moves (SQLite).
+    batches: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SqlStore {
@@ -53,6 +60,7 @@ impl SqlStore {
             writes,
             write_turn: Default::default(),
             write_thread: SERIAL_WRITES.then(|| std::sync::Arc::new(WriteThread::start())),
+            batches: Default::default(),
         }
     }
 
@@ -259,7 +267,7 @@ macro_rules! select_sessions {
         concat!(
             "SELECT session_id, charger_id, connector_id, transaction_id, id_token, status, meter_start_wh, \
              meter_stop_wh, energy_wh, power_w, soc_percent, started_at, stopped_at, stop_reason, last_meter_at, \
-             remote_start, reservation_id FROM session ",
+             idle_since, remote_start, reservation_id FROM session ",
             $rest
         )
     };
@@ -288,6 +296,7 @@ fn session_from_row(row: &DbRow) -> StoreResult<Session> {
         stopped_at: row.try_get("stopped_at").map_err(backend)?,
         stop_reason: row.try_get("stop_reason").map_err(backend)?,
         last_meter_at: row.try_get("last_meter_at").map_err(backend)?,
+        idle_since: row.try_get("idle_since").map_err(backend)?,
         remote_start: row.try_get("remote_start").map_err(backend)?,
         reservation_id: row.try_get("reservation_id").map_err(backend)?,
     })
@@ -305,31 +314,101 @@ fn sample_from_row(row: &DbRow) -> StoreResult<MeterSample> {
     })
 }
 
+/// Where a session's samples are staged (with SQLite): one of [`SAMPLE_SLOTS`].
+fn sample_slot(session: SessionId) -> i64 {
+    session.0.rem_euclid(SAMPLE_SLOTS)
+}
+
+/// Writes meter samples: with SQLite (`STAGED_SAMPLES`) to the end of their session's
+/// slot in `meter_sample_staged`, else straight to `meter_sample`.
 async fn insert_samples<'c>(
     conn: &mut <Db as sqlx::Database>::Connection,
     samples: impl Iterator<Item = (SessionId, &'c MeterSample)>,
 ) -> StoreResult<()> {
     let mut samples: Vec<_> = samples.collect();
-    // By session, each session's own order kept (a stable sort): a batch adds to one
-    // index page per charging session, and rows in that order fill each page in one go
-    // instead of coming back to it for every sample of the session.
-    samples.sort_by_key(|(session, _)| session.0);
+    if samples.is_empty() {
+        return Ok(());
+    }
+    if !STAGED_SAMPLES {
+        // By session, each session's own order kept (a stable sort): a batch adds to one
+        // index page per charging session, and rows in that order fill each page in one
+        // go instead of coming back to it for every sample of the session.
+        samples.sort_by_key(|(session, _)| session.0);
+        for chunk in samples.chunks(INSERT_CHUNK) {
+            let mut insert = QueryBuilder::<Db>::new(
+                "INSERT INTO meter_sample (session_id, sampled_at, measurand, value, unit, phase, context) ",
+            );
+            insert.push_values(chunk, |mut row, (session_id, s)| {
+                row.push_bind(session_id.0);
+                push_sample(&mut row, s);
+            });
+            insert.build().execute(&mut *conn).await.map_err(backend)?;
+        }
+        return Ok(());
+    }
+    // By slot, arrival order kept within each: every row goes to the end of its slot's
+    // range, so a batch writes about as many pages as its rows fill, plus one per slot.
+    samples.sort_by_key(|(session, _)| sample_slot(*session));
+    let mut next: [i64; SAMPLE_SLOTS as usize] = [1; SAMPLE_SLOTS as usize];
+    let ends = sqlx::query(
+        "WITH RECURSIVE slots (slot) AS (SELECT 0 UNION ALL SELECT slot + 1 FROM slots WHERE slot + 1 < $1) \
+         SELECT slot, (SELECT max(seq) FROM meter_sample_staged s WHERE s.slot = slots.slot) AS last FROM slots",
+    )
+    .bind(SAMPLE_SLOTS)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(backend)?;
+    for end in &ends {
+        let slot: i64 = end.try_get("slot").map_err(backend)?;
+        let last: Option<i64> = end.try_get("last").map_err(backend)?;
+        if let (Some(next), Some(last)) = (usize::try_from(slot).ok().and_then(|i| next.get_mut(i)), last) {
+            *next = last + 1;
+        }
+    }
     for chunk in samples.chunks(INSERT_CHUNK) {
         let mut insert = QueryBuilder::<Db>::new(
-            "INSERT INTO meter_sample (session_id, sampled_at, measurand, value, unit, phase, context) ",
+            "INSERT INTO meter_sample_staged (slot, seq, session_id, sampled_at, measurand, value, unit, phase, context) ",
         );
         insert.push_values(chunk, |mut row, (session_id, s)| {
-            row.push_bind(session_id.0)
-                .push_bind(s.timestamp)
-                .push_bind(s.measurand.as_str().to_owned())
-                .push_bind(s.value)
-                .push_bind(s.unit.clone())
-                .push_bind(s.phase.clone())
-                .push_bind(s.context.clone());
+            let slot = sample_slot(*session_id);
+            let seq = &mut next[slot as usize];
+            row.push_bind(slot).push_bind(*seq).push_bind(session_id.0);
+            *seq += 1;
+            push_sample(&mut row, s);
         });
         insert.build().execute(&mut *conn).await.map_err(backend)?;
     }
     Ok(())
+}
+
+/// Moves one slot's staged samples into `meter_sample`, session by session (ADR 0023).
+async fn merge_staged_samples(conn: &mut <Db as sqlx::Database>::Connection, slot: i64) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO meter_sample (session_id, sampled_at, measurand, value, unit, phase, context) \
+         SELECT session_id, sampled_at, measurand, value, unit, phase, context FROM meter_sample_staged \
+         WHERE slot = $1 ORDER BY session_id, seq",
+    )
+    .bind(slot)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend)?;
+    sqlx::query("DELETE FROM meter_sample_staged WHERE slot = $1")
+        .bind(slot)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+/// Binds a sample's columns, in the order of the sample inserts: sampled_at, measurand,
+/// value, unit, phase, context.
+fn push_sample(row: &mut sqlx::query_builder::Separated<'_, Db, &'static str>, s: &MeterSample) {
+    row.push_bind(s.timestamp)
+        .push_bind(s.measurand.as_str().to_owned())
+        .push_bind(s.value)
+        .push_bind(s.unit.clone())
+        .push_bind(s.phase.clone())
+        .push_bind(s.context.clone());
 }
 
 type DbQuery<'q> = sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments>;
@@ -674,8 +753,20 @@ impl SessionStore for SqlStore {
     }
 
     async fn samples(&self, id: SessionId) -> StoreResult<Vec<MeterSample>> {
-        sqlx::query("SELECT * FROM meter_sample WHERE session_id = $1 ORDER BY sampled_at, meter_sample_id")
-            .bind(id.0)
+        // Staged samples (SQLite) arrived after every merged one of the same session.
+        let query = if STAGED_SAMPLES {
+            "SELECT sampled_at, measurand, value, unit, phase, context, 0 AS staged, meter_sample_id AS seq \
+             FROM meter_sample WHERE session_id = $1 \
+             UNION ALL SELECT sampled_at, measurand, value, unit, phase, context, 1, seq \
+             FROM meter_sample_staged WHERE slot = $2 AND session_id = $1 ORDER BY sampled_at, staged, seq"
+        } else {
+            "SELECT * FROM meter_sample WHERE session_id = $1 ORDER BY sampled_at, meter_sample_id"
+        };
+        let mut query = sqlx::query(query).bind(id.0);
+        if STAGED_SAMPLES {
+            query = query.bind(sample_slot(id));
+        }
+        query
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?
@@ -853,6 +944,7 @@ impl SqlStore {
             stopped_at: None,
             stop_reason: None,
             last_meter_at: None,
+            idle_since: None,
             remote_start: new.remote_start,
             reservation_id: new.reservation_id,
         };
@@ -866,7 +958,7 @@ impl SqlStore {
         insert_samples(&mut tx, final_samples.iter().map(|m| (s.session_id, m))).await?;
         let ended = sqlx::query(
             "UPDATE session SET status = $2, meter_stop_wh = $3, energy_wh = $4, power_w = $5, soc_percent = $6, \
-               stopped_at = $7, stop_reason = $8, last_meter_at = $9, id_token = $10, \
+               stopped_at = $7, stop_reason = $8, last_meter_at = $9, id_token = $10, idle_since = $12, \
                user_id = COALESCE(user_id, (SELECT user_id FROM id_token WHERE id_token_key = $11)) \
              WHERE session_id = $1 AND status = 'active'",
         )
@@ -881,6 +973,7 @@ impl SqlStore {
         .bind(s.last_meter_at)
         .bind(s.id_token.as_ref().map(IdToken::as_str))
         .bind(s.id_token.as_ref().map(IdToken::key))
+        .bind(s.idle_since)
         .execute(&mut *tx)
         .await
         .map_err(backend)?;
@@ -925,12 +1018,16 @@ impl SqlStore {
             return Ok(());
         }
         let mut tx = self.begin_write().await?;
+        if STAGED_SAMPLES {
+            let batch_no = self.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            merge_staged_samples(&mut tx, (batch_no % SAMPLE_SLOTS as u64) as i64).await?;
+        }
         insert_samples(&mut tx, batch.samples.iter().map(|s| (s.session_id, &s.sample))).await?;
         // One statement per chunk, not per row: every statement is a round trip (to
         // SQLite's worker thread, or to the PostgreSQL server).
         for chunk in batch.progress.chunks(INSERT_CHUNK) {
             let mut update = QueryBuilder::<Db>::new(
-                "WITH v (session_id, energy_wh, power_w, soc_percent, last_meter_at, id_token, id_token_key) AS (",
+                "WITH v (session_id, energy_wh, power_w, soc_percent, last_meter_at, idle_since, id_token, id_token_key) AS (",
             );
             update.push_values(chunk, |mut row, p| {
                 row.push_bind(p.session_id.0)
@@ -938,12 +1035,14 @@ impl SqlStore {
                     .push_bind(p.power_w)
                     .push_bind(p.soc_percent)
                     .push_bind(p.last_meter_at)
+                    .push_bind(p.idle_since)
                     .push_bind(p.id_token.as_ref().map(IdToken::as_str))
                     .push_bind(p.id_token.as_ref().map(IdToken::key));
             });
             update.push(
                 ") UPDATE session SET energy_wh = v.energy_wh, power_w = v.power_w, soc_percent = v.soc_percent, \
-                   last_meter_at = v.last_meter_at, id_token = COALESCE(v.id_token, session.id_token), \
+                   last_meter_at = v.last_meter_at, idle_since = v.idle_since, \
+                   id_token = COALESCE(v.id_token, session.id_token), \
                    user_id = COALESCE(session.user_id, (SELECT t.user_id FROM id_token t WHERE t.id_token_key = v.id_token_key)) \
                  FROM v WHERE session.session_id = v.session_id AND session.status = 'active'",
             );

@@ -20,6 +20,9 @@ const BACKEND: &str = "sqlite";
 const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 /// One writer at a time: this process's writers queue for their turn in order.
 const SERIAL_WRITES: bool = true;
+/// Meter samples are staged, and reach `meter_sample` a slot at a time (ADR 0023): a
+/// commit writes whole pages to the WAL, one per index page a batch touches.
+const STAGED_SAMPLES: bool = true;
 
 /// SQLITE_BUSY and SQLITE_LOCKED (and their extended codes): another writer held the
 /// database past the busy timeout.

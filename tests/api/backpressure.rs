@@ -200,10 +200,13 @@ async fn a_busy_database_is_waited_for_not_mistaken_for_refused_updates() {
         let url = url.clone();
         async move {
             let mut conn = sqlx::SqliteConnection::connect(&url).await.ok()?;
-            let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM meter_sample")
-                .fetch_one(&mut conn)
-                .await
-                .ok()?;
+            // Staged or merged (ADR 0023).
+            let stored: i64 = sqlx::query_scalar(
+                "SELECT (SELECT count(*) FROM meter_sample) + (SELECT count(*) FROM meter_sample_staged)",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .ok()?;
             (stored == expected).then_some(())
         }
     })

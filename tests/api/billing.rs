@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, CHARGER_PASSWORD, TestApp, eventually, now};
+use crate::helpers::{Backend, CHARGER_PASSWORD, TestApp, eventually, now, time_in};
 use crate::ocpp201::{energy, event, station};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -111,6 +111,57 @@ pub async fn settled_invoice(app: &TestApp, user: &str) -> Value {
         .then_some(full)
     })
     .await
+}
+
+#[tokio::test]
+async fn the_idle_fee_counts_from_the_first_reading_of_the_final_energy() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    payg_default(&app).await;
+    let user = driver(&app, "idle@example.org", "tok_visa", "RFID-IDLE").await;
+    let mut charger = app.registered_charger("CP-IDLE").await;
+    let minutes_ago = |m: i64| time_in(-m * 60);
+    let tx = charger
+        .call(
+            "StartTransaction",
+            json!({"connectorId": 1, "idTag": "RFID-IDLE", "meterStart": 0, "timestamp": minutes_ago(60)}),
+        )
+        .await["transactionId"]
+        .as_i64()
+        .expect("a transaction id");
+    // Full 40 minutes before the end; the later readings show nothing more drawn.
+    for (ago, wh) in [(50, "5000"), (40, "12345"), (30, "12345"), (20, "12345")] {
+        charger
+            .call(
+                "MeterValues",
+                json!({"connectorId": 1, "transactionId": tx, "meterValue": [{"timestamp": minutes_ago(ago),
+                    "sampledValue": [{"value": wh, "measurand": "Energy.Active.Import.Register", "unit": "Wh"}]}]}),
+            )
+            .await;
+    }
+    charger
+        .call(
+            "StopTransaction",
+            json!({"transactionId": tx, "meterStop": 12_345, "timestamp": now()}),
+        )
+        .await;
+
+    let invoice = settled_invoice(&app, &user).await;
+    let lines: Vec<(String, i64)> = invoice["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["description"].as_str().unwrap().to_owned(),
+                l["amount"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines.last(),
+        Some(&("Idle fee: 10 min after 30 min grace".to_owned(), 100)),
+        "40 idle minutes, 30 of them free, at 0.10: {lines:?}"
+    );
 }
 
 #[tokio::test]

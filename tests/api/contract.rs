@@ -60,6 +60,7 @@ contract!(
     sessions_get_unique_ids_and_repeated_starts_are_idempotent,
     sessions_end_durably_with_their_final_samples,
     batches_write_samples_progress_connectors_and_last_seen,
+    samples_read_back_in_arrival_order_however_many_batches_ago,
     progress_of_an_ended_session_is_ignored,
     users_are_unique_by_email,
     secrets_keep_their_first_value,
@@ -392,6 +393,7 @@ async fn batches_write_samples_progress_connectors_and_last_seen(s: &dyn Store) 
                 power_w: Some(7400.0),
                 soc_percent: None,
                 last_meter_at: Some(t0),
+                idle_since: Some(t0 - Duration::seconds(30)),
                 id_token: Some(token("LATE-AUTH")),
             },
             SessionProgress {
@@ -400,6 +402,7 @@ async fn batches_write_samples_progress_connectors_and_last_seen(s: &dyn Store) 
                 power_w: None,
                 soc_percent: Some(80.0),
                 last_meter_at: Some(t0),
+                idle_since: None,
                 id_token: None,
             },
         ],
@@ -414,6 +417,7 @@ async fn batches_write_samples_progress_connectors_and_last_seen(s: &dyn Store) 
     );
     let stored = s.session(session.session_id).await.unwrap().unwrap();
     assert_eq!((stored.energy_wh, stored.power_w), (1499, Some(7400.0)));
+    assert_eq!(stored.idle_since, Some(t0 - Duration::seconds(30)));
     assert_eq!(
         stored.id_token,
         Some(token("LATE-AUTH")),
@@ -460,6 +464,58 @@ async fn batches_write_samples_progress_connectors_and_last_seen(s: &dyn Store) 
     s.write_batch(&WriteBatch::default()).await.unwrap();
 }
 
+async fn samples_read_back_in_arrival_order_however_many_batches_ago(s: &dyn Store) {
+    s.save_registration(&registration("CP-1")).await.unwrap();
+    let mut sessions = Vec::new();
+    for connector in 1..=3 {
+        let session = s
+            .start_session(&new_session("CP-1", connector, &format!("T{connector}")))
+            .await
+            .unwrap();
+        sessions.push((session.session_id, Vec::new()));
+    }
+    let t0 = now();
+    // More batches than SQLite's staging slots (ADR 0023), so that every session's
+    // samples are read back while some are staged and some merged, and after.
+    for round in 0..40i64 {
+        let mut batch = WriteBatch::default();
+        for (i, (session_id, expected)) in sessions.iter_mut().enumerate() {
+            // Two readings with the same time in each batch, and one session with
+            // nothing in some batches.
+            if i == 2 && round % 3 == 0 {
+                continue;
+            }
+            for k in 0..2 {
+                let reading = sample(t0 + Duration::seconds(round), (round * 10 + k) as f64);
+                batch.samples.push(SessionSample {
+                    session_id: *session_id,
+                    sample: reading.clone(),
+                });
+                expected.push(reading);
+            }
+        }
+        s.write_batch(&batch).await.unwrap();
+        if round % 7 == 0 || round == 39 {
+            for (session_id, expected) in &sessions {
+                assert_eq!(
+                    &s.samples(*session_id).await.unwrap(),
+                    expected,
+                    "session {session_id} after batch {round}"
+                );
+            }
+        }
+    }
+    // A session's final samples come after the ones its batches carried.
+    let (session_id, mut expected) = sessions.swap_remove(0);
+    let mut session = s.session(session_id).await.unwrap().unwrap();
+    let at = t0 + Duration::seconds(39);
+    let stop = end_of(&session, Some(9000), at, vec![sample(at, 9000.0)]);
+    session.end(&stop).unwrap();
+    s.stop_session(&session, &stop.samples).await.unwrap();
+    expected.extend(stop.samples);
+    assert_eq!(s.samples(session_id).await.unwrap(), expected);
+}
+
 async fn progress_of_an_ended_session_is_ignored(s: &dyn Store) {
     let mut session = s
         .start_session(&new_session("CP-1", 1, "T1"))
@@ -474,6 +530,7 @@ async fn progress_of_an_ended_session_is_ignored(s: &dyn Store) {
         power_w: Some(1.0),
         soc_percent: None,
         last_meter_at: None,
+        idle_since: None,
         id_token: None,
     };
     s.write_batch(&WriteBatch {
