@@ -408,7 +408,8 @@ pub struct LogSettings {
 pub struct TestingSettings {
     pub fault_injection: bool,
     /// With `fault_injection`: the process aborts at this point, to test recovery
-    /// (`billing.after_invoice`: after an invoice is stored, before its event is acknowledged).
+    /// (`billing.before_invoice`: as billing takes up an ended session, before it reads it;
+    /// `billing.after_invoice`: after an invoice is stored, before its event is acknowledged).
     pub crash_point: Option<String>,
 }
 

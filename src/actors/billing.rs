@@ -106,14 +106,20 @@ impl Billing {
         receipt: Receipt<'_>,
         event: &DomainEvent,
     ) -> Result<(), StoreError> {
+        self.settings.testing.maybe_crash("billing.before_invoice");
         let id = event
             .aggregate_id
             .parse()
             .map(SessionId)
             .map_err(|_| StoreError::NotFound(format!("session {:?}", event.aggregate_id)))?;
-        let Some(session) = self.store.session(id).await? else {
+        let Some(mut session) = self.store.session(id).await? else {
             return Err(StoreError::NotFound(format!("session {id}")));
         };
+        if session.idle_since.is_none() {
+            // Ended before the idle clock was kept on the session (ADR 0023).
+            let samples = self.store.samples(id).await?;
+            session.idle_since = session.replayed_idle_since(&samples);
+        }
         let span =
             tracing::info_span!("billing", session_id = %id, charger_id = %session.charger_id);
         async {

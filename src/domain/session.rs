@@ -238,6 +238,31 @@ impl Session {
         u32::try_from(minutes.max(0)).unwrap_or(u32::MAX)
     }
 
+    /// The idle clock of an ended session that does not carry one, replayed from its
+    /// samples: a session that ended before the clock was kept on the session row, or
+    /// under a replica that predates it during a rolling upgrade (ADR 0023). The same
+    /// rules as while it ran, readings taken in time order: the first reading of the
+    /// final energy, or the end when the final register is above the last reading or
+    /// there was none.
+    pub fn replayed_idle_since(&self, samples: &[MeterSample]) -> Option<DateTime<Utc>> {
+        let mut in_time_order = samples.to_vec();
+        in_time_order.sort_by_key(|s| s.timestamp);
+        let mut replay = Session {
+            energy_wh: 0,
+            idle_since: None,
+            last_meter_at: None,
+            ..self.clone()
+        };
+        replay.apply_samples(&in_time_order);
+        let final_energy = self.meter_stop_wh.map_or(replay.energy_wh, |stop| {
+            stop.saturating_sub(self.meter_start_wh).max(0)
+        });
+        match replay.idle_since {
+            Some(since) if final_energy <= replay.energy_wh => Some(since),
+            _ => self.stopped_at,
+        }
+    }
+
     /// Ends the session: its final samples, then the final register reading when the
     /// charger gave one (else the last one seen).
     pub fn end(&mut self, end: &TransactionEvent) -> Result<(), SessionError> {
@@ -403,6 +428,40 @@ mod tests {
         stop.meter_wh = None;
         silent.end(&stop).unwrap();
         assert_eq!(silent.idle_minutes(at(75)), 0);
+    }
+
+    #[test]
+    fn an_ended_session_without_an_idle_clock_gets_it_replayed_from_its_samples() {
+        let start = Utc::now();
+        let at = |min| start + Duration::minutes(min);
+        // Stored in any order (a charger replaying offline readings).
+        let readings = [(40, "10000"), (0, "1000"), (50, "10000"), (30, "10000")];
+        let samples: Vec<MeterSample> = readings
+            .iter()
+            .map(|&(min, wh)| sample(at(min), Measurand::EnergyImportRegister, wh, None))
+            .collect();
+        let mut stop = ended(Some(10000), vec![]);
+        stop.timestamp = at(75);
+        let mut live = session();
+        for reading in samples.iter().rev() {
+            live.apply_samples(std::slice::from_ref(reading));
+        }
+        live.end(&stop).unwrap();
+        let mut legacy = live.clone();
+        legacy.idle_since = None;
+        assert_eq!(legacy.replayed_idle_since(&samples), Some(at(30)));
+        assert_eq!(
+            live.idle_since,
+            Some(at(30)),
+            "the same clock as while it ran"
+        );
+
+        // The final register above the last reading: charging until the end.
+        legacy.meter_stop_wh = Some(10500);
+        assert_eq!(legacy.replayed_idle_since(&samples), Some(at(75)));
+        // No register reading at all: no idle time.
+        legacy.meter_stop_wh = Some(10000);
+        assert_eq!(legacy.replayed_idle_since(&[]), Some(at(75)));
     }
 
     fn ended(meter_wh: Option<i64>, samples: Vec<MeterSample>) -> TransactionEvent {

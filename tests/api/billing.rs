@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use sqlx::Connection;
 
 use crate::helpers::{Backend, CHARGER_PASSWORD, TestApp, eventually, now, time_in};
 use crate::ocpp201::{energy, event, station};
@@ -113,23 +114,22 @@ pub async fn settled_invoice(app: &TestApp, user: &str) -> Value {
     .await
 }
 
-#[tokio::test]
-async fn the_idle_fee_counts_from_the_first_reading_of_the_final_energy() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
-    payg_default(&app).await;
-    let user = driver(&app, "idle@example.org", "tok_visa", "RFID-IDLE").await;
-    let mut charger = app.registered_charger("CP-IDLE").await;
+/// A 1.6 session on `cp` whose register stops rising 40 minutes before its end: started
+/// an hour ago, 12,345 Wh from 40 minutes ago on, readings stored before it stops.
+async fn idle_session(app: &TestApp, cp: &str, rfid: &str) -> i64 {
+    let mut charger = app.registered_charger(cp).await;
     let minutes_ago = |m: i64| time_in(-m * 60);
     let tx = charger
         .call(
             "StartTransaction",
-            json!({"connectorId": 1, "idTag": "RFID-IDLE", "meterStart": 0, "timestamp": minutes_ago(60)}),
+            json!({"connectorId": 1, "idTag": rfid, "meterStart": 0, "timestamp": minutes_ago(60)}),
         )
         .await["transactionId"]
         .as_i64()
         .expect("a transaction id");
     // Full 40 minutes before the end; the later readings show nothing more drawn.
-    for (ago, wh) in [(50, "5000"), (40, "12345"), (30, "12345"), (20, "12345")] {
+    let readings = [(50, "5000"), (40, "12345"), (30, "12345"), (20, "12345")];
+    for (ago, wh) in readings {
         charger
             .call(
                 "MeterValues",
@@ -138,15 +138,25 @@ async fn the_idle_fee_counts_from_the_first_reading_of_the_final_energy() {
             )
             .await;
     }
+    eventually(WAIT, "the readings stored", || async {
+        let (_, session) = app
+            .api("GET", &format!("/api/v1/sessions/{tx}"), None)
+            .await;
+        (session["meter_values"].as_array()?.len() == readings.len()).then_some(())
+    })
+    .await;
     charger
         .call(
             "StopTransaction",
             json!({"transactionId": tx, "meterStop": 12_345, "timestamp": now()}),
         )
         .await;
+    tx
+}
 
-    let invoice = settled_invoice(&app, &user).await;
-    let lines: Vec<(String, i64)> = invoice["lines"]
+/// The invoice's lines as (description, amount).
+fn lines(invoice: &Value) -> Vec<(String, i64)> {
+    invoice["lines"]
         .as_array()
         .unwrap()
         .iter()
@@ -156,12 +166,73 @@ async fn the_idle_fee_counts_from_the_first_reading_of_the_final_energy() {
                 l["amount"].as_i64().unwrap(),
             )
         })
-        .collect();
+        .collect()
+}
+
+fn assert_idle_fee_of_ten_minutes(invoice: &Value) {
+    let lines = lines(invoice);
     assert_eq!(
         lines.last(),
         Some(&("Idle fee: 10 min after 30 min grace".to_owned(), 100)),
         "40 idle minutes, 30 of them free, at 0.10: {lines:?}"
     );
+}
+
+#[tokio::test]
+async fn the_idle_fee_counts_from_the_first_reading_of_the_final_energy() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    payg_default(&app).await;
+    let user = driver(&app, "idle@example.org", "tok_visa", "RFID-IDLE").await;
+    idle_session(&app, "CP-IDLE", "RFID-IDLE").await;
+    assert_idle_fee_of_ten_minutes(&settled_invoice(&app, &user).await);
+}
+
+/// A session that ended before the idle clock was kept on the session row (ADR 0023),
+/// billed after the upgrade: billing replays the clock from the session's samples.
+#[tokio::test]
+async fn a_session_ended_without_an_idle_clock_is_billed_from_its_samples() {
+    let mut app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[
+            ("JUCR__TESTING__FAULT_INJECTION", "true"),
+            ("JUCR__TESTING__CRASH_POINT", "billing.before_invoice"),
+        ],
+    )
+    .await;
+    payg_default(&app).await;
+    let user = driver(&app, "legacy@example.org", "tok_visa", "RFID-LEGACY").await;
+    let tx = idle_session(&app, "CP-LEGACY", "RFID-LEGACY").await;
+    let status = app.exited(WAIT).await;
+    assert!(
+        !status.success(),
+        "the process aborted before billing: {status}"
+    );
+    assert!(app.log().contains("crashing at billing.before_invoice"));
+
+    // The row as a release before ADR 0023 left it: no idle clock.
+    let file = jucr::persistence::sqlite_file(&app.dir.path().join("data"));
+    let mut db = sqlx::SqliteConnection::connect_with(
+        &sqlx::sqlite::SqliteConnectOptions::new().filename(&file),
+    )
+    .await
+    .expect("opening the stopped app's database");
+    let cleared = sqlx::query(
+        "UPDATE session SET idle_since = NULL WHERE session_id = $1 AND idle_since IS NOT NULL",
+    )
+    .bind(tx)
+    .execute(&mut db)
+    .await
+    .expect("clearing the idle clock");
+    assert_eq!(
+        cleared.rows_affected(),
+        1,
+        "the session's end set its clock"
+    );
+    db.close().await.expect("closing the database");
+
+    app.set_setting("JUCR__TESTING__CRASH_POINT", None);
+    app.restart_stopped().await;
+    assert_idle_fee_of_ten_minutes(&settled_invoice(&app, &user).await);
 }
 
 #[tokio::test]

@@ -505,14 +505,24 @@ async fn samples_read_back_in_arrival_order_however_many_batches_ago(s: &dyn Sto
             }
         }
     }
-    // A session's final samples come after the ones its batches carried.
+    // A session's final samples come after the ones its batches carried with the same
+    // time, also when those were merged long ago (SQLite: 19 batches, more than a round
+    // of the 16 slots) and the final ones are staged.
     let (session_id, mut expected) = sessions.swap_remove(0);
     let mut session = s.session(session_id).await.unwrap().unwrap();
     let at = t0 + Duration::seconds(39);
-    let stop = end_of(&session, Some(9000), at, vec![sample(at, 9000.0)]);
+    let last = sample(at, 9000.0);
+    let late = sample(t0 + Duration::seconds(20), 9.5);
+    let stop = end_of(&session, Some(9000), at, vec![last.clone(), late.clone()]);
     session.end(&stop).unwrap();
     s.stop_session(&session, &stop.samples).await.unwrap();
-    expected.extend(stop.samples);
+    expected.push(last);
+    let after_its_time = expected
+        .iter()
+        .rposition(|s| s.timestamp == late.timestamp)
+        .expect("two readings of round 20")
+        + 1;
+    expected.insert(after_its_time, late);
     assert_eq!(s.samples(session_id).await.unwrap(), expected);
 }
 
