@@ -1,5 +1,5 @@
-//! Write-behind for the hot path: meter samples, session progress, connector status,
-//! boots and last-seen times are collected here and written per flush window
+//! Write-behind for the hot path: meter samples, session progress, connector status
+//! and last-seen times are collected here and written per flush window
 //! (`persistence.flush_interval_ms`) or as soon as `persistence.max_batch` updates are
 //! waiting, in transactions of at most `max_batch` updates each (so that a large
 //! backlog never holds the database's write lock for long).
@@ -28,7 +28,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::domain::ports::{
-    ChargerBoot, SessionProgress, SessionSample, Store, StoreError, StoreResult, WriteBatch,
+    SessionProgress, SessionSample, Store, StoreError, StoreResult, WriteBatch,
 };
 use crate::domain::{ChargerId, ConnectorId, ConnectorState, SessionId};
 use crate::metrics::Metrics;
@@ -158,17 +158,12 @@ struct Pending {
     samples: VecDeque<SessionSample>,
     progress: HashMap<SessionId, SessionProgress>,
     connectors: HashMap<(ChargerId, ConnectorId), ConnectorState>,
-    boots: HashMap<ChargerId, ChargerBoot>,
     seen: HashMap<ChargerId, chrono::DateTime<chrono::Utc>>,
 }
 
 impl Pending {
     fn len(&self) -> usize {
-        self.samples.len()
-            + self.progress.len()
-            + self.connectors.len()
-            + self.boots.len()
-            + self.seen.len()
+        self.samples.len() + self.progress.len() + self.connectors.len() + self.seen.len()
     }
 
     /// Takes up to `max` updates: the oldest samples first, then the latest figures.
@@ -185,10 +180,6 @@ impl Pending {
             connectors: take_some(&mut self.connectors, &mut room)
                 .into_iter()
                 .map(|((id, _), c)| (id, c))
-                .collect(),
-            boots: take_some(&mut self.boots, &mut room)
-                .into_iter()
-                .map(|(_, b)| b)
                 .collect(),
             last_seen: take_some(&mut self.seen, &mut room),
         }
@@ -210,9 +201,6 @@ impl Pending {
         }
         for (id, c) in batch.connectors {
             self.connectors.entry((id, c.connector_id)).or_insert(c);
-        }
-        for b in batch.boots {
-            self.boots.entry(b.charger_id.clone()).or_insert(b);
         }
         for (id, at) in batch.last_seen {
             self.seen.entry(id).or_insert(at);
@@ -314,13 +302,6 @@ impl BatchWriter {
     pub fn connector(&self, charger: ChargerId, state: ConnectorState) {
         self.add(|p| {
             p.connectors.insert((charger, state.connector_id), state);
-        });
-    }
-
-    /// A charger's BootNotification: what it said of itself, and when (the latest wins).
-    pub fn boot(&self, boot: ChargerBoot) {
-        self.add(|p| {
-            p.boots.insert(boot.charger_id.clone(), boot);
         });
     }
 
@@ -576,7 +557,6 @@ fn join(parts: impl Iterator<Item = WriteBatch>) -> WriteBatch {
         all.samples.extend(part.samples);
         all.progress.extend(part.progress);
         all.connectors.extend(part.connectors);
-        all.boots.extend(part.boots);
         all.last_seen.extend(part.last_seen);
     }
     all
@@ -588,7 +568,6 @@ fn split(batch: WriteBatch) -> Vec<WriteBatch> {
         samples,
         progress,
         connectors,
-        boots,
         last_seen,
     } = batch;
     let mut out: Vec<WriteBatch> = Vec::new();
@@ -602,10 +581,6 @@ fn split(batch: WriteBatch) -> Vec<WriteBatch> {
     }));
     out.extend(connectors.into_iter().map(|c| WriteBatch {
         connectors: vec![c],
-        ..Default::default()
-    }));
-    out.extend(boots.into_iter().map(|b| WriteBatch {
-        boots: vec![b],
         ..Default::default()
     }));
     out.extend(last_seen.into_iter().map(|l| WriteBatch {

@@ -33,7 +33,7 @@ use super::registry::{
 use super::session::{EndError, EndSession, RecordSamples, SetToken};
 use crate::domain::live::LiveUpdate;
 use crate::domain::money::Money;
-use crate::domain::ports::{ChargerBoot, StoreError};
+use crate::domain::ports::StoreError;
 use crate::domain::{
     Availability, CallEffect, ChargerId, ChargerRequest, ChargerResponse, ConnectorId,
     ConnectorState, ConnectorStatus, Connectors, DataTransferStatus, IdToken, IdTokenInfo,
@@ -382,16 +382,13 @@ impl ChargerActor {
                 self.reply(&id, action, Ok(ChargerResponse::Ack));
             }
             ChargerRequest::BootNotification(boot) => {
-                // What the charger says of itself is written behind (ADR 0024); its
-                // answer needs only the registration as the operator left it.
-                services.writer.boot(ChargerBoot {
-                    charger_id: self.id.clone(),
-                    boot,
-                    ocpp_version: self.version.as_str().to_owned(),
-                    at: now,
-                });
                 let charger = self.id.clone();
+                let version = self.version;
                 let work = async move {
+                    services
+                        .store
+                        .record_boot(&charger, &boot, version.as_str(), now)
+                        .await?;
                     Ok::<_, StoreError>(
                         services
                             .store

@@ -63,39 +63,25 @@ pub struct SessionProgress {
     pub id_token: Option<IdToken>,
 }
 
-/// What a charger said of itself in its last BootNotification, written behind it in
-/// batches (ADR 0024).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChargerBoot {
-    pub charger_id: ChargerId,
-    pub boot: BootInfo,
-    pub ocpp_version: String,
-    pub at: DateTime<Utc>,
-}
-
 /// Everything the hot path produces, written in one transaction per flush.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WriteBatch {
     pub samples: Vec<SessionSample>,
     pub progress: Vec<SessionProgress>,
     pub connectors: Vec<(ChargerId, ConnectorState)>,
-    /// Written before `last_seen`: a charger's boot time is also when it was last seen,
-    /// unless it was seen after.
-    pub boots: Vec<ChargerBoot>,
     pub last_seen: Vec<(ChargerId, DateTime<Utc>)>,
 }
 
 impl WriteBatch {
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.samples.is_empty()
+            && self.progress.is_empty()
+            && self.connectors.is_empty()
+            && self.last_seen.is_empty()
     }
 
     pub fn len(&self) -> usize {
-        self.samples.len()
-            + self.progress.len()
-            + self.connectors.len()
-            + self.boots.len()
-            + self.last_seen.len()
+        self.samples.len() + self.progress.len() + self.connectors.len() + self.last_seen.len()
     }
 }
 
@@ -107,6 +93,13 @@ pub trait ChargerStore: Send + Sync {
     async fn insert_registration(&self, registration: &ChargerRegistration) -> StoreResult<bool>;
     /// Creates or replaces the registration columns; returns whether the charger is new.
     async fn save_registration(&self, registration: &ChargerRegistration) -> StoreResult<bool>;
+    async fn record_boot(
+        &self,
+        id: &ChargerId,
+        boot: &BootInfo,
+        ocpp_version: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
     async fn connectors(&self, id: &ChargerId) -> StoreResult<Vec<ConnectorState>>;
     /// Every stored connector of every charger (one query for the charger list).
     async fn all_connectors(&self) -> StoreResult<Vec<(ChargerId, ConnectorState)>>;

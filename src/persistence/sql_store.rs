@@ -572,6 +572,11 @@ impl ChargerStore for SqlStore {
         Ok(!existed)
     }
 
+    async fn record_boot(&self, id: &ChargerId, boot: &BootInfo, ocpp_version: &str, at: DateTime<Utc>) -> StoreResult<()> {
+        let (store, id, boot, version) = (self.clone(), id.clone(), boot.clone(), ocpp_version.to_owned());
+        self.on_write_thread(async move { store.record_boot_here(&id, &boot, &version, at).await }).await
+    }
+
     async fn connectors(&self, id: &ChargerId) -> StoreResult<Vec<ConnectorState>> {
         sqlx::query("SELECT * FROM connector WHERE charger_id = $1 ORDER BY connector_id")
             .bind(id.as_str())
@@ -979,6 +984,23 @@ impl SqlStore {
         tx.commit().await.map_err(backend)
     }
 
+    async fn record_boot_here(&self, id: &ChargerId, boot: &BootInfo, ocpp_version: &str, at: DateTime<Utc>) -> StoreResult<()> {
+        let done = self.execute_write(
+            sqlx::query(
+                "UPDATE charger SET boot_info = $2, ocpp_version = $3, last_boot_at = $4, last_seen_at = $4 WHERE charger_id = $1",
+            )
+            .bind(id.as_str())
+            .bind(Json(boot))
+            .bind(ocpp_version)
+            .bind(at),
+        )
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("charger {id}")));
+        }
+        Ok(())
+    }
+
     async fn insert_registration_here(&self, r: &ChargerRegistration) -> StoreResult<bool> {
         let done = self.execute_write(bind_registration(
             sqlx::query(
@@ -1045,22 +1067,6 @@ impl SqlStore {
                    updated_at = excluded.updated_at",
             );
             upsert.build().execute(&mut *tx).await.map_err(backend)?;
-        }
-        // A charger no longer registered matches no row: its boot is not kept.
-        for chunk in batch.boots.chunks(INSERT_CHUNK) {
-            let mut update = QueryBuilder::<Db>::new("WITH v (charger_id, boot_info, ocpp_version, last_boot_at) AS (");
-            update.push_values(chunk, |mut row, b| {
-                row.push_bind(b.charger_id.as_str())
-                    .push_bind(Json(&b.boot))
-                    .push_bind(b.ocpp_version.as_str())
-                    .push_bind(b.at);
-            });
-            update.push(
-                ") UPDATE charger SET boot_info = v.boot_info, ocpp_version = v.ocpp_version, \
-                   last_boot_at = v.last_boot_at, last_seen_at = v.last_boot_at \
-                 FROM v WHERE charger.charger_id = v.charger_id",
-            );
-            update.build().execute(&mut *tx).await.map_err(backend)?;
         }
         for chunk in batch.last_seen.chunks(INSERT_CHUNK) {
             let mut update = QueryBuilder::<Db>::new("WITH v (charger_id, last_seen_at) AS (");

@@ -9,8 +9,8 @@ use chrono::{Duration, DurationRound, Utc};
 use jucr::domain::billing::*;
 use jucr::domain::money::Currency;
 use jucr::domain::ports::{
-    ChargerBoot, InvoiceFilter, Receipt, SessionProgress, SessionSample, StationStore, Store,
-    StoreError, WriteBatch,
+    InvoiceFilter, Receipt, SessionProgress, SessionSample, StationStore, Store, StoreError,
+    WriteBatch,
 };
 use jucr::domain::tariff::{Tariff, TariffKind};
 use jucr::domain::webhook::{DeliveryStatus, Webhook};
@@ -244,48 +244,18 @@ async fn boots_are_recorded_for_registered_chargers_only(s: &dyn Store) {
         ..Default::default()
     };
     let at = now();
-    let boot_of = |id: &str, at| ChargerBoot {
-        charger_id: charger(id),
-        boot: boot.clone(),
-        ocpp_version: "1.6".into(),
-        at,
-    };
-    // Seen after its boot in the same batch: the later time is its last seen.
-    let seen = at + Duration::seconds(5);
-    s.write_batch(&WriteBatch {
-        boots: vec![boot_of("CP-1", at), boot_of("CP-X", at)],
-        last_seen: vec![(charger("CP-1"), seen)],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    s.record_boot(&charger("CP-1"), &boot, "1.6", at)
+        .await
+        .unwrap();
     let got = s.charger(&charger("CP-1")).await.unwrap().unwrap();
     assert_eq!(
-        (
-            got.boot,
-            got.ocpp_version.as_deref(),
-            got.last_boot_at,
-            got.last_seen_at
-        ),
-        (Some(boot.clone()), Some("1.6"), Some(at), Some(seen))
+        (got.boot, got.ocpp_version.as_deref(), got.last_boot_at),
+        (Some(boot.clone()), Some("1.6"), Some(at))
     );
-    assert!(
-        s.charger(&charger("CP-X")).await.unwrap().is_none(),
-        "an unregistered charger's boot is not kept"
-    );
-    // A boot alone is also when the charger was last seen.
-    let later = at + Duration::seconds(60);
-    s.write_batch(&WriteBatch {
-        boots: vec![boot_of("CP-1", later)],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let got = s.charger(&charger("CP-1")).await.unwrap().unwrap();
-    assert_eq!(
-        (got.last_boot_at, got.last_seen_at),
-        (Some(later), Some(later))
-    );
+    assert!(matches!(
+        s.record_boot(&charger("CP-X"), &boot, "1.6", at).await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 async fn id_tokens_are_stored_case_insensitively(s: &dyn Store) {
@@ -437,7 +407,6 @@ async fn batches_write_samples_progress_connectors_and_last_seen(s: &dyn Store) 
             },
         ],
         connectors: vec![(charger("CP-1"), connector.clone())],
-        boots: Vec::new(),
         last_seen: vec![(charger("CP-1"), t0)],
     };
     s.write_batch(&batch).await.unwrap();
