@@ -119,6 +119,7 @@ impl Billing {
             // Ended before the idle clock was kept on the session (ADR 0023).
             let samples = self.store.samples(id).await?;
             session.idle_since = session.replayed_idle_since(&samples);
+            tracing::info!(session_id = %id, samples = samples.len(), "idle clock replayed from the session's samples");
         }
         let span =
             tracing::info_span!("billing", session_id = %id, charger_id = %session.charger_id);

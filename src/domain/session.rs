@@ -240,10 +240,12 @@ impl Session {
 
     /// The idle clock of an ended session that does not carry one, replayed from its
     /// samples: a session that ended before the clock was kept on the session row, or
-    /// under a replica that predates it during a rolling upgrade (ADR 0023). The same
-    /// rules as while it ran, readings taken in time order: the first reading of the
-    /// final energy, or the end when the final register is above the last reading or
-    /// there was none.
+    /// under a replica that predates it during a rolling upgrade (ADR 0023). The rules of
+    /// [`Session::apply_samples`] and [`Session::end`] over the readings in time order:
+    /// the first reading of the final energy, or the end when the final register is above
+    /// the last reading or there was none. A reading that arrived after a newer one was
+    /// skipped while the session ran; the stored samples do not keep the order they came
+    /// in, so the replay counts it.
     pub fn replayed_idle_since(&self, samples: &[MeterSample]) -> Option<DateTime<Utc>> {
         let mut in_time_order = samples.to_vec();
         in_time_order.sort_by_key(|s| s.timestamp);
