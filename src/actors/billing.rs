@@ -115,15 +115,15 @@ impl Billing {
         let Some(mut session) = self.store.session(id).await? else {
             return Err(StoreError::NotFound(format!("session {id}")));
         };
-        if session.idle_since.is_none() {
-            // Ended before the idle clock was kept on the session (ADR 0023).
-            let samples = self.store.samples(id).await?;
-            session.idle_since = session.replayed_idle_since(&samples);
-            tracing::info!(session_id = %id, samples = samples.len(), "idle clock replayed from the session's samples");
-        }
         let span =
             tracing::info_span!("billing", session_id = %id, charger_id = %session.charger_id);
         async {
+            if session.idle_since.is_none() {
+                // Ended before the idle clock was kept on the session (ADR 0023).
+                let samples = self.store.samples(id).await?;
+                session.idle_since = session.replayed_idle_since(&samples);
+                tracing::info!(samples = samples.len(), "idle clock replayed from the session's samples");
+            }
             // Recorded when the token came; a session from before that record falls back
             // to the token's owner now.
             let owner = match self.store.session_owner(id).await? {

@@ -256,11 +256,9 @@ impl Session {
             ..self.clone()
         };
         replay.apply_samples(&in_time_order);
-        let final_energy = self.meter_stop_wh.map_or(replay.energy_wh, |stop| {
-            stop.saturating_sub(self.meter_start_wh).max(0)
-        });
+        // An ended session's energy is its final register's (`end`).
         match replay.idle_since {
-            Some(since) if final_energy <= replay.energy_wh => Some(since),
+            Some(since) if self.energy_wh <= replay.energy_wh => Some(since),
             _ => self.stopped_at,
         }
     }
@@ -442,15 +440,20 @@ mod tests {
             .iter()
             .map(|&(min, wh)| sample(at(min), Measurand::EnergyImportRegister, wh, None))
             .collect();
-        let mut stop = ended(Some(10000), vec![]);
-        stop.timestamp = at(75);
-        let mut live = session();
-        for reading in samples.iter().rev() {
-            live.apply_samples(std::slice::from_ref(reading));
-        }
-        live.end(&stop).unwrap();
-        let mut legacy = live.clone();
-        legacy.idle_since = None;
+        // The session as it ended, and as a release before the clock stored it.
+        let ended_at = |meter_stop: i64| {
+            let mut stop = ended(Some(meter_stop), vec![]);
+            stop.timestamp = at(75);
+            let mut live = session();
+            for reading in samples.iter().rev() {
+                live.apply_samples(std::slice::from_ref(reading));
+            }
+            live.end(&stop).unwrap();
+            let mut legacy = live.clone();
+            legacy.idle_since = None;
+            (live, legacy)
+        };
+        let (live, legacy) = ended_at(10000);
         assert_eq!(legacy.replayed_idle_since(&samples), Some(at(30)));
         assert_eq!(
             live.idle_since,
@@ -459,10 +462,11 @@ mod tests {
         );
 
         // The final register above the last reading: charging until the end.
-        legacy.meter_stop_wh = Some(10500);
+        let (live, legacy) = ended_at(10500);
         assert_eq!(legacy.replayed_idle_since(&samples), Some(at(75)));
+        assert_eq!(live.idle_since, Some(at(75)));
         // No register reading at all: no idle time.
-        legacy.meter_stop_wh = Some(10000);
+        let (_, legacy) = ended_at(10000);
         assert_eq!(legacy.replayed_idle_since(&[]), Some(at(75)));
     }
 

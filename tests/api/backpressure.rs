@@ -146,9 +146,8 @@ async fn a_busy_database_is_waited_for_not_mistaken_for_refused_updates() {
     // kept (not tried one by one and dropped) and the charger is held back.
     let (app, mut cp, tx) = charging(Backend::Sqlite, "CP-BUSY", "BUSY-1").await;
 
-    let file = app.dir.path().join("data").join("jucr.sqlite");
-    let url = format!("sqlite://{}", file.display());
-    let mut other = sqlx::SqliteConnection::connect(&url)
+    let mut other = app
+        .sqlite_connection()
         .await
         .expect("a second connection to the app's SQLite file");
     sqlx::raw_sql("BEGIN IMMEDIATE")
@@ -196,19 +195,16 @@ async fn a_busy_database_is_waited_for_not_mistaken_for_refused_updates() {
         .expect("releasing the lock");
     send_the_rest(&mut cp, &tx, "busy", sent).await;
     let expected = (FRAMES * VALUES_PER_FRAME) as i64;
-    eventually(Duration::from_secs(30), "every meter value stored", || {
-        let url = url.clone();
-        async move {
-            let mut conn = sqlx::SqliteConnection::connect(&url).await.ok()?;
-            // Staged or merged (ADR 0023).
-            let stored: i64 = sqlx::query_scalar(
-                "SELECT (SELECT count(*) FROM meter_sample) + (SELECT count(*) FROM meter_sample_staged)",
-            )
-            .fetch_one(&mut conn)
-            .await
-            .ok()?;
-            (stored == expected).then_some(())
-        }
+    eventually(Duration::from_secs(30), "every meter value stored", || async {
+        let mut conn = app.sqlite_connection().await.ok()?;
+        // Staged or merged (ADR 0023).
+        let stored: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM meter_sample) + (SELECT count(*) FROM meter_sample_staged)",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .ok()?;
+        (stored == expected).then_some(())
     })
     .await;
     assert_eq!(

@@ -95,6 +95,24 @@ pub async fn events(app: &TestApp, event_type: &str) -> Vec<Value> {
     body.as_array().unwrap().clone()
 }
 
+/// Settings that make the app abort at `point` (test-only fault injection).
+fn crashing_at(point: &str) -> [(&'static str, &str); 2] {
+    [
+        ("JUCR__TESTING__FAULT_INJECTION", "true"),
+        ("JUCR__TESTING__CRASH_POINT", point),
+    ]
+}
+
+/// Waits for the app started with [`crashing_at`] to abort there.
+async fn aborted_at(app: &mut TestApp, point: &str) {
+    let status = app.exited(WAIT).await;
+    assert!(
+        !status.success(),
+        "the process aborted at {point}: {status}"
+    );
+    assert!(app.log().contains(&format!("crashing at {point}")));
+}
+
 /// The invoice with its payment once the payment has settled (completed or failed).
 pub async fn settled_invoice(app: &TestApp, user: &str) -> Value {
     eventually(WAIT, "an invoice with a settled payment", || async {
@@ -192,14 +210,8 @@ async fn the_idle_fee_counts_from_the_first_reading_of_the_final_energy() {
 /// billed after the upgrade: billing replays the clock from the session's samples.
 #[tokio::test]
 async fn a_session_ended_without_an_idle_clock_is_billed_from_its_samples() {
-    let mut app = TestApp::spawn_with(
-        Backend::Sqlite,
-        &[
-            ("JUCR__TESTING__FAULT_INJECTION", "true"),
-            ("JUCR__TESTING__CRASH_POINT", "billing.before_invoice"),
-        ],
-    )
-    .await;
+    let mut app =
+        TestApp::spawn_with(Backend::Sqlite, &crashing_at("billing.before_invoice")).await;
     payg_default(&app).await;
     let user = driver(&app, "legacy@example.org", "tok_visa", "RFID-LEGACY").await;
     let (mut charger, tx) = idle_session(&app, "CP-LEGACY", "RFID-LEGACY").await;
@@ -207,20 +219,13 @@ async fn a_session_ended_without_an_idle_clock_is_billed_from_its_samples() {
     charger
         .send_text(&json!([2, "stop-1", "StopTransaction", idle_stop(tx)]).to_string())
         .await;
-    let status = app.exited(WAIT).await;
-    assert!(
-        !status.success(),
-        "the process aborted before billing: {status}"
-    );
-    assert!(app.log().contains("crashing at billing.before_invoice"));
+    aborted_at(&mut app, "billing.before_invoice").await;
 
     // The row as a release before ADR 0023 left it: no idle clock.
-    let file = jucr::persistence::sqlite_file(&app.dir.path().join("data"));
-    let mut db = sqlx::SqliteConnection::connect_with(
-        &sqlx::sqlite::SqliteConnectOptions::new().filename(&file),
-    )
-    .await
-    .expect("opening the stopped app's database");
+    let mut db = app
+        .sqlite_connection()
+        .await
+        .expect("opening the stopped app's database");
     let cleared = sqlx::query(
         "UPDATE session SET idle_since = NULL WHERE session_id = $1 AND idle_since IS NOT NULL",
     )
@@ -462,19 +467,14 @@ async fn a_gateway_that_does_not_answer_is_retried_quietly_until_the_charge_goes
 /// Billing aborts the process after storing an invoice, before its event is
 /// acknowledged; after a restart the session has one invoice and one payment.
 async fn crash_after_the_invoice_then_restart(backend: Backend, bus: &[(&str, &str)]) {
-    let mut settings = vec![
-        ("JUCR__TESTING__FAULT_INJECTION", "true"),
-        ("JUCR__TESTING__CRASH_POINT", "billing.after_invoice"),
-    ];
+    let mut settings = crashing_at("billing.after_invoice").to_vec();
     settings.extend_from_slice(bus);
     let mut app = TestApp::spawn_with(backend, &settings).await;
     payg_default(&app).await;
     let user = driver(&app, "crash@example.org", "tok_visa", "RFID-CRASH").await;
     charge(&app, "CP-C1", "RFID-CRASH", 7_000).await;
 
-    let status = app.exited(WAIT).await;
-    assert!(!status.success(), "the process aborted mid-way: {status}");
-    assert!(app.log().contains("crashing at billing.after_invoice"));
+    aborted_at(&mut app, "billing.after_invoice").await;
 
     app.set_setting("JUCR__TESTING__CRASH_POINT", None);
     app.restart_stopped().await;

@@ -261,6 +261,17 @@ impl TestApp {
         &self._db.as_ref().expect("a PostgreSQL app").url
     }
 
+    /// A connection of the test's own to the app's SQLite file (embedded): to play another
+    /// client, count what was stored, or edit what a stopped app left.
+    pub async fn sqlite_connection(&self) -> Result<sqlx::SqliteConnection, sqlx::Error> {
+        use sqlx::Connection;
+        let file = jucr::persistence::sqlite_file(&self.dir.path().join("data"));
+        sqlx::SqliteConnection::connect_with(
+            &sqlx::sqlite::SqliteConnectOptions::new().filename(file),
+        )
+        .await
+    }
+
     /// What the server has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("jucr.log")).unwrap_or_default()
