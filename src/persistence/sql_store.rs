@@ -267,7 +267,7 @@ macro_rules! select_sessions {
         concat!(
             "SELECT session_id, charger_id, connector_id, transaction_id, id_token, status, meter_start_wh, \
              meter_stop_wh, energy_wh, power_w, soc_percent, started_at, stopped_at, stop_reason, last_meter_at, \
-             idle_since, remote_start, reservation_id FROM session ",
+             idle_since, idle_energy_wh, remote_start, reservation_id FROM session ",
             $rest
         )
     };
@@ -296,10 +296,21 @@ fn session_from_row(row: &DbRow) -> StoreResult<Session> {
         stopped_at: row.try_get("stopped_at").map_err(backend)?,
         stop_reason: row.try_get("stop_reason").map_err(backend)?,
         last_meter_at: row.try_get("last_meter_at").map_err(backend)?,
-        idle_since: row.try_get("idle_since").map_err(backend)?,
+        idle_since: idle_clock(row)?,
         remote_start: row.try_get("remote_start").map_err(backend)?,
         reservation_id: row.try_get("reservation_id").map_err(backend)?,
     })
+}
+
+/// The idle clock when it belongs to the energy on the row: a replica that predates the
+/// clock (ADR 0023) moves the energy and leaves the clock where it was, and a clock so
+/// left behind would count charging time as idle. Without one, billing replays it from
+/// the session's samples, and a running session starts it again at its next reading.
+fn idle_clock(row: &DbRow) -> StoreResult<Option<DateTime<Utc>>> {
+    let since: Option<DateTime<Utc>> = row.try_get("idle_since").map_err(backend)?;
+    let energy: i64 = row.try_get("energy_wh").map_err(backend)?;
+    let clock_energy: Option<i64> = row.try_get("idle_energy_wh").map_err(backend)?;
+    Ok(since.filter(|_| clock_energy == Some(energy)))
 }
 
 fn sample_from_row(row: &DbRow) -> StoreResult<MeterSample> {
@@ -958,7 +969,7 @@ impl SqlStore {
         insert_samples(&mut tx, final_samples.iter().map(|m| (s.session_id, m))).await?;
         let ended = sqlx::query(
             "UPDATE session SET status = $2, meter_stop_wh = $3, energy_wh = $4, power_w = $5, soc_percent = $6, \
-               stopped_at = $7, stop_reason = $8, last_meter_at = $9, id_token = $10, idle_since = $12, \
+               stopped_at = $7, stop_reason = $8, last_meter_at = $9, id_token = $10, idle_since = $12, idle_energy_wh = $4, \
                user_id = COALESCE(user_id, (SELECT user_id FROM id_token WHERE id_token_key = $11)) \
              WHERE session_id = $1 AND status = 'active'",
         )
@@ -1041,7 +1052,7 @@ impl SqlStore {
             });
             update.push(
                 ") UPDATE session SET energy_wh = v.energy_wh, power_w = v.power_w, soc_percent = v.soc_percent, \
-                   last_meter_at = v.last_meter_at, idle_since = v.idle_since, \
+                   last_meter_at = v.last_meter_at, idle_since = v.idle_since, idle_energy_wh = v.energy_wh, \
                    id_token = COALESCE(v.id_token, session.id_token), \
                    user_id = COALESCE(session.user_id, (SELECT t.user_id FROM id_token t WHERE t.id_token_key = v.id_token_key)) \
                  FROM v WHERE session.session_id = v.session_id AND session.status = 'active'",

@@ -210,31 +210,56 @@ async fn the_idle_fee_counts_from_the_first_reading_of_the_final_energy() {
 /// billed after the upgrade: billing replays the clock from the session's samples.
 #[tokio::test]
 async fn a_session_ended_without_an_idle_clock_is_billed_from_its_samples() {
+    billed_after_rewriting_its_row(
+        "legacy",
+        "UPDATE session SET idle_since = NULL WHERE session_id = $1 AND idle_since IS NOT NULL",
+    )
+    .await;
+}
+
+/// A session whose clock was set at its first reading, which a replica that predates
+/// the clock then ended: the energy moved on, the clock stayed (50 idle minutes if it
+/// were believed). Billing replays it from the samples.
+#[tokio::test]
+async fn a_clock_left_behind_by_an_older_replica_is_replayed_from_the_samples() {
+    billed_after_rewriting_its_row(
+        "stale",
+        "UPDATE session SET idle_energy_wh = 5000 - meter_start_wh, idle_since = ( \
+             SELECT min(sampled_at) FROM ( \
+                 SELECT sampled_at FROM meter_sample WHERE session_id = $1 \
+                 UNION ALL SELECT sampled_at FROM meter_sample_staged WHERE session_id = $1)) \
+         WHERE session_id = $1 AND idle_energy_wh = energy_wh",
+    )
+    .await;
+}
+
+/// An [`idle_session`] stopped, the app aborted before billing takes it up, its session
+/// row rewritten by `sql` (`$1` the session id) as another release would have left it,
+/// the app restarted: the invoice has the 10-minute idle fee of the samples.
+async fn billed_after_rewriting_its_row(name: &str, sql: &'static str) {
     let mut app =
         TestApp::spawn_with(Backend::Sqlite, &crashing_at("billing.before_invoice")).await;
     payg_default(&app).await;
-    let user = driver(&app, "legacy@example.org", "tok_visa", "RFID-LEGACY").await;
-    let (mut charger, tx) = idle_session(&app, "CP-LEGACY", "RFID-LEGACY").await;
+    let rfid = format!("RFID-{name}");
+    let user = driver(&app, &format!("{name}@example.org"), "tok_visa", &rfid).await;
+    let (mut charger, tx) = idle_session(&app, &format!("CP-{name}"), &rfid).await;
     // Its answer may not come: the process aborts once billing takes the session up.
     charger
         .send_text(&json!([2, "stop-1", "StopTransaction", idle_stop(tx)]).to_string())
         .await;
     aborted_at(&mut app, "billing.before_invoice").await;
 
-    // The row as a release before ADR 0023 left it: no idle clock.
     let mut db = app
         .sqlite_connection()
         .await
         .expect("opening the stopped app's database");
-    let cleared = sqlx::query(
-        "UPDATE session SET idle_since = NULL WHERE session_id = $1 AND idle_since IS NOT NULL",
-    )
-    .bind(tx)
-    .execute(&mut db)
-    .await
-    .expect("clearing the idle clock");
+    let rewritten = sqlx::query(sql)
+        .bind(tx)
+        .execute(&mut db)
+        .await
+        .expect("rewriting the session row");
     assert_eq!(
-        cleared.rows_affected(),
+        rewritten.rows_affected(),
         1,
         "the session's end set its clock"
     );

@@ -138,13 +138,13 @@ station_contract!(
 );
 
 /// Times as the stores return them (microsecond precision).
-fn now() -> chrono::DateTime<Utc> {
+pub(crate) fn now() -> chrono::DateTime<Utc> {
     Utc::now()
         .duration_trunc(Duration::microseconds(1))
         .unwrap()
 }
 
-fn charger(id: &str) -> ChargerId {
+pub(crate) fn charger(id: &str) -> ChargerId {
     ChargerId::parse(id).unwrap()
 }
 
@@ -152,7 +152,7 @@ fn token(t: &str) -> IdToken {
     IdToken::parse(t).unwrap()
 }
 
-fn registration(id: &str) -> ChargerRegistration {
+pub(crate) fn registration(id: &str) -> ChargerRegistration {
     ChargerRegistration {
         charger_id: charger(id),
         password_hash: Some("$argon2id$hash".into()),
@@ -198,7 +198,7 @@ fn end_of(
     }
 }
 
-fn sample(at: chrono::DateTime<Utc>, wh: f64) -> MeterSample {
+pub(crate) fn sample(at: chrono::DateTime<Utc>, wh: f64) -> MeterSample {
     MeterSample::normalised(
         at,
         Measurand::EnergyImportRegister,

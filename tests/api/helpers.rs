@@ -482,11 +482,19 @@ pub fn http_client() -> reqwest::Client {
 
 /// The embedded store on a fresh SQLite file at `path`, migrated.
 pub async fn migrated_sqlite(path: &std::path::Path) -> jucr::persistence::sqlite::SqlStore {
+    migrated_sqlite_to(path, i64::MAX).await
+}
+
+/// The embedded store on a fresh SQLite file at `path`, migrated up to `version`.
+pub async fn migrated_sqlite_to(
+    path: &std::path::Path,
+    version: i64,
+) -> jucr::persistence::sqlite::SqlStore {
     let store = jucr::persistence::sqlite::SqlStore::open(path, false, 4)
         .await
         .expect("opening SQLite");
     jucr::persistence::sqlite::MIGRATOR
-        .run(store.pool())
+        .run_to(version, store.pool())
         .await
         .expect("migrating SQLite");
     store

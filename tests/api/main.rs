@@ -12,6 +12,7 @@ mod helpers;
 mod keepalive;
 mod live;
 mod malformed;
+mod migrations;
 mod ocm_sync;
 mod ocpp201;
 mod ocpp_core;
