@@ -5,12 +5,13 @@
 ALTER TABLE session ADD COLUMN idle_energy_wh BIGINT;
 
 -- The clocks already set that are right: at a whole-meter register reading of the
--- energy on the row (the session's own rule: rounded, less the start reading, never
--- below zero). Any other (left behind by an older replica, or set at the session's end
--- above its last reading) stays without, and is replayed.
+-- energy on the row (the session's own rule: rounded half away from zero, as NUMERIC's
+-- round does and double precision's does not, less the start reading, never below
+-- zero). Any other (left behind by an older replica, or set at the session's end above
+-- its last reading) stays without, and is replayed.
 UPDATE session SET idle_energy_wh = energy_wh
 WHERE idle_since IS NOT NULL AND EXISTS (
     SELECT 1 FROM meter_sample m
     WHERE m.session_id = session.session_id AND m.sampled_at = session.idle_since
       AND m.measurand = 'Energy.Active.Import.Register' AND m.phase IS NULL
-      AND greatest(round(m.value)::BIGINT - session.meter_start_wh, 0) = session.energy_wh);
+      AND greatest(round(m.value::NUMERIC) - session.meter_start_wh, 0) = session.energy_wh);

@@ -11,12 +11,16 @@ ALTER TABLE session ADD COLUMN idle_energy_wh INTEGER;
 -- below zero). Any other (left behind by an older replica, or set at the session's end
 -- above its last reading) stays without, and is replayed.
 UPDATE session SET idle_energy_wh = energy_wh
-WHERE idle_since IS NOT NULL AND EXISTS (
-    SELECT 1 FROM (
-        SELECT session_id, sampled_at, measurand, phase, value FROM meter_sample
-        UNION ALL
-        SELECT session_id, sampled_at, measurand, phase, value FROM meter_sample_staged
-    ) m
-    WHERE m.session_id = session.session_id AND m.sampled_at = session.idle_since
-      AND m.measurand = 'Energy.Active.Import.Register' AND m.phase IS NULL
-      AND max(CAST(round(m.value) AS INTEGER) - session.meter_start_wh, 0) = session.energy_wh);
+WHERE idle_since IS NOT NULL AND (
+    EXISTS (
+        SELECT 1 FROM meter_sample m
+        WHERE m.session_id = session.session_id AND m.sampled_at = session.idle_since
+          AND m.measurand = 'Energy.Active.Import.Register' AND m.phase IS NULL
+          AND max(CAST(round(m.value) AS INTEGER) - session.meter_start_wh, 0) = session.energy_wh)
+    OR EXISTS (
+        -- The staged samples of the session's slot (its primary key's first column).
+        SELECT 1 FROM meter_sample_staged m
+        WHERE m.slot = session.session_id % 16 AND m.session_id = session.session_id
+          AND m.sampled_at = session.idle_since
+          AND m.measurand = 'Energy.Active.Import.Register' AND m.phase IS NULL
+          AND max(CAST(round(m.value) AS INTEGER) - session.meter_start_wh, 0) = session.energy_wh));

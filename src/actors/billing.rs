@@ -119,7 +119,8 @@ impl Billing {
             tracing::info_span!("billing", session_id = %id, charger_id = %session.charger_id);
         async {
             if session.idle_since.is_none() {
-                // Ended before the idle clock was kept on the session (ADR 0023).
+                // Ended before the idle clock was kept on the session, or its clock
+                // left behind by a replica that predates it (ADR 0023).
                 let samples = self.store.samples(id).await?;
                 session.idle_since = session.replayed_idle_since(&samples);
                 tracing::info!(samples = samples.len(), "idle clock replayed from the session's samples");

@@ -159,6 +159,37 @@ impl SessionActor {
         }));
     }
 
+    /// A session rebuilt from a row without its idle clock (withheld by the store: a
+    /// replica that predates the clock moved its energy, ADR 0023) gets it back from its
+    /// samples, before any new reading: otherwise the next reading, or the end, would
+    /// start it and the idle time so far would go unbilled. One read, at the rebuild.
+    fn restore_idle_clock(&mut self, ctx: &mut Context<Self>) {
+        if self.session.idle_since.is_some() || self.session.last_meter_at.is_none() {
+            return;
+        }
+        let store = self.store.clone();
+        let id = self.session.session_id;
+        let load = async move { store.samples(id).await }.instrument(self.span.clone());
+        ctx.wait(load.into_actor(self).map(|result, act, _| match result {
+            Ok(samples) => {
+                act.session.idle_since = act.session.restored_idle_since(&samples);
+                act.span.in_scope(|| {
+                    tracing::info!(
+                        samples = samples.len(),
+                        restored = act.session.idle_since.is_some(),
+                        "idle clock replayed from the session's samples"
+                    )
+                });
+                if act.session.idle_since.is_some() {
+                    act.write_progress(None);
+                }
+            }
+            Err(e) => act.span.in_scope(|| {
+                tracing::warn!(error = %e, "idle clock not replayed: reading the samples failed; the next reading starts it")
+            }),
+        }));
+    }
+
     /// The cost so far (at `now` for the idle fee).
     fn cost(&self, now: DateTime<Utc>) -> Option<Money> {
         let pricing = self.pricing.as_ref()?;
@@ -183,6 +214,7 @@ impl Actor for SessionActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.metrics.active_sessions.inc();
+        self.restore_idle_clock(ctx);
         self.price(ctx);
         self.span
             .in_scope(|| tracing::debug!("session actor started"));

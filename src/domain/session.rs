@@ -240,13 +240,32 @@ impl Session {
 
     /// The idle clock of an ended session that does not carry one, replayed from its
     /// samples: a session that ended before the clock was kept on the session row, or
-    /// under a replica that predates it during a rolling upgrade (ADR 0023). The rules of
+    /// whose clock a replica that predates it left behind (ADR 0023). The rules of
     /// [`Session::apply_samples`] and [`Session::end`] over the readings in time order:
     /// the first reading of the final energy, or the end when the final register is above
     /// the last reading or there was none. A reading that arrived after a newer one was
     /// skipped while the session ran; the stored samples do not keep the order they came
     /// in, so the replay counts it.
     pub fn replayed_idle_since(&self, samples: &[MeterSample]) -> Option<DateTime<Utc>> {
+        // An ended session's energy is its final register's (`end`).
+        match self.replay(samples) {
+            (Some(since), energy) if self.energy_wh <= energy => Some(since),
+            _ => self.stopped_at,
+        }
+    }
+
+    /// The idle clock of a running session rebuilt without one (see
+    /// [`Session::replayed_idle_since`]): the first reading of the energy on the session,
+    /// when its samples reach that energy; else none, and the next reading starts it.
+    pub fn restored_idle_since(&self, samples: &[MeterSample]) -> Option<DateTime<Utc>> {
+        match self.replay(samples) {
+            (since, energy) if energy == self.energy_wh => since,
+            _ => None,
+        }
+    }
+
+    /// The clock and the energy delivered that `samples`, in time order, give.
+    fn replay(&self, samples: &[MeterSample]) -> (Option<DateTime<Utc>>, i64) {
         let mut in_time_order = samples.to_vec();
         in_time_order.sort_by_key(|s| s.timestamp);
         let mut replay = Session {
@@ -256,11 +275,7 @@ impl Session {
             ..self.clone()
         };
         replay.apply_samples(&in_time_order);
-        // An ended session's energy is its final register's (`end`).
-        match replay.idle_since {
-            Some(since) if self.energy_wh <= replay.energy_wh => Some(since),
-            _ => self.stopped_at,
-        }
+        (replay.idle_since, replay.energy_wh)
     }
 
     /// Ends the session: its final samples, then the final register reading when the
@@ -468,6 +483,34 @@ mod tests {
         // No register reading at all: no idle time.
         let (_, legacy) = ended_at(10000);
         assert_eq!(legacy.replayed_idle_since(&[]), Some(at(75)));
+    }
+
+    #[test]
+    fn a_running_session_rebuilt_without_its_clock_gets_it_from_its_samples() {
+        let start = Utc::now();
+        let at = |min| start + Duration::minutes(min);
+        let readings = [(40, "10000"), (0, "1000"), (30, "10000")];
+        let samples: Vec<MeterSample> = readings
+            .iter()
+            .map(|&(min, wh)| sample(at(min), Measurand::EnergyImportRegister, wh, None))
+            .collect();
+        let mut live = session();
+        live.apply_samples(&samples[1..]);
+        live.apply_samples(&samples[..1]);
+        assert_eq!(live.idle_since, Some(at(30)));
+        let rebuilt = Session {
+            idle_since: None,
+            ..live.clone()
+        };
+        assert_eq!(rebuilt.restored_idle_since(&samples), live.idle_since);
+        // The row's energy beyond what the samples show (its last ones not stored):
+        // no clock until the next reading.
+        let ahead = Session {
+            energy_wh: live.energy_wh + 500,
+            ..rebuilt
+        };
+        assert_eq!(ahead.restored_idle_since(&samples), None);
+        assert_eq!(ahead.restored_idle_since(&[]), None);
     }
 
     fn ended(meter_wh: Option<i64>, samples: Vec<MeterSample>) -> TransactionEvent {

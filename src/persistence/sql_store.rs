@@ -305,7 +305,7 @@ fn session_from_row(row: &DbRow) -> StoreResult<Session> {
 /// The idle clock when it belongs to the energy on the row: a replica that predates the
 /// clock (ADR 0023) moves the energy and leaves the clock where it was, and a clock so
 /// left behind would count charging time as idle. Without one, billing replays it from
-/// the session's samples, and a running session starts it again at its next reading.
+/// the session's samples, and so does a running session's actor when it is rebuilt.
 fn idle_clock(row: &DbRow) -> StoreResult<Option<DateTime<Utc>>> {
     let since: Option<DateTime<Utc>> = row.try_get("idle_since").map_err(backend)?;
     let energy: i64 = row.try_get("energy_wh").map_err(backend)?;

@@ -233,6 +233,45 @@ async fn a_clock_left_behind_by_an_older_replica_is_replayed_from_the_samples() 
     .await;
 }
 
+/// A running session whose clock an older replica left behind (its energy moved on),
+/// rebuilt after a restart: the store withholds the clock, the session's actor replays
+/// it from the samples, so the idle time before the restart is billed (without the
+/// replay the end would start the clock, and there would be no idle fee).
+#[tokio::test]
+async fn a_running_session_rebuilt_without_its_clock_gets_it_from_its_samples() {
+    let mut app = TestApp::spawn(Backend::Sqlite).await;
+    payg_default(&app).await;
+    let user = driver(&app, "rebuilt@example.org", "tok_visa", "RFID-REBUILT").await;
+    let (charger, tx) = idle_session(&app, "CP-REBUILT", "RFID-REBUILT").await;
+    drop(charger);
+    app.stop(libc::SIGTERM).await;
+
+    let mut db = app
+        .sqlite_connection()
+        .await
+        .expect("opening the stopped app's database");
+    let rewritten = sqlx::query(
+        "UPDATE session SET idle_energy_wh = 5000 - meter_start_wh \
+         WHERE session_id = $1 AND status = 'active' AND idle_energy_wh = energy_wh",
+    )
+    .bind(tx)
+    .execute(&mut db)
+    .await
+    .expect("rewriting the session row");
+    assert_eq!(rewritten.rows_affected(), 1, "the progress wrote its clock");
+    db.close().await.expect("closing the database");
+
+    app.restart_stopped().await;
+    let mut charger = ChargePoint::connect(
+        app.ws_url("CP-REBUILT"),
+        "CP-REBUILT",
+        Some(CHARGER_PASSWORD),
+    )
+    .await;
+    charger.call("StopTransaction", idle_stop(tx)).await;
+    assert_idle_fee_of_ten_minutes(&settled_invoice(&app, &user).await);
+}
+
 /// An [`idle_session`] stopped, the app aborted before billing takes it up, its session
 /// row rewritten by `sql` (`$1` the session id) as another release would have left it,
 /// the app restarted: the invoice has the 10-minute idle fee of the samples.

@@ -144,7 +144,7 @@ pub(crate) fn now() -> chrono::DateTime<Utc> {
         .unwrap()
 }
 
-pub(crate) fn charger(id: &str) -> ChargerId {
+fn charger(id: &str) -> ChargerId {
     ChargerId::parse(id).unwrap()
 }
 

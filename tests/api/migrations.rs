@@ -7,7 +7,7 @@ use jucr::domain::SessionId;
 use jucr::domain::ports::{SessionSample, Store, WriteBatch};
 
 use crate::contract::{now, registration, sample};
-use crate::helpers::{TestDatabase, migrated_sqlite_to};
+use crate::helpers::{Backend, TestDatabase, migrated_sqlite_to};
 
 /// The last migration before the idle clock's energy (`idle_energy_wh`).
 const BEFORE_IDLE_ENERGY: i64 = 20261204000002;
@@ -69,17 +69,17 @@ impl Raw {
 
 /// A store on a fresh database migrated up to `version`; the guard keeps it alive.
 async fn store_migrated_to(
-    backend: &str,
+    backend: Backend,
     version: i64,
 ) -> (Box<dyn Store>, Raw, Box<dyn std::any::Any>) {
     match backend {
-        "sqlite" => {
+        Backend::Sqlite => {
             let dir = tempfile::tempdir().unwrap();
             let store = migrated_sqlite_to(&dir.path().join("t.sqlite"), version).await;
             let raw = Raw::Sqlite(store.pool().clone());
             (Box::new(store), raw, Box::new(dir))
         }
-        "postgres" => {
+        Backend::Postgres => {
             let db = TestDatabase::create().await;
             let url = secrecy::SecretString::from(db.url.clone());
             let store = jucr::persistence::postgres::SqlStore::connect(&url, 4)
@@ -92,7 +92,6 @@ async fn store_migrated_to(
             let raw = Raw::Postgres(store.pool().clone());
             (Box::new(store), raw, Box::new(db))
         }
-        other => unreachable!("{other}"),
     }
 }
 
@@ -100,7 +99,7 @@ async fn store_migrated_to(
 /// row's energy is at the clock's time; not where an older replica moved the energy
 /// and left the clock, nor where the clock is the session's end (no reading there);
 /// the store gives a clock only where it is kept.
-async fn only_clocks_at_a_reading_of_the_rows_energy_are_kept(backend: &str) {
+async fn only_clocks_at_a_reading_of_the_rows_energy_are_kept(backend: Backend) {
     let (s, raw, _guard) = store_migrated_to(backend, BEFORE_IDLE_ENERGY).await;
     s.save_registration(&registration("CP-M")).await.unwrap();
     let t0 = now() - Duration::minutes(50);
@@ -113,8 +112,9 @@ async fn only_clocks_at_a_reading_of_the_rows_energy_are_kept(backend: &str) {
     let mut samples = Vec::new();
     for connector in 1..=3 {
         let session_id = raw.start_session(connector, 100).await;
-        // Started at 100 Wh: 5,000 Wh delivered at t0, 12,345 from t1 on.
-        for (at, wh) in [(t0, 5_100.0), (t1, 12_445.0), (t2, 12_445.0)] {
+        // Started at 100 Wh: 5,000 Wh delivered at t0, 12,345 from t1 on (a half
+        // rounded away from zero, as the session does).
+        for (at, wh) in [(t0, 5_100.0), (t1, 12_444.5), (t2, 12_444.5)] {
             samples.push(SessionSample {
                 session_id,
                 sample: sample(at, wh),
@@ -153,13 +153,19 @@ async fn only_clocks_at_a_reading_of_the_rows_energy_are_kept(backend: &str) {
 mod sqlite {
     #[tokio::test]
     async fn only_clocks_at_a_reading_of_the_rows_energy_are_kept() {
-        super::only_clocks_at_a_reading_of_the_rows_energy_are_kept("sqlite").await;
+        super::only_clocks_at_a_reading_of_the_rows_energy_are_kept(
+            crate::helpers::Backend::Sqlite,
+        )
+        .await;
     }
 }
 
 mod postgres {
     #[tokio::test]
     async fn only_clocks_at_a_reading_of_the_rows_energy_are_kept() {
-        super::only_clocks_at_a_reading_of_the_rows_energy_are_kept("postgres").await;
+        super::only_clocks_at_a_reading_of_the_rows_energy_are_kept(
+            crate::helpers::Backend::Postgres,
+        )
+        .await;
     }
 }
