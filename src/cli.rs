@@ -12,7 +12,7 @@ use crate::config::Settings;
 use crate::domain::{
     ChargerId, ChargerRegistration, Email, RegistrationStatus, Role, SecurityProfile,
 };
-use crate::startup::{Application, new_user};
+use crate::startup::Application;
 use crate::{persistence, security, telemetry};
 
 #[derive(Parser)]
@@ -212,7 +212,9 @@ pub async fn run() -> anyhow::Result<()> {
             let store = persistence::open(&settings, true).await?;
             let email = Email::parse(&email).map_err(anyhow::Error::msg)?;
             let role = Role::parse(&role).context("role must be admin, operator or driver")?;
-            let user = new_user(email, password, role).await?;
+            let user =
+                security::new_user(&security::PasswordHashing::new(1, 0), email, password, role)
+                    .await?;
             store
                 .create_user(&user)
                 .await

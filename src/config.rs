@@ -63,6 +63,7 @@ pub struct Settings {
     pub mongodb: MongoSettings,
     pub ocm: OcmSettings,
     pub log: LogSettings,
+    pub graphql: GraphqlSettings,
     pub testing: TestingSettings,
 }
 
@@ -84,6 +85,11 @@ pub struct HttpSettings {
     pub workers: usize,
     /// SIGTERM grace period.
     pub shutdown_grace_secs: u64,
+    /// A request's whole body must arrive within this long (408 otherwise), so that
+    /// bodies trickled a byte at a time cannot hold connections open.
+    pub body_timeout_secs: u64,
+    /// When set, `GET /metrics` needs `Authorization: Bearer <this>` (a scraper's token).
+    pub metrics_token: Option<SecretString>,
 }
 
 impl HttpSettings {
@@ -114,10 +120,17 @@ pub struct OcppSettings {
     pub heartbeat_interval_secs: u32,
     pub boot_retry_interval_secs: u32,
     pub max_frame_bytes: usize,
-    /// Failed charger authentications from one address within the window before that
-    /// address gets 429 until the window ends.
+    /// Charger authentications of one charger from one client address within the
+    /// window before that pair gets 429 until the window ends (counted before the
+    /// password is checked; a success clears them).
     pub auth_failure_limit: u32,
+    /// The same for one client address across chargers.
+    pub auth_failure_limit_per_address: u32,
     pub auth_failure_window_secs: u64,
+    /// Connectors (1.6) or EVSEs (2.0.1) a charger may report, numbered from 1; higher
+    /// numbers are refused (CALLERROR), which bounds what is stored per charger and the
+    /// transactions it can hold open (one per connector).
+    pub max_connectors: u32,
 }
 
 impl OcppSettings {
@@ -338,6 +351,10 @@ pub struct NotifierSettings {
     pub webhook_retry_ms: u64,
     /// How often due retries are looked for.
     pub schedule_interval_ms: u64,
+    /// Whether webhooks may target loopback, private, link-local and cloud metadata
+    /// addresses. Off: such URLs are refused, and names are resolved and checked again
+    /// when delivering. On only for development and tests.
+    pub allow_private_targets: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -388,6 +405,38 @@ pub struct AuthSettings {
     /// The same per client address (higher: a carrier's NAT puts many drivers behind one).
     pub login_failure_limit_per_address: u32,
     pub login_failure_window_secs: u64,
+    /// App sign-ups (`register`) from one client address within the window; aliases in
+    /// one request count one each.
+    pub register_limit_per_address: u32,
+    pub register_window_secs: u64,
+    /// Keys (accounts, addresses) the in-process limiters hold at most, oldest out.
+    pub limiter_max_keys: usize,
+    /// Password hashes (argon2: 19 MiB and tens of milliseconds each) computed at once;
+    /// 0: one per CPU core.
+    pub password_hash_concurrency: usize,
+    /// Password checks that may wait for one of those; more are refused at once (503,
+    /// or for chargers 503 before the upgrade).
+    pub password_hash_queue: usize,
+}
+
+impl AuthSettings {
+    /// `password_hash_concurrency`, with 0 meaning one per core.
+    pub fn hash_concurrency(&self) -> usize {
+        match self.password_hash_concurrency {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+/// The app's GraphQL API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphqlSettings {
+    /// Whether `__schema` and `__type` answer (GraphiQL needs them). Off in the cloud.
+    pub introspection: bool,
+    /// Subscriptions one WebSocket may hold at once; more are refused (RATE_LIMITED).
+    pub max_subscriptions_per_socket: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -411,6 +460,10 @@ pub struct TestingSettings {
     /// (`billing.before_invoice`: as billing takes up an ended session, before it reads it;
     /// `billing.after_invoice`: after an invoice is stored, before its event is acknowledged).
     pub crash_point: Option<String>,
+    /// Test-only: names the webhook client resolves to fixed addresses, as
+    /// `name=address` pairs separated by `,` (what a DNS server under an attacker's
+    /// control would answer). Unset in production.
+    pub resolve: Option<String>,
 }
 
 impl TestingSettings {
@@ -507,6 +560,12 @@ impl Settings {
                 u64::from(self.notifier.webhook_attempts),
             ),
             ("notifier.webhook_retry_ms", self.notifier.webhook_retry_ms),
+            ("http.body_timeout_secs", self.http.body_timeout_secs),
+            ("auth.register_window_secs", self.auth.register_window_secs),
+            (
+                "auth.login_failure_window_secs",
+                self.auth.login_failure_window_secs,
+            ),
             (
                 "notifier.schedule_interval_ms",
                 self.notifier.schedule_interval_ms,
@@ -518,6 +577,20 @@ impl Settings {
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             anyhow::bail!("{name} must be greater than 0");
+        }
+        if let Some(secret) = &self.auth.jwt_secret {
+            use secrecy::ExposeSecret;
+            if secret.expose_secret().len() < crate::security::MIN_JWT_SECRET_BYTES {
+                anyhow::bail!(
+                    "auth.jwt_secret must be at least {} bytes (a shorter HS256 key can be guessed from any token); unset, one is generated",
+                    crate::security::MIN_JWT_SECRET_BYTES
+                );
+            }
+        }
+        if self.ocpp.max_connectors == 0 || self.graphql.max_subscriptions_per_socket == 0 {
+            anyhow::bail!(
+                "ocpp.max_connectors and graphql.max_subscriptions_per_socket must be greater than 0"
+            );
         }
         if self.ocpp.max_frame_bytes < 64 * 1024 {
             anyhow::bail!(
@@ -672,6 +745,24 @@ mod tests {
             );
             assert!(err.is_err(), "{key}={value}");
         }
+    }
+
+    #[test]
+    fn a_short_jwt_secret_is_refused() {
+        let err = Settings::load_from(
+            Profile::Embedded,
+            Path::new("/nonexistent"),
+            env(&[("JUCR__AUTH__JWT_SECRET", "short")]),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("at least 32 bytes"), "{err:#}");
+        let long = "k".repeat(32);
+        let ok = Settings::load_from(
+            Profile::Embedded,
+            Path::new("/nonexistent"),
+            env(&[("JUCR__AUTH__JWT_SECRET", long.as_str())]),
+        );
+        assert!(ok.is_ok());
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod config;
 pub mod domain;
 pub mod metrics;
 pub mod ocpp;
+pub mod outbound;
 pub mod payment;
 pub mod persistence;
 pub mod security;

@@ -5,14 +5,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use actix::Actor;
+use actix_web::dev::Service as _;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, web};
 use anyhow::Context;
-use chrono::Utc;
 use secrecy::SecretString;
 use tokio::task::JoinHandle;
 use tracing_actix_web::TracingLogger;
-use uuid::Uuid;
 
 use crate::actors::Services;
 use crate::actors::batch_writer::BatchWriter;
@@ -25,7 +24,7 @@ use crate::actors::registry::{ChargerDirectory, LocalDirectory, OpenSession, Sta
 use crate::api::{self, ApiState};
 use crate::config::{BusKind, GatewayKind, Settings};
 use crate::domain::ports::{EventBus, EventConsumer, PaymentGateway, Store, StoreError};
-use crate::domain::{Email, Role, User};
+use crate::domain::{Email, Role};
 use crate::metrics::Metrics;
 use crate::payment::SandboxGateway;
 use crate::persistence;
@@ -117,7 +116,14 @@ impl Application {
             "storage ready"
         );
 
-        ensure_admin(&*store).await?;
+        let auth = &settings.auth;
+        let hashing = Arc::new(security::PasswordHashing::new(
+            auth.hash_concurrency(),
+            auth.password_hash_queue,
+        ));
+        ensure_admin(&*store, &hashing).await?;
+        // The hash an unknown account's login is checked against, made before the first.
+        tokio::task::spawn_blocking(api::auth::dummy_hash).await?;
         let keys = TokenKeys::new(
             &jwt_secret(&settings, &*store).await?,
             settings.auth.token_ttl_secs,
@@ -227,25 +233,31 @@ impl Application {
             live,
             stations,
             ocm_sync,
+            hashing,
         });
         let directory: Arc<dyn ChargerDirectory> = Arc::new(LocalDirectory::new(registry));
+        let logins = Arc::new(api::limit::LoginLimits::new(
+            attempt_counter(&settings, auth.login_failure_window_secs)?,
+            auth.login_failure_limit,
+            auth.login_failure_limit_per_address,
+        ));
         let graphql = api::graphql::schema(api::graphql::GraphqlState {
             services: services.clone(),
             directory: directory.clone(),
             keys: keys.clone(),
-            logins: login_counter(&settings)?,
-            login_limit: settings.auth.login_failure_limit,
-            login_limit_per_address: settings.auth.login_failure_limit_per_address,
+            logins: logins.clone(),
+            signups: api::limit::SignupLimit::new(
+                attempt_counter(&settings, auth.register_window_secs)?,
+                auth.register_limit_per_address,
+            ),
         });
         let state = web::Data::new(ApiState {
             graphql,
             services: services.clone(),
             directory: directory.clone(),
             keys,
-            auth_limiter: api::ocpp::AuthLimiter::new(
-                settings.ocpp.auth_failure_limit,
-                Duration::from_secs(settings.ocpp.auth_failure_window_secs),
-            ),
+            charger_auth: api::ocpp::AuthLimits::new(&settings.ocpp),
+            logins,
         });
 
         let address = settings.bind_address()?;
@@ -263,8 +275,16 @@ impl Application {
             Some((listener, _)) => Some(listener.local_addr()?.port()),
             None => None,
         };
+        let body_timeout = Duration::from_secs(settings.http.body_timeout_secs);
         let app = move || {
             App::new()
+                .wrap_fn(move |request, service| {
+                    service.call(api::deadline::body_deadline(request, body_timeout))
+                })
+                .wrap(
+                    actix_web::middleware::DefaultHeaders::new()
+                        .add(("X-Content-Type-Options", "nosniff")),
+                )
                 .wrap(TracingLogger::default())
                 .app_data(state.clone())
                 .configure(api::configure)
@@ -393,19 +413,23 @@ async fn shutdown_signal() -> anyhow::Result<&'static str> {
     })
 }
 
-/// Where failed logins are counted: Redis when configured (every replica sees the same
-/// counts), else this process.
-fn login_counter(settings: &Settings) -> anyhow::Result<Box<dyn api::limit::FailureCounter>> {
-    let auth = &settings.auth;
-    let window = Duration::from_secs(auth.login_failure_window_secs);
+/// Where attempts (logins, sign-ups) are counted, in windows of `window_secs`: Redis
+/// when configured (every replica sees the same counts; keys expire with their window),
+/// else this process (at most `auth.limiter_max_keys` keys, oldest out).
+fn attempt_counter(
+    settings: &Settings,
+    window_secs: u64,
+) -> anyhow::Result<Box<dyn api::limit::FailureCounter>> {
+    let window = Duration::from_secs(window_secs);
     Ok(match &settings.redis.url {
         Some(url) => Box::new(
             persistence::redis::RedisFailureCounter::new(url, &settings.redis.key_prefix, window)
                 .context("configuring Redis")?,
         ),
         None => Box::new(api::limit::AttemptLimiter::<String>::new(
-            auth.login_failure_limit,
+            0,
             window,
+            settings.auth.limiter_max_keys,
         )),
     })
 }
@@ -424,7 +448,10 @@ async fn jwt_secret(settings: &Settings, store: &dyn Store) -> anyhow::Result<Se
 
 /// Makes sure an admin exists: from `JUCR_ADMIN_EMAIL`/`JUCR_ADMIN_PASSWORD` when set,
 /// otherwise (when there is none yet) with a random password logged once.
-async fn ensure_admin(store: &dyn Store) -> anyhow::Result<()> {
+async fn ensure_admin(
+    store: &dyn Store,
+    hashing: &security::PasswordHashing,
+) -> anyhow::Result<()> {
     let email = std::env::var("JUCR_ADMIN_EMAIL")
         .ok()
         .filter(|s| !s.is_empty());
@@ -450,7 +477,7 @@ async fn ensure_admin(store: &dyn Store) -> anyhow::Result<()> {
         }
         _ => anyhow::bail!("set both JUCR_ADMIN_EMAIL and JUCR_ADMIN_PASSWORD, or neither"),
     };
-    let user = new_user(email.clone(), password.clone(), Role::Admin).await?;
+    let user = security::new_user(hashing, email.clone(), password.clone(), Role::Admin).await?;
     match store.create_user(&user).await {
         // Another replica created it first.
         Err(StoreError::Conflict(_)) => return Ok(()),
@@ -470,20 +497,4 @@ async fn ensure_admin(store: &dyn Store) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// A user with a freshly hashed password (hashing runs on the blocking pool).
-pub async fn new_user(email: Email, password: String, role: Role) -> anyhow::Result<User> {
-    if password.chars().count() < 8 {
-        anyhow::bail!("passwords need at least 8 characters");
-    }
-    let password_hash =
-        tokio::task::spawn_blocking(move || security::hash_password(&password)).await?;
-    Ok(User {
-        user_id: Uuid::new_v4(),
-        email,
-        password_hash,
-        role,
-        created_at: Utc::now(),
-    })
 }

@@ -9,6 +9,7 @@
 //! [`Departure`] tells the registry, so the charger reconnects to a fresh actor and no
 //! other charger notices.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use super::registry::{
     TokenBusy,
 };
 use super::session::{EndError, EndSession, RecordSamples, SetToken};
+use crate::domain::echo::echo;
 use crate::domain::live::LiveUpdate;
 use crate::domain::money::Money;
 use crate::domain::ports::StoreError;
@@ -150,8 +152,11 @@ struct QueuedCall {
 /// piling up behind a charger that answers slowly.
 const MAX_QUEUED_CALLS: usize = 100;
 
-/// Variables one device-model report may hold before it is dropped as runaway.
-const MAX_REPORT_VARIABLES: usize = 100_000;
+/// Device-model reports one charger may have in flight (parts sent, the last not yet),
+/// and the variables they may hold together: a report beyond either is refused
+/// (GenericError) rather than kept growing until the charger disconnects.
+const MAX_REPORTS_IN_FLIGHT: usize = 4;
+const MAX_REPORT_VARIABLES: usize = 20_000;
 
 struct TransactionOutcome {
     info: Option<IdTokenInfo>,
@@ -249,6 +254,11 @@ impl ChargerActor {
     }
 
     fn send_error(&self, message_id: &str, action: &str, kind: RpcErrorKind, description: String) {
+        // Whatever the description quotes from the charger is answered and logged cut.
+        let description = match echo(&description) {
+            Cow::Borrowed(_) => description,
+            Cow::Owned(cut) => cut,
+        };
         let code = kind.code(self.version);
         self.services.metrics.message("in", action, code);
         self.span.in_scope(|| tracing::warn!(ocpp.action = action, ocpp.message_id = message_id, code, %description, "answering with CALLERROR"));
@@ -364,6 +374,19 @@ impl ChargerActor {
         request: ChargerRequest,
         ctx: &mut Context<Self>,
     ) {
+        let most = self.services.settings.ocpp.max_connectors;
+        if let Some(connector) = request.connector()
+            && connector.0 > most
+        {
+            // What one charger stores, and the transactions it holds open (one per
+            // connector), stay bounded.
+            return self.send_error(
+                &id,
+                action,
+                RpcErrorKind::PropertyConstraintViolation,
+                format!("connector {connector} is beyond the {most} a charger may have (ocpp.max_connectors)"),
+            );
+        }
         let now = Utc::now();
         let services = self.services.clone();
         match request {
@@ -813,14 +836,30 @@ impl ChargerActor {
         variables: Vec<ReportedVariable>,
         ctx: &mut Context<Self>,
     ) {
-        let parts = self.reports.entry(request_id).or_default();
-        parts.extend(variables);
-        if parts.len() > MAX_REPORT_VARIABLES {
+        if !self.reports.contains_key(&request_id) && self.reports.len() >= MAX_REPORTS_IN_FLIGHT {
+            return self.send_error(
+                &id,
+                action,
+                RpcErrorKind::GenericError,
+                format!("{MAX_REPORTS_IN_FLIGHT} reports are in flight already: finish one (tbc false) first"),
+            );
+        }
+        let held: usize = self.reports.values().map(Vec::len).sum();
+        if held + variables.len() > MAX_REPORT_VARIABLES {
             self.span
                 .in_scope(|| tracing::warn!(request_id, "device-model report too large; dropped"));
             self.reports.remove(&request_id);
-            return self.reply(&id, action, Ok(ChargerResponse::Ack));
+            return self.send_error(
+                &id,
+                action,
+                RpcErrorKind::GenericError,
+                format!("reports in flight may hold {MAX_REPORT_VARIABLES} variables in all: this report is dropped, send it again whole"),
+            );
         }
+        self.reports
+            .entry(request_id)
+            .or_default()
+            .extend(variables);
         if more_to_come {
             return self.reply(&id, action, Ok(ChargerResponse::Ack));
         }

@@ -38,4 +38,6 @@ pub struct Services {
     /// The OpenChargeMap mirror as searches see it (cache, attribution, live overlay).
     pub stations: Arc<crate::stations::StationSearch>,
     pub ocm_sync: Addr<ocm_sync::OcmSyncActor>,
+    /// Password hashing and checks, a bounded number at once.
+    pub hashing: Arc<crate::security::PasswordHashing>,
 }

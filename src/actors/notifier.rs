@@ -52,7 +52,7 @@ pub struct Notifier {
     store: Arc<dyn Store>,
     settings: Arc<Settings>,
     metrics: Arc<Metrics>,
-    http: reqwest::Client,
+    webhooks: crate::outbound::Webhooks,
     /// Wakes the actor to deliver what was just queued.
     wake: Arc<Notify>,
 }
@@ -63,17 +63,12 @@ impl Notifier {
         settings: Arc<Settings>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(settings.notifier.webhook_timeout_ms))
-            // A redirect would turn the POST into a GET without the event: not a delivery.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("jucr-webhooks/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let webhooks = crate::outbound::Webhooks::new(&settings)?;
         Ok(Notifier {
             store,
             settings,
             metrics,
-            http,
+            webhooks,
             wake: Arc::new(Notify::new()),
         })
     }
@@ -113,17 +108,39 @@ impl Notifier {
         };
         let body = serde_json::to_vec(&delivery.body).expect("a JSON value always serializes; qed");
         let sent_at = Utc::now().timestamp();
-        let answer = self
-            .http
-            .post(&hook.url)
-            .header("content-type", "application/json")
-            .header("x-jucr-signature", signature(&hook.secret, sent_at, &body))
-            .header("x-jucr-event", delivery.event_type.as_str())
-            .header("x-jucr-event-id", delivery.event_id.to_string())
-            .header("x-jucr-delivery", delivery.delivery_id.to_string())
-            .body(body)
-            .send()
-            .await;
+        // Checked again at each delivery: registered before the rule, or the rule's
+        // setting changed since.
+        let refused = match reqwest::Url::parse(&hook.url) {
+            Ok(url) => self.webhooks.refusal(&url),
+            Err(e) => Some(format!("not a URL: {e}")),
+        };
+        let answer = match refused {
+            Some(why) => Err(why),
+            None => self
+                .webhooks
+                .http
+                .post(&hook.url)
+                .header("content-type", "application/json")
+                .header("x-jucr-signature", signature(&hook.secret, sent_at, &body))
+                .header("x-jucr-event", delivery.event_type.as_str())
+                .header("x-jucr-event-id", delivery.event_id.to_string())
+                .header("x-jucr-delivery", delivery.delivery_id.to_string())
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| {
+                    if e.is_timeout() {
+                        format!("no answer within {timeout:?}")
+                    } else {
+                        // Without the URL: it may hold credentials or tokens. With the
+                        // causes: the resolver's refusal is one.
+                        format!(
+                            "request failed: {}",
+                            crate::outbound::cause_chain(&e.without_url())
+                        )
+                    }
+                }),
+        };
         let now = Utc::now();
         let mut next = WebhookDelivery {
             attempts: delivery.attempts + 1,
@@ -137,12 +154,7 @@ impl Notifier {
             }
             Err(e) => {
                 next.last_status_code = None;
-                Some(if e.is_timeout() {
-                    format!("no answer within {timeout:?}")
-                } else {
-                    // Without the URL: it may hold credentials or tokens.
-                    format!("request failed: {}", e.without_url())
-                })
+                Some(e)
             }
         };
         match error {

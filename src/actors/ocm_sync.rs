@@ -42,6 +42,27 @@ const CHANGE_MARGIN: chrono::Duration = chrono::Duration::minutes(10);
 /// Published (100, 200) and delisted (1000 and up; OCM never returns 1010, not public).
 const LISTED_AND_DELISTED: &str = "100,200,1000,1001,1002,1005,1020";
 
+/// The largest page of POIs read from OCM (a page of 1000 is a few MB): a larger answer
+/// is a failed request, not a process that grows by what an upstream sends.
+const MAX_PAGE_BYTES: usize = 64 << 20;
+/// What is read of an error answer's body (only its start is reported).
+const MAX_ERROR_BODY_BYTES: usize = 4096;
+
+/// At most `limit` bytes of `response`'s body; `None` once it is longer.
+async fn read_at_most(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
 /// Why a run stopped early. Said plainly in the run record.
 #[derive(Debug, thiserror::Error)]
 enum SyncFailure {
@@ -383,10 +404,14 @@ impl OcmSync {
             }
             let wait = match request.send().await {
                 Ok(response) if response.status().is_success() => {
-                    let body = response
-                        .bytes()
+                    let body = read_at_most(response, MAX_PAGE_BYTES)
                         .await
-                        .map_err(|e| SyncFailure::Unavailable(e.to_string()))?;
+                        .map_err(|e| SyncFailure::Unavailable(e.to_string()))?
+                        .ok_or_else(|| {
+                            SyncFailure::Unavailable(format!(
+                                "{path}: answer larger than {MAX_PAGE_BYTES} bytes"
+                            ))
+                        })?;
                     return serde_json::from_slice(&body).map_err(|e| SyncFailure::Unreadable {
                         path: path.to_owned(),
                         reason: e.to_string(),
@@ -419,13 +444,19 @@ impl OcmSync {
                     last = response.status().to_string();
                     backoff
                 }
-                Ok(response) => {
+                Ok(mut response) => {
                     let status = response.status();
-                    let body = response.text().await.unwrap_or_default();
+                    let mut body = Vec::new();
+                    while body.len() < MAX_ERROR_BODY_BYTES {
+                        match response.chunk().await {
+                            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                            _ => break,
+                        }
+                    }
                     return Err(SyncFailure::Rejected {
                         status,
                         path: path.to_owned(),
-                        body: body.chars().take(200).collect(),
+                        body: String::from_utf8_lossy(&body).chars().take(200).collect(),
                     });
                 }
                 Err(e) => {

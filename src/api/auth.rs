@@ -1,10 +1,10 @@
 //! API authentication: `POST /api/v1/auth/login` and the bearer-token extractors.
 
-use std::future::{Ready, ready};
-
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use futures_util::future::LocalBoxFuture;
+use futures_util::{FutureExt, TryFutureExt};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -30,34 +30,66 @@ pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
         })
 }
 
-fn claims(req: &HttpRequest) -> Result<Claims, ApiError> {
+/// The claims of a bearer token that is signed, unexpired, and of its user's current
+/// token version: logging out and a change of role end the tokens handed out before, on
+/// every replica (the version is in the shared database: one primary-key read per
+/// authenticated request). `None` for any token that fails.
+pub async fn verify_token(state: &ApiState, token: &str) -> Result<Option<Claims>, ApiError> {
+    let Ok(claims) = state.keys.verify(token.trim()) else {
+        return Ok(None);
+    };
+    let current = state.services.store.token_version(claims.sub).await?;
+    Ok((current == Some(claims.ver)).then_some(claims))
+}
+
+async fn claims(req: HttpRequest) -> Result<Claims, ApiError> {
     let state = req
         .app_data::<web::Data<ApiState>>()
-        .expect("ApiState is registered on the App; qed");
-    let token = bearer_token(req).ok_or(ApiError::Unauthorized)?;
-    state
-        .keys
-        .verify(token.trim())
-        .map_err(|_| ApiError::Unauthorized)
+        .expect("ApiState is registered on the App; qed")
+        .clone();
+    let token = bearer_token(&req).ok_or(ApiError::Unauthorized)?;
+    verify_token(&state, token)
+        .await?
+        .ok_or(ApiError::Unauthorized)
 }
 
 impl FromRequest for Authenticated {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(claims(req).map(Authenticated))
+        Box::pin(claims(req.clone()).map_ok(Authenticated))
     }
 }
 
 impl FromRequest for Operator {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(claims(req).and_then(|c| {
+        Box::pin(claims(req.clone()).map(|claims| {
+            let c = claims?;
             if c.role.may_operate() {
                 Ok(Operator(c))
+            } else {
+                Err(ApiError::Forbidden)
+            }
+        }))
+    }
+}
+
+/// A signed-in admin.
+pub struct Admin(pub Claims);
+
+impl FromRequest for Admin {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        Box::pin(claims(req.clone()).map(|claims| {
+            let c = claims?;
+            if c.role == crate::domain::Role::Admin {
+                Ok(Admin(c))
             } else {
                 Err(ApiError::Forbidden)
             }
@@ -82,27 +114,39 @@ pub(crate) fn dummy_hash() -> String {
 }
 
 /// `POST /api/v1/auth/login` with `{email, password}` → `{access_token, token_type, expires_in}`.
+/// Attempts are limited as the app's logins are (per account and per address, counted
+/// before the password is checked), and passwords are checked a bounded number at once.
 pub async fn login(
+    req: HttpRequest,
     state: web::Data<ApiState>,
     body: web::Json<Login>,
 ) -> Result<HttpResponse, ApiError> {
     let Login { email, password } = body.into_inner();
-    let user = match Email::parse(&email) {
-        Ok(email) => state.services.store.user_by_email(&email).await?,
-        Err(_) => None,
+    let email = Email::parse(&email).ok();
+    let address = super::client_address(&req, state.services.settings.http.trust_forwarded_for);
+    let attempt = state.logins.attempt(email.as_ref(), address).await?;
+    let user = match &email {
+        Some(email) => state.services.store.user_by_email(email).await?,
+        None => None,
     };
-    let known_hash = user.as_ref().map(|u| u.password_hash.clone());
-    let verified = web::block(move || {
-        security::verify_password(&password, &known_hash.unwrap_or_else(dummy_hash))
-    })
-    .await
-    .map_err(ApiError::internal)?;
+    // An unknown account takes as long as a wrong password.
+    let hash = user
+        .as_ref()
+        .map_or_else(dummy_hash, |u| u.password_hash.clone());
+    let verified = state.services.hashing.verify(password, hash).await?;
     let user = user
         .filter(|_| verified)
         .ok_or(ApiError::InvalidCredentials)?;
+    attempt.succeeded().await;
+    let version = state
+        .services
+        .store
+        .token_version(user.user_id)
+        .await?
+        .ok_or(ApiError::InvalidCredentials)?;
     let token = state
         .keys
-        .issue(user.user_id, user.email.as_str(), user.role)
+        .issue(&user, version)
         .map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().json(json!({
         "access_token": token,

@@ -8,6 +8,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde_json::{Value, json};
 
 use crate::actors::charger::CallFailure;
+use crate::domain::echo::echo;
 use crate::domain::ports::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,10 +26,20 @@ pub enum ApiError {
     },
     #[error("authentication required")]
     Unauthorized,
+    /// A charger without valid credentials: challenged for HTTP Basic (OCPP security
+    /// profiles 1 and 2), not a bearer token.
+    #[error("charger authentication required: HTTP Basic, user = the charge point id")]
+    ChargerUnauthorized,
     #[error("security profile {0} needs TLS: connect with wss://")]
     TlsRequired(u8),
-    #[error("too many failed authentications from this address; try again later")]
+    #[error("too many failed attempts; try again later")]
     TooManyAttempts,
+    /// Too much of one kind of work at once (password checks); try again shortly.
+    #[error("{0}")]
+    Busy(String),
+    /// The request's body did not arrive within `http.body_timeout_secs`.
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     #[error("invalid e-mail or password")]
     InvalidCredentials,
     #[error("this needs the operator or admin role")]
@@ -68,11 +79,15 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
             ApiError::InvalidPayload { .. } => (StatusCode::BAD_REQUEST, "invalid_payload"),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Unauthorized | ApiError::ChargerUnauthorized => {
+                (StatusCode::UNAUTHORIZED, "unauthorized")
+            }
             ApiError::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::TlsRequired(_) => (StatusCode::FORBIDDEN, "tls_required"),
             ApiError::TooManyAttempts => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
+            ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            ApiError::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
@@ -102,6 +117,21 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::security::HashingError> for ApiError {
+    fn from(e: crate::security::HashingError) -> Self {
+        match e {
+            crate::security::HashingError::Busy => ApiError::Busy(e.to_string()),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<super::limit::RateLimited> for ApiError {
+    fn from(_: super::limit::RateLimited) -> Self {
+        ApiError::TooManyAttempts
+    }
+}
+
 impl From<CallFailure> for ApiError {
     fn from(e: CallFailure) -> Self {
         match e {
@@ -117,8 +147,8 @@ impl From<CallFailure> for ApiError {
                 description,
                 details,
             } => ApiError::OcppCallError {
-                code,
-                description,
+                code: echo(&code).into_owned(),
+                description: echo(&description).into_owned(),
                 details,
             },
             CallFailure::InvalidResponse(m) => ApiError::OcppInvalidResponse(m),
@@ -154,8 +184,17 @@ impl ResponseError for ApiError {
             _ => {}
         }
         let mut response = HttpResponse::build(status);
-        if status == StatusCode::UNAUTHORIZED {
-            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        match self {
+            ApiError::ChargerUnauthorized => {
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    "Basic realm=\"jucr OCPP\", charset=\"UTF-8\"",
+                ));
+            }
+            _ if status == StatusCode::UNAUTHORIZED => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            _ => {}
         }
         response.json(json!({ "error": error }))
     }

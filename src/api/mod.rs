@@ -1,6 +1,7 @@
 //! HTTP: the OCPP WebSocket endpoint, the operator REST API, health and metrics.
 
 pub mod auth;
+pub mod deadline;
 pub mod error;
 pub mod graphql;
 pub mod health;
@@ -11,6 +12,7 @@ pub mod server;
 pub mod socket;
 pub mod tls;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -25,8 +27,27 @@ pub struct ApiState {
     pub services: Arc<Services>,
     pub directory: Arc<dyn ChargerDirectory>,
     pub keys: TokenKeys,
-    pub auth_limiter: ocpp::AuthLimiter,
+    /// Charger authentications per charger and address, and per address.
+    pub charger_auth: ocpp::AuthLimits,
+    /// Login attempts, the operator API's and the app's alike.
+    pub logins: Arc<limit::LoginLimits>,
     pub graphql: graphql::JucrSchema,
+}
+
+/// The client's address: the last `X-Forwarded-For` entry when a trusted load balancer
+/// adds it (`http.trust_forwarded_for`), else the connection's peer.
+pub fn client_address(req: &HttpRequest, trust_forwarded_for: bool) -> Option<IpAddr> {
+    if trust_forwarded_for
+        && let Some(forwarded) = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|a| a.trim().parse().ok())
+    {
+        return Some(forwarded);
+    }
+    req.peer_addr().map(|a| a.ip())
 }
 
 /// Registers every route and the extractor error handlers.
@@ -34,7 +55,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
         web::JsonConfig::default()
             .limit(1 << 20)
-            .error_handler(|e, _| ApiError::BadRequest(format!("invalid JSON body: {e}")).into()),
+            .error_handler(|e, _| match e {
+                actix_web::error::JsonPayloadError::Payload(p) if deadline::timed_out(&p) => {
+                    ApiError::RequestTimeout.into()
+                }
+                e => ApiError::BadRequest(format!("invalid JSON body: {e}")).into(),
+            }),
     )
     .app_data(
         web::PathConfig::default().error_handler(|e, _| ApiError::BadRequest(e.to_string()).into()),
@@ -50,6 +76,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/graphql", web::post().to(graphql::post))
     .route("/graphql", web::get().to(graphql::subscriptions))
     .route("/graphiql", web::get().to(graphql::graphiql))
+    .route(
+        "/graphiql/assets/{name}",
+        web::get().to(graphql::graphiql_asset),
+    )
     .service(
         web::scope("/api/v1")
             .route("/auth/login", web::post().to(auth::login))
@@ -97,6 +127,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )
             .route("/users", web::post().to(rest::users::create))
             .route("/users/{id}", web::get().to(rest::users::get))
+            .route("/users/{id}/role", web::put().to(rest::users::put_role))
             .route("/users/{id}/plan", web::put().to(rest::billing::put_plan))
             .route(
                 "/users/{id}/payment-methods",
@@ -117,6 +148,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             ),
     )
     .default_service(web::to(not_found));
+}
+
+/// An HTML page with the headers every page of ours carries: scripts, styles and
+/// connections from this server only (fonts and images inline), never framed, no
+/// referrer, no content sniffing.
+pub fn html(body: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((
+            "Content-Security-Policy",
+            "default-src 'none'; script-src 'self'; style-src 'self'; font-src data:; \
+             img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+             frame-ancestors 'none'",
+        ))
+        .insert_header(("X-Frame-Options", "DENY"))
+        .insert_header(("Referrer-Policy", "no-referrer"))
+        .body(body)
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {

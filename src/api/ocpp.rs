@@ -1,16 +1,21 @@
 //! `GET /ocpp/{chargePointId}`: the OCPP-J WebSocket endpoint.
 //!
-//! Before the upgrade: the charger id must parse (400), be registered unless the
-//! unknown-charger policy is `accept` (404), and pass HTTP Basic auth when its security
-//! profile asks for it (401, counted in metrics). The subprotocol is chosen from the
-//! client's offer in server preference order; with no supported one offered, the
-//! handshake completes without a `Sec-WebSocket-Protocol` header and the socket is
-//! closed at once with 1002, as OCPP-J (2.0.1 part 4 §3.1.2) prescribes.
+//! Before the upgrade: the request must be a WebSocket handshake (400: nothing is
+//! looked up or registered for a plain GET), the charger id must parse (400), be
+//! registered unless the unknown-charger policy is `accept` (404), and pass HTTP Basic
+//! auth or its client certificate when its security profile asks for it (401 with a
+//! Basic challenge, counted in metrics; 429 past the attempt limits, which are counted
+//! before any password is checked). The subprotocol is chosen from the client's offer
+//! in server preference order; with no supported one offered, the handshake completes
+//! without a `Sec-WebSocket-Protocol` header and the socket is closed at once with
+//! 1002, as OCPP-J (2.0.1 part 4 §3.1.2) prescribes.
 //!
 //! After the upgrade the connection's `ChargerActor` owns the WebSocket
 //! ([`super::socket`], ADR 0021).
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -18,6 +23,7 @@ use base64::Engine;
 
 use super::ApiState;
 use super::error::ApiError;
+use super::limit::AttemptLimiter;
 use super::socket;
 use crate::actors::Services;
 use crate::actors::charger::{ChargerActor, Link};
@@ -25,13 +31,62 @@ use crate::domain::{
     ChargerId, ChargerRegistration, RegistrationStatus, SecurityProfile, UnknownChargerPolicy,
 };
 use crate::ocpp;
-use crate::security;
 
 use super::tls::{self, TlsConnection};
 
-/// Failed charger authentications per address: an address that failed too often
-/// within the window is refused (429) before any password is checked.
-pub type AuthLimiter = super::limit::AttemptLimiter<std::net::IpAddr>;
+/// Charger authentications, counted before the password (or certificate) is checked:
+/// per charger and client address, so that someone guessing one charger's password
+/// locks out neither the other chargers behind the same load balancer nor that charger
+/// at its own address; and per client address across chargers, so that one address
+/// cannot guess at every charger. The client address is the forwarded one behind a
+/// trusted balancer (`http.trust_forwarded_for`).
+pub struct AuthLimits {
+    per_charger: AttemptLimiter<(ChargerId, IpAddr)>,
+    per_address: AttemptLimiter<IpAddr>,
+}
+
+/// Keys each of the limiters holds at most (oldest out).
+const AUTH_LIMITER_KEYS: usize = 100_000;
+
+impl AuthLimits {
+    pub fn new(settings: &crate::config::OcppSettings) -> Self {
+        let window = Duration::from_secs(settings.auth_failure_window_secs);
+        AuthLimits {
+            per_charger: AttemptLimiter::new(
+                settings.auth_failure_limit,
+                window,
+                AUTH_LIMITER_KEYS,
+            ),
+            per_address: AttemptLimiter::new(
+                settings.auth_failure_limit_per_address,
+                window,
+                AUTH_LIMITER_KEYS,
+            ),
+        }
+    }
+
+    fn blocked(&self, id: &ChargerId, address: IpAddr) -> bool {
+        self.per_address.blocked(&address) || self.per_charger.blocked(&(id.clone(), address))
+    }
+
+    /// Counts an attempt; false when it is one too many (not to be checked).
+    fn admit(
+        &self,
+        id: &ChargerId,
+        address: IpAddr,
+        settings: &crate::config::OcppSettings,
+    ) -> bool {
+        let for_charger = self.per_charger.hit(&(id.clone(), address));
+        let for_address = self.per_address.hit(&address);
+        for_charger <= settings.auth_failure_limit
+            && for_address <= settings.auth_failure_limit_per_address
+    }
+
+    fn succeeded(&self, id: &ChargerId, address: IpAddr) {
+        self.per_charger.reset(&(id.clone(), address));
+        self.per_address.forgive(&address);
+    }
+}
 
 pub async fn connect(
     req: HttpRequest,
@@ -40,9 +95,13 @@ pub async fn connect(
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
     let services = state.services.clone();
+    // Not a WebSocket handshake: refused before anything is looked up or registered.
+    actix_http::ws::verify_handshake(req.head())
+        .map_err(|e| ApiError::BadRequest(format!("not a WebSocket handshake: {e}")))?;
     let id =
         ChargerId::parse(path.into_inner()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let registration = authenticate(&req, &id, &services, &state.auth_limiter).await?;
+    let address = super::client_address(&req, services.settings.http.trust_forwarded_for);
+    let registration = authenticate(&req, &id, address, &services, &state.charger_auth).await?;
 
     let offered: Vec<&str> = req
         .headers()
@@ -90,13 +149,16 @@ pub async fn connect(
 async fn authenticate(
     req: &HttpRequest,
     id: &ChargerId,
+    address: Option<IpAddr>,
     services: &Arc<Services>,
-    limiter: &AuthLimiter,
+    limits: &AuthLimits,
 ) -> Result<ChargerRegistration, ApiError> {
-    let peer = req.peer_addr().map(|a| a.ip());
-    if peer.is_some_and(|p| limiter.blocked(&p)) {
-        tracing::warn!(charger_id = %id, ?peer, "too many failed authentications from this address");
-        return Err(ApiError::TooManyAttempts);
+    let too_many = || {
+        tracing::warn!(charger_id = %id, ?address, "too many failed authentications; refused unchecked");
+        ApiError::TooManyAttempts
+    };
+    if address.is_some_and(|a| limits.blocked(id, a)) {
+        return Err(too_many());
     }
     let registration = match services.store.charger(id).await? {
         Some(record) => record.registration,
@@ -134,13 +196,25 @@ async fn authenticate(
         tracing::warn!(charger_id = %id, profile = profile.number(), "refused over plain ws://");
         return Err(ApiError::TlsRequired(profile.number()));
     }
+    if !profile.requires_client_certificate() && !profile.requires_password() {
+        return Ok(registration);
+    }
+    // Counted before the check: parallel attempts cannot all reach it.
+    if let Some(address) = address
+        && !limits.admit(id, address, &services.settings.ocpp)
+    {
+        return Err(too_many());
+    }
     let refuse = |why: &str| {
         services.metrics.auth_failures.inc();
-        if let Some(peer) = peer {
-            limiter.failed(&peer);
+        tracing::warn!(charger_id = %id, ?address, reason = why, "charger authentication failed");
+        ApiError::ChargerUnauthorized
+    };
+    let accepted = |registration| {
+        if let Some(address) = address {
+            limits.succeeded(id, address);
         }
-        tracing::warn!(charger_id = %id, reason = why, "charger authentication failed");
-        ApiError::Unauthorized
+        Ok(registration)
     };
     if profile.requires_client_certificate() {
         let Some(der) = tls.and_then(|t| t.client_certificate.as_deref()) else {
@@ -151,10 +225,7 @@ async fn authenticate(
         if tls::common_name(der).as_deref() != Some(id.as_str()) {
             return Err(refuse("client certificate is for another charge point"));
         }
-        return Ok(registration);
-    }
-    if !profile.requires_password() {
-        return Ok(registration);
+        return accepted(registration);
     }
     let Some((user, password)) = basic_credentials(req) else {
         return Err(refuse("no basic credentials"));
@@ -165,13 +236,15 @@ async fn authenticate(
     if user != id.as_str() {
         return Err(refuse("user name is not the charger id"));
     }
-    let ok = web::block(move || security::verify_password(&password, &hash))
+    let ok = services
+        .hashing
+        .verify(password, hash)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::from)?;
     if !ok {
         return Err(refuse("wrong password"));
     }
-    Ok(registration)
+    accepted(registration)
 }
 
 fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {

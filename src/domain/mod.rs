@@ -5,6 +5,7 @@
 pub mod account;
 pub mod billing;
 pub mod charger;
+pub mod echo;
 pub mod events;
 pub mod ids;
 pub mod live;

@@ -25,7 +25,10 @@ impl Currency {
                 }
                 Ok(Currency([*a, *b, *c]))
             }
-            _ => Err(format!("{raw:?} is not an ISO 4217 currency code")),
+            _ => Err(format!(
+                "{:?} is not an ISO 4217 currency code",
+                super::echo::echo(raw)
+            )),
         }
     }
 

@@ -20,7 +20,7 @@ use super::requests::ReportedVariable;
 use super::session::{MeterSample, NewSession, Session, SessionFilter};
 use super::station::{Station, StationFilter};
 use super::token::IdTokenRecord;
-use super::user::{Email, User};
+use super::user::{Email, Role, User};
 use super::webhook::{Webhook, WebhookDelivery};
 use uuid::Uuid;
 
@@ -337,6 +337,14 @@ pub trait AccountStore: Send + Sync {
     async fn set_user_name(&self, user: Uuid, name: Option<&str>) -> StoreResult<()>;
     async fn user_name(&self, user: Uuid) -> StoreResult<Option<String>>;
     async fn add_refresh_token(&self, token: &RefreshToken) -> StoreResult<()>;
+    /// The version of `user`'s access tokens: one stamped with another is refused.
+    /// `None` when there is no such user.
+    async fn token_version(&self, user: Uuid) -> StoreResult<Option<i64>>;
+    /// Ends every access token `user` holds (logout): their version moves on.
+    async fn end_access_tokens(&self, user: Uuid) -> StoreResult<()>;
+    /// Gives `user` another role and ends the access tokens they hold; the user as now,
+    /// or `None` when there is no such user.
+    async fn set_role(&self, user: Uuid, role: Role) -> StoreResult<Option<User>>;
     /// Uses up the token with hash `presented` and stores `next` in its family, in one
     /// step; a token used before revokes its family (see [`Rotation`]). `next.user_id`
     /// and `next.family_id` are taken from the presented token.
@@ -346,12 +354,13 @@ pub trait AccountStore: Send + Sync {
         next: &RefreshToken,
         now: DateTime<Utc>,
     ) -> StoreResult<Rotation>;
-    /// Revokes the family of the token with this hash; false when there is no such token.
+    /// Revokes the family of the token with this hash; the user whose login it was, or
+    /// `None` when there is no such token.
     async fn revoke_refresh_family(
         &self,
         token_hash: &str,
         now: DateTime<Utc>,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<Option<Uuid>>;
     async fn add_vehicle(&self, vehicle: &Vehicle) -> StoreResult<()>;
     /// A user's vehicles, oldest first.
     async fn vehicles(&self, user: Uuid) -> StoreResult<Vec<Vehicle>>;

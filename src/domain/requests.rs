@@ -105,6 +105,18 @@ pub enum ChargerRequest {
     },
 }
 
+impl ChargerRequest {
+    /// The connector (2.0.1: EVSE) the request names, if it names one.
+    pub fn connector(&self) -> Option<ConnectorId> {
+        match self {
+            ChargerRequest::StatusNotification(report) => Some(report.connector_id),
+            ChargerRequest::Transaction(event) => event.connector_id,
+            ChargerRequest::MeterValues { connector_id, .. } => Some(*connector_id),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotificationKind {
     DiagnosticsStatus,

@@ -50,9 +50,18 @@ impl fmt::Display for Role {
 pub struct Email(String);
 
 impl Email {
+    /// The longest address (RFC 5321's path limit).
+    pub const MAX_LEN: usize = 254;
+
     pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.trim().len() > Self::MAX_LEN {
+            return Err(format!(
+                "an e-mail address has at most {} characters",
+                Self::MAX_LEN
+            ));
+        }
         let raw = raw.trim().to_lowercase();
-        let valid = raw.len() <= 254
+        let valid = raw.len() <= Self::MAX_LEN
             && raw.split_once('@').is_some_and(|(local, domain)| {
                 !local.is_empty()
                     && !domain.is_empty()
@@ -63,7 +72,10 @@ impl Email {
         if valid {
             Ok(Email(raw))
         } else {
-            Err(format!("{raw:?} is not an e-mail address"))
+            Err(format!(
+                "{:?} is not an e-mail address",
+                super::echo::echo(&raw)
+            ))
         }
     }
 

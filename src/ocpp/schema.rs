@@ -20,6 +20,7 @@ use serde_json::Value;
 
 use super::error::RpcErrorKind;
 use super::{Direction, OcppVersion};
+use crate::domain::echo::echo;
 
 /// Whether a payload is the request of an action or its response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,9 +257,11 @@ impl SchemaSet {
                 } else {
                     format!("payload at {path}")
                 };
+                // The error shows the offending value, which may be a megabyte: it is
+                // answered and logged cut.
                 Err(Violation {
                     kind: classify(error.kind()),
-                    description: format!("{at}: {error}"),
+                    description: echo(&format!("{at}: {error}")).into_owned(),
                 })
             }
         }

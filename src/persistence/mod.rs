@@ -27,6 +27,52 @@ pub fn sqlite_wal_file(data_dir: &std::path::Path) -> std::path::PathBuf {
     wal.into()
 }
 
+/// The data directory holds the JWT key, webhook secrets and password hashes: it is
+/// created readable by the service's user only (0700), and an existing one is made so.
+fn private_directory(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))?;
+    restrict(dir, 0o700)
+}
+
+/// A file of the data directory: created 0600 when missing, made 0600 when it exists.
+fn private_file(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    restrict(path, 0o600)
+}
+
+/// Takes away what `path` allows beyond `mode`, saying so.
+fn restrict(path: &std::path::Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let current = std::fs::metadata(path)
+        .with_context(|| format!("reading the mode of {}", path.display()))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if current & !mode != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("making {} private", path.display()))?;
+        tracing::warn!(path = %path.display(), was = format!("{current:o}"), now = format!("{mode:o}"), "made private to the service's user");
+    }
+    Ok(())
+}
+
+fn with_suffix(path: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    name.into()
+}
+
 /// Opens the store the settings' profile calls for, first applying pending migrations
 /// when `migrate` is set.
 pub async fn open(settings: &Settings, migrate: bool) -> anyhow::Result<Arc<dyn Store>> {
@@ -34,13 +80,20 @@ pub async fn open(settings: &Settings, migrate: bool) -> anyhow::Result<Arc<dyn 
     match settings.profile {
         Profile::Embedded => {
             let dir = &settings.data_dir;
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating data directory {}", dir.display()))?;
+            private_directory(dir)?;
             let path = sqlite_file(dir);
+            private_file(&path)?;
             let store =
                 sqlite::SqlStore::open(&path, db.sqlite_synchronous_full, db.max_connections)
                     .await
                     .with_context(|| format!("opening SQLite database {}", path.display()))?;
+            // SQLite gives its log and shared-memory files the database's mode; older
+            // releases left them readable by all.
+            for companion in [sqlite_wal_file(dir), with_suffix(&path, "-shm")] {
+                if companion.exists() {
+                    private_file(&companion)?;
+                }
+            }
             if migrate {
                 sqlite::MIGRATOR
                     .run(store.pool())

@@ -74,6 +74,40 @@ impl AccountStore for SqlStore {
         insert_refresh_token(&mut conn, token).await
     }
 
+    async fn token_version(&self, user: Uuid) -> StoreResult<Option<i64>> {
+        let row = sqlx::query("SELECT token_version FROM app_user WHERE user_id = $1")
+            .bind(user)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.map(|row| row.try_get("token_version").map_err(backend))
+            .transpose()
+    }
+
+    async fn end_access_tokens(&self, user: Uuid) -> StoreResult<()> {
+        self.execute_write(
+            sqlx::query("UPDATE app_user SET token_version = token_version + 1 WHERE user_id = $1")
+                .bind(user),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn set_role(&self, user: Uuid, role: Role) -> StoreResult<Option<User>> {
+        let _turn = self.write_turn().await;
+        sqlx::query(
+            "UPDATE app_user SET role = $2, token_version = token_version + 1 WHERE user_id = $1 RETURNING *",
+        )
+        .bind(user)
+        .bind(role.as_str())
+        .fetch_optional(&self.writes)
+        .await
+        .map_err(backend)?
+        .as_ref()
+        .map(user_from_row)
+        .transpose()
+    }
+
     async fn rotate_refresh_token(&self, presented: &str, next: &RefreshToken, now: DateTime<Utc>) -> StoreResult<Rotation> {
         let mut tx = self.begin_write().await?;
         // Taking the token is one conditional update: of two concurrent uses, one wins.
@@ -110,20 +144,21 @@ impl AccountStore for SqlStore {
         Ok(Rotation::Reused)
     }
 
-    async fn revoke_refresh_family(&self, token_hash: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+    async fn revoke_refresh_family(&self, token_hash: &str, now: DateTime<Utc>) -> StoreResult<Option<Uuid>> {
         let mut tx = self.begin_write().await?;
-        let Some(row) = sqlx::query("SELECT family_id FROM refresh_token WHERE token_hash = $1")
+        let Some(row) = sqlx::query("SELECT family_id, user_id FROM refresh_token WHERE token_hash = $1")
             .bind(token_hash)
             .fetch_optional(&mut *tx)
             .await
             .map_err(backend)?
         else {
-            return Ok(false);
+            return Ok(None);
         };
         let family: Uuid = row.try_get("family_id").map_err(backend)?;
+        let user: Uuid = row.try_get("user_id").map_err(backend)?;
         revoke_family(&mut tx, family, now).await?;
         tx.commit().await.map_err(backend)?;
-        Ok(true)
+        Ok(Some(user))
     }
 
     async fn add_vehicle(&self, v: &Vehicle) -> StoreResult<()> {

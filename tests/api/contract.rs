@@ -63,6 +63,7 @@ contract!(
     samples_read_back_in_arrival_order_however_many_batches_ago,
     progress_of_an_ended_session_is_ignored,
     users_are_unique_by_email,
+    token_versions_move_on_at_logout_and_at_a_change_of_role,
     secrets_keep_their_first_value,
     session_changes_write_their_events_to_the_outbox,
     invoices_are_numbered_without_gaps_and_issued_once,
@@ -585,6 +586,34 @@ async fn users_are_unique_by_email(s: &dyn Store) {
         s.create_user(&twin).await,
         Err(StoreError::Conflict(_))
     ));
+}
+
+async fn token_versions_move_on_at_logout_and_at_a_change_of_role(s: &dyn Store) {
+    let user = User {
+        user_id: uuid::Uuid::new_v4(),
+        email: Email::parse("op@example.org").unwrap(),
+        password_hash: "$argon2id$x".into(),
+        role: Role::Operator,
+        created_at: now(),
+    };
+    s.create_user(&user).await.unwrap();
+    assert_eq!(s.token_version(user.user_id).await.unwrap(), Some(0));
+    s.end_access_tokens(user.user_id).await.unwrap();
+    assert_eq!(s.token_version(user.user_id).await.unwrap(), Some(1));
+    let demoted = s
+        .set_role(user.user_id, Role::Driver)
+        .await
+        .unwrap()
+        .expect("the user exists");
+    assert_eq!(demoted.role, Role::Driver);
+    assert_eq!(
+        s.user(user.user_id).await.unwrap().unwrap().role,
+        Role::Driver
+    );
+    assert_eq!(s.token_version(user.user_id).await.unwrap(), Some(2));
+    let nobody = uuid::Uuid::new_v4();
+    assert_eq!(s.token_version(nobody).await.unwrap(), None);
+    assert_eq!(s.set_role(nobody, Role::Admin).await.unwrap(), None);
 }
 
 async fn secrets_keep_their_first_value(s: &dyn Store) {

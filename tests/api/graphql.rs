@@ -211,7 +211,7 @@ async fn a_driver_registers_adds_a_card_and_a_token_charges_and_sees_the_invoice
         json!({"id": tx.to_string()}),
     )
     .await;
-    assert_eq!(code(&theirs), "FORBIDDEN", "{theirs}");
+    assert_eq!(code(&theirs), "NOT_FOUND", "{theirs}");
     let bob_sessions = ok(
         &app,
         Some(&bob.access),
@@ -258,14 +258,14 @@ async fn a_driver_registers_adds_a_card_and_a_token_charges_and_sees_the_invoice
     )
     .await;
     assert_eq!(bob_now["mySessions"]["edges"], json!([]));
-    let still_forbidden = gql(
+    let still_hidden = gql(
         &app,
         Some(&bob.access),
         "query($id: ID!) { session(id: $id) { id } }",
         json!({"id": tx.to_string()}),
     )
     .await;
-    assert_eq!(code(&still_forbidden), "FORBIDDEN");
+    assert_eq!(code(&still_hidden), "NOT_FOUND");
     let ada_still = ok(
         &app,
         Some(&ada.access),

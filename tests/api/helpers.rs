@@ -349,6 +349,23 @@ impl TestApp {
             .expect("running jucr")
     }
 
+    /// Runs a `jucr` subcommand with this app's settings, killed after `timeout` (a
+    /// `serve` that should have refused to start fails the test instead of hanging it).
+    pub async fn cli_within(&self, args: &[&str], timeout: Duration) -> std::process::Output {
+        let child = Command::new(binary())
+            .args(args)
+            .envs(self.env.iter().cloned())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("running jucr");
+        tokio::time::timeout(timeout, child.wait_with_output())
+            .await
+            .unwrap_or_else(|_| panic!("jucr {args:?} still ran after {timeout:?}"))
+            .expect("waiting for jucr")
+    }
+
     pub fn wss_url(&self, charger_id: &str) -> String {
         format!(
             "wss://127.0.0.1:{}/ocpp/{charger_id}",

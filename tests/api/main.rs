@@ -1,5 +1,6 @@
 //! One integration binary (faster to link than one per file).
 
+mod abuse;
 mod amqp;
 mod backpressure;
 mod billing;

@@ -148,6 +148,8 @@ async fn webhooks_get_signed_events_with_retries_and_a_delivery_log() {
             ("JUCR__NOTIFIER__WEBHOOK_RETRY_MS", "100"),
             ("JUCR__NOTIFIER__WEBHOOK_ATTEMPTS", "3"),
             ("JUCR__NOTIFIER__SCHEDULE_INTERVAL_MS", "100"),
+            // The endpoint is on loopback (refused by default: tests/api/abuse/webhooks.rs).
+            ("JUCR__NOTIFIER__ALLOW_PRIVATE_TARGETS", "true"),
         ],
     )
     .await;

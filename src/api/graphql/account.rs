@@ -8,14 +8,13 @@ use uuid::Uuid;
 use super::types::{
     AuthPayload, IdTokenView, PaymentMethodView, UserView, VehicleInput, VehicleView,
 };
-use super::{Code, Viewer, error, internal, state, store_error, viewer_id};
+use super::{Code, GraphqlState, Viewer, error, internal, state, store_error, viewer_id};
 use crate::domain::account::{RefreshToken, Rotation, Vehicle};
 use crate::domain::billing::GatewayError;
 use crate::domain::ports::StoreError;
 use crate::domain::{AuthorizationStatus, Email, IdToken, IdTokenRecord, Role, TokenType, User};
 use crate::payment::{AddCardError, add_card};
 use crate::security;
-use crate::startup::new_user;
 
 /// How long a refresh token lives.
 const REFRESH_TTL_DAYS: i64 = 30;
@@ -93,18 +92,47 @@ fn new_refresh_token(user_id: Uuid, family_id: Uuid) -> (String, RefreshToken) {
     (value, record)
 }
 
+/// An access token for `user` at their current token version.
+async fn access_token(st: &GraphqlState, user: &User) -> async_graphql::Result<String> {
+    let version = st
+        .services
+        .store
+        .token_version(user.user_id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| error(Code::Unauthenticated, "this account no longer exists"))?;
+    st.keys.issue(user, version).map_err(internal)
+}
+
+/// Staff (operators, admins) use the operator API and its short-lived tokens only: the
+/// app's 30-day refresh tokens would keep minting tokens for the operator API.
+fn driver_only(user: &User) -> async_graphql::Result<()> {
+    if user.role.may_operate() {
+        return Err(error(
+            Code::Forbidden,
+            "operator and admin accounts sign in to the operator API (POST /api/v1/auth/login), not the app",
+        ));
+    }
+    Ok(())
+}
+
+fn hashing_error(e: security::HashingError) -> async_graphql::Error {
+    match e {
+        security::HashingError::Busy => error(Code::RateLimited, e.to_string()),
+        other => internal(other),
+    }
+}
+
 async fn sign_in(ctx: &Context<'_>, user: &User) -> async_graphql::Result<AuthPayload> {
     let st = state(ctx);
+    driver_only(user)?;
     let (refresh_token, record) = new_refresh_token(user.user_id, Uuid::new_v4());
     st.services
         .store
         .add_refresh_token(&record)
         .await
         .map_err(store_error)?;
-    let access_token = st
-        .keys
-        .issue(user.user_id, user.email.as_str(), user.role)
-        .map_err(internal)?;
+    let access_token = access_token(st, user).await?;
     let name = st
         .services
         .store
@@ -124,7 +152,8 @@ fn bad_input(message: impl Into<String>) -> async_graphql::Error {
 
 #[Object]
 impl AccountMutation {
-    /// Creates a driver account and signs it in.
+    /// Creates a driver account and signs it in. Sign-ups are limited per client
+    /// address (each alias in a request counts).
     async fn register(
         &self,
         ctx: &Context<'_>,
@@ -132,18 +161,26 @@ impl AccountMutation {
         password: String,
         name: Option<String>,
     ) -> async_graphql::Result<AuthPayload> {
+        let st = state(ctx);
+        let address = ctx.data_opt::<Viewer>().and_then(|v| v.address);
+        st.signups.attempt(address).await.map_err(|_| {
+            error(
+                Code::RateLimited,
+                "too many sign-ups from this address; try again later",
+            )
+        })?;
         let email = Email::parse(&email).map_err(bad_input)?;
         let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
         if name.as_ref().is_some_and(|n| n.chars().count() > 100) {
             return Err(bad_input("name is at most 100 characters"));
         }
-        if password.chars().count() > 200 {
-            return Err(bad_input("password is at most 200 characters"));
-        }
-        let user = new_user(email, password, Role::Driver)
+        let user = security::new_user(&st.services.hashing, email, password, Role::Driver)
             .await
-            .map_err(|e| bad_input(e.to_string()))?;
-        let store = &state(ctx).services.store;
+            .map_err(|e| match e {
+                security::NewUserError::Hashing(e) => hashing_error(e),
+                other => bad_input(other.to_string()),
+            })?;
+        let store = &st.services.store;
         store.create_user(&user).await.map_err(|e| match e {
             StoreError::Conflict(_) => error(Code::Conflict, "that e-mail address is registered"),
             other => store_error(other),
@@ -155,7 +192,8 @@ impl AccountMutation {
         sign_in(ctx, &user).await
     }
 
-    /// Signs in. Failed attempts are limited per account and per address.
+    /// Signs in a driver. Attempts are limited per account and per address, counted
+    /// before the password is checked.
     async fn login(
         &self,
         ctx: &Context<'_>,
@@ -163,62 +201,37 @@ impl AccountMutation {
         password: String,
     ) -> async_graphql::Result<AuthPayload> {
         let st = state(ctx);
-        let account = format!("account:{}", email.trim().to_lowercase());
-        let address = ctx
-            .data_opt::<Viewer>()
-            .and_then(|v| v.address)
-            .map(|a| format!("address:{a}"));
-        // Every attempt is counted before the password is checked, so that parallel
-        // attempts cannot all slip under the limit; a successful one is taken back. A
-        // counter that cannot be reached does not lock everybody out: the login goes on,
-        // and the trouble is logged.
-        let hit = |key: String| async move {
-            st.logins.hit(&key).await.unwrap_or_else(|e| {
-                tracing::warn!(error = %e, counter = st.logins.name(), "login limit unavailable");
-                0
-            })
-        };
-        let account_attempts = hit(account.clone()).await;
-        let address_attempts = match &address {
-            Some(address) => hit(address.clone()).await,
-            None => 0,
-        };
-        if account_attempts > st.login_limit || address_attempts > st.login_limit_per_address {
-            return Err(error(
-                Code::RateLimited,
-                "too many failed logins; try again later",
-            ));
-        }
-        let user = match Email::parse(&email) {
-            Ok(email) => st
+        // Only an address that parses names an account (and is counted as one).
+        let email = Email::parse(&email).ok();
+        let address = ctx.data_opt::<Viewer>().and_then(|v| v.address);
+        let attempt = st
+            .logins
+            .attempt(email.as_ref(), address)
+            .await
+            .map_err(|_| error(Code::RateLimited, "too many failed logins; try again later"))?;
+        let user = match &email {
+            Some(email) => st
                 .services
                 .store
-                .user_by_email(&email)
+                .user_by_email(email)
                 .await
                 .map_err(store_error)?,
-            Err(_) => None,
+            None => None,
         };
+        // An unknown account takes as long as a wrong password.
         let hash = user
             .as_ref()
-            .map(|u| u.password_hash.clone())
-            .unwrap_or_else(crate::api::auth::dummy_hash);
-        let verified =
-            tokio::task::spawn_blocking(move || security::verify_password(&password, &hash))
-                .await
-                .map_err(internal)?;
+            .map_or_else(crate::api::auth::dummy_hash, |u| u.password_hash.clone());
+        let verified = st
+            .services
+            .hashing
+            .verify(password, hash)
+            .await
+            .map_err(hashing_error)?;
         let Some(user) = user.filter(|_| verified) else {
             return Err(error(Code::Unauthenticated, "invalid e-mail or password"));
         };
-        let forgiven = async {
-            st.logins.reset(&account).await?;
-            match &address {
-                Some(address) => st.logins.forgive(address).await,
-                None => Ok(()),
-            }
-        };
-        if let Err(e) = forgiven.await {
-            tracing::warn!(error = %e, counter = st.logins.name(), "login attempts not taken back");
-        }
+        attempt.succeeded().await;
         sign_in(ctx, &user).await
     }
 
@@ -260,10 +273,16 @@ impl AccountMutation {
             .await
             .map_err(store_error)?
             .ok_or_else(|| error(Code::Unauthenticated, "this account no longer exists"))?;
-        let access_token = st
-            .keys
-            .issue(user.user_id, user.email.as_str(), user.role)
-            .map_err(internal)?;
+        if user.role.may_operate() {
+            // Promoted since: this login ends here.
+            st.services
+                .store
+                .revoke_refresh_family(&security::token_hash(&value), Utc::now())
+                .await
+                .map_err(store_error)?;
+            driver_only(&user)?;
+        }
+        let access_token = access_token(st, &user).await?;
         let name = st
             .services
             .store
@@ -277,18 +296,24 @@ impl AccountMutation {
         })
     }
 
-    /// Revokes the login the refresh token belongs to. False when it is unknown.
+    /// Revokes the login the refresh token belongs to, and ends the access tokens its
+    /// user holds (on other devices too: they get new ones with their own refresh
+    /// tokens). False when the token is unknown.
     async fn logout(
         &self,
         ctx: &Context<'_>,
         refresh_token: String,
     ) -> async_graphql::Result<bool> {
-        state(ctx)
-            .services
-            .store
+        let store = &state(ctx).services.store;
+        let Some(user) = store
             .revoke_refresh_family(&security::token_hash(&refresh_token), Utc::now())
             .await
-            .map_err(store_error)
+            .map_err(store_error)?
+        else {
+            return Ok(false);
+        };
+        store.end_access_tokens(user).await.map_err(store_error)?;
+        Ok(true)
     }
 
     async fn add_vehicle(

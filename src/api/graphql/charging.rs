@@ -14,6 +14,7 @@ use super::{
     Code, GraphqlState, error, offset_connection, page_size, state, store_error, viewer_id,
 };
 use crate::actors::charger::CallFailure;
+use crate::domain::echo::echo;
 use crate::domain::ports::InvoiceFilter;
 use crate::domain::{
     AuthorizationStatus, ChargerId, ConnectorId, ConnectorStatus, IdToken, IdTokenRecord, Session,
@@ -94,7 +95,7 @@ pub async fn own_session(ctx: &Context<'_>, id: &ID) -> async_graphql::Result<Se
     let id: i64 = id.parse().map_err(|_| {
         error(
             Code::BadUserInput,
-            format!("{:?} is not a session id", id.as_str()),
+            format!("{:?} is not a session id", echo(id.as_str())),
         )
     })?;
     let store = &state(ctx).services.store;
@@ -107,8 +108,10 @@ pub async fn own_session(ctx: &Context<'_>, id: &ID) -> async_graphql::Result<Se
         .session_owner(session.session_id)
         .await
         .map_err(store_error)?;
+    // Someone else's session is told apart from a missing one by nothing: ids are
+    // sequential, and FORBIDDEN would confirm which ones exist.
     if owner != Some(viewer) {
-        return Err(error(Code::Forbidden, "this session is not yours"));
+        return Err(error(Code::NotFound, format!("no session {id}")));
     }
     Ok(session)
 }

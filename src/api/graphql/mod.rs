@@ -9,9 +9,11 @@
 mod account;
 mod charging;
 mod http;
+pub mod limits;
 mod live;
 mod stations;
 mod types;
+mod ws;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -25,11 +27,12 @@ use uuid::Uuid;
 
 use crate::actors::Services;
 use crate::actors::registry::ChargerDirectory;
-use crate::api::limit::FailureCounter;
+use crate::api::limit::{LoginLimits, SignupLimit};
 use crate::domain::ports::StoreError;
 use crate::security::{Claims, TokenKeys};
 
-pub use http::{graphiql, post, subscriptions};
+pub use http::{graphiql, graphiql_asset, post};
+pub use ws::subscriptions;
 
 #[derive(MergedObject, Default)]
 pub struct Query(
@@ -52,17 +55,23 @@ pub struct GraphqlState {
     pub services: Arc<Services>,
     pub directory: Arc<dyn ChargerDirectory>,
     pub keys: TokenKeys,
-    /// Login attempts per account and per address (shared by the replicas in the cloud).
-    pub logins: Box<dyn FailureCounter>,
-    /// Failed logins allowed per account, and per address (higher: many drivers may
-    /// share one, behind a carrier's NAT), within the window.
-    pub login_limit: u32,
-    pub login_limit_per_address: u32,
+    /// Login attempts per account and per address (shared by the replicas in the
+    /// cloud), the operator API's and the app's alike.
+    pub logins: Arc<LoginLimits>,
+    /// Sign-ups per address.
+    pub signups: SignupLimit,
 }
 
 pub fn schema(state: GraphqlState) -> JucrSchema {
+    let introspection = state.services.settings.graphql.introspection;
     let state = Arc::new(state);
-    Schema::build(Query::default(), Mutation::default(), live::Subscription)
+    let builder = Schema::build(Query::default(), Mutation::default(), live::Subscription);
+    let builder = if introspection {
+        builder
+    } else {
+        builder.disable_introspection()
+    };
+    builder
         .data(DataLoader::new(
             types::InvoiceBySession(state.clone()),
             tokio::spawn,
@@ -72,6 +81,7 @@ pub fn schema(state: GraphqlState) -> JucrSchema {
             tokio::spawn,
         ))
         .data(state)
+        .extension(limits::DocumentLimits)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
         .finish()

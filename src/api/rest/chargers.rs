@@ -16,7 +16,6 @@ use crate::domain::{
 };
 use crate::ocpp::schema::{PayloadKind, schemas};
 use crate::ocpp::{Direction, OcppVersion, SUPPORTED_VERSIONS};
-use crate::security;
 
 #[derive(Serialize)]
 pub struct ChargerView {
@@ -164,11 +163,7 @@ pub async fn put(
     };
     let setting_password = body.password.is_some();
     let password_hash = match body.password {
-        Some(password) => Some(
-            web::block(move || security::hash_password(&password))
-                .await
-                .map_err(ApiError::internal)?,
-        ),
+        Some(password) => Some(state.services.hashing.hash(password).await?),
         None => current.as_ref().and_then(|c| c.password_hash.clone()),
     };
     let security_profile = match (body.security_profile, &current) {
@@ -236,7 +231,13 @@ pub async fn call(
     let limit = state.services.settings.ocpp.max_frame_bytes;
     let mut bytes = web::BytesMut::new();
     while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
-        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading the body: {e}")))?;
+        let chunk = chunk.map_err(|e| {
+            if crate::api::deadline::timed_out(&e) {
+                ApiError::RequestTimeout
+            } else {
+                ApiError::BadRequest(format!("reading the body: {e}"))
+            }
+        })?;
         if bytes.len() + chunk.len() > limit {
             return Err(ApiError::PayloadTooLarge(limit));
         }

@@ -14,6 +14,7 @@ use crate::api::ApiState;
 use crate::api::auth::Operator;
 use crate::api::error::ApiError;
 use crate::domain::ChargerId;
+use crate::domain::echo::echo;
 use crate::domain::ocm::SyncTrigger;
 use crate::domain::station::StationFilter;
 use crate::stations::NearQuery;
@@ -47,7 +48,7 @@ fn ids(raw: Option<&str>, name: &str) -> Result<Vec<i64>, ApiError> {
         .filter(|s| !s.is_empty())
         .map(|s| {
             s.parse()
-                .map_err(|_| ApiError::BadRequest(format!("{name}: {s:?} is not an id")))
+                .map_err(|_| ApiError::BadRequest(format!("{name}: {:?} is not an id", echo(s))))
         })
         .collect()
 }
@@ -101,9 +102,9 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let raw = path.into_inner();
-    let id: i64 = raw
-        .parse()
-        .map_err(|_| ApiError::BadRequest(format!("{raw:?} is not an OpenChargeMap id")))?;
+    let id: i64 = raw.parse().map_err(|_| {
+        ApiError::BadRequest(format!("{:?} is not an OpenChargeMap id", echo(&raw)))
+    })?;
     match state.services.stations.get(id).await? {
         Some(hit) => Ok(HttpResponse::Ok().json(hit)),
         None => Err(ApiError::NotFound(format!("no station {id} in the mirror"))),

@@ -7,13 +7,13 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::api::ApiState;
-use crate::api::auth::Operator;
+use crate::api::auth::{Admin, Operator};
 use crate::api::error::ApiError;
 use crate::domain::billing::GatewayError;
 use crate::domain::ports::StoreError;
 use crate::domain::{Email, Role, User};
 use crate::payment::{AddCardError, add_card};
-use crate::startup::new_user;
+use crate::security;
 
 #[derive(Serialize)]
 pub struct UserView {
@@ -56,12 +56,16 @@ pub async fn create(
         Some(raw) => Role::parse(raw)
             .ok_or_else(|| ApiError::BadRequest("role must be driver, operator or admin".into()))?,
     };
-    if role > me.role {
+    // Operators create drivers; only admins create staff.
+    if role != Role::Driver && me.role != Role::Admin {
         return Err(ApiError::Forbidden);
     }
-    let user = new_user(email, body.password, role)
+    let user = security::new_user(&state.services.hashing, email, body.password, role)
         .await
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        .map_err(|e| match e {
+            security::NewUserError::Hashing(e) => e.into(),
+            other => ApiError::BadRequest(other.to_string()),
+        })?;
     state
         .services
         .store
@@ -92,6 +96,39 @@ pub async fn get(
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(UserView::from(user(&state, path.into_inner()).await?)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolePut {
+    role: String,
+}
+
+/// `PUT /api/v1/users/{id}/role` with `{role}` (admins only): the access tokens the user
+/// holds end at once (they sign in again, with their new role).
+pub async fn put_role(
+    Admin(me): Admin,
+    state: web::Data<ApiState>,
+    path: web::Path<Uuid>,
+    body: web::Json<RolePut>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let role = Role::parse(&body.role)
+        .ok_or_else(|| ApiError::BadRequest("role must be driver, operator or admin".into()))?;
+    if id == me.sub && role != Role::Admin {
+        // The last admin could otherwise lock everybody out of the admin endpoints.
+        return Err(ApiError::Conflict(
+            "admins cannot demote themselves; ask another admin".into(),
+        ));
+    }
+    let user = state
+        .services
+        .store
+        .set_role(id, role)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no user {id}")))?;
+    tracing::info!(user_id = %id, role = %role, by = %me.sub, "role changed; the user's access tokens end");
+    Ok(HttpResponse::Ok().json(UserView::from(user)))
 }
 
 #[derive(Deserialize)]

@@ -38,6 +38,11 @@ pub async fn create(
             "url must be an http:// or https:// URL with a host".into(),
         ));
     }
+    if !state.services.settings.notifier.allow_private_targets
+        && let Some(why) = crate::outbound::refusal(&url)
+    {
+        return Err(ApiError::BadRequest(format!("url: {why}")));
+    }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(ApiError::BadRequest(
             "url must not carry credentials: verify the X-Jucr-Signature header instead".into(),
