@@ -43,7 +43,8 @@ impl Resolve for GuardedResolver {
                 .filter(|a| allow_private || public_address(a.ip()))
                 .collect();
             if allowed.is_empty() && !found.is_empty() {
-                let error = format!("{host} resolves to {}: {NOT_ALLOWED}", found[0].ip());
+                // Which internal address it was stays out of the delivery log.
+                let error = format!("{host} resolves only to internal addresses: {NOT_ALLOWED}");
                 return Err(error.into());
             }
             Ok(Box::new(allowed.into_iter()) as Addrs)

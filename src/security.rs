@@ -92,7 +92,7 @@ impl TokenKeys {
     }
 
     /// A token for `user` at version `version` of their tokens (see
-    /// [`crate::domain::ports::AccountStore::token_version`]).
+    /// [`crate::domain::ports::AccountStore::token_state`]).
     pub fn issue(&self, user: &User, version: i64) -> Result<String, jsonwebtoken::errors::Error> {
         let now = Utc::now().timestamp();
         let claims = Claims {

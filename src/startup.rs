@@ -234,20 +234,31 @@ impl Application {
             stations,
             ocm_sync,
             hashing,
+            charger_hashing: Arc::new(security::PasswordHashing::new(
+                auth.hash_concurrency(),
+                auth.password_hash_queue,
+            )),
         });
         let directory: Arc<dyn ChargerDirectory> = Arc::new(LocalDirectory::new(registry));
-        let logins = Arc::new(api::limit::LoginLimits::new(
-            attempt_counter(&settings, auth.login_failure_window_secs)?,
-            auth.login_failure_limit,
-            auth.login_failure_limit_per_address,
-        ));
+        let window = auth.login_failure_window_secs;
+        let logins = Arc::new(api::limit::LoginLimits {
+            accounts: attempt_counter(&settings, window, auth.login_failure_limit)?,
+            addresses: attempt_counter(&settings, window, auth.login_failure_limit_per_address)?,
+            per_account_and_address: auth.login_failure_limit,
+            per_account: auth.login_failure_limit_per_account,
+            per_address: auth.login_failure_limit_per_address,
+        });
         let graphql = api::graphql::schema(api::graphql::GraphqlState {
             services: services.clone(),
             directory: directory.clone(),
             keys: keys.clone(),
             logins: logins.clone(),
             signups: api::limit::SignupLimit::new(
-                attempt_counter(&settings, auth.register_window_secs)?,
+                attempt_counter(
+                    &settings,
+                    auth.register_window_secs,
+                    auth.register_limit_per_address,
+                )?,
                 auth.register_limit_per_address,
             ),
         });
@@ -256,7 +267,7 @@ impl Application {
             services: services.clone(),
             directory: directory.clone(),
             keys,
-            charger_auth: api::ocpp::AuthLimits::new(&settings.ocpp),
+            charger_auth: api::ocpp::AuthLimits::new(&settings.ocpp, auth.limiter_max_keys),
             logins,
         });
 
@@ -415,10 +426,12 @@ async fn shutdown_signal() -> anyhow::Result<&'static str> {
 
 /// Where attempts (logins, sign-ups) are counted, in windows of `window_secs`: Redis
 /// when configured (every replica sees the same counts; keys expire with their window),
-/// else this process (at most `auth.limiter_max_keys` keys, oldest out).
+/// else this process (at most `auth.limiter_max_keys` keys; when full, an old one still
+/// under `limit` goes first).
 fn attempt_counter(
     settings: &Settings,
     window_secs: u64,
+    limit: u32,
 ) -> anyhow::Result<Box<dyn api::limit::FailureCounter>> {
     let window = Duration::from_secs(window_secs);
     Ok(match &settings.redis.url {
@@ -427,7 +440,7 @@ fn attempt_counter(
                 .context("configuring Redis")?,
         ),
         None => Box::new(api::limit::AttemptLimiter::<String>::new(
-            0,
+            limit,
             window,
             settings.auth.limiter_max_keys,
         )),

@@ -36,6 +36,7 @@ use crate::domain::echo::echo;
 use crate::domain::live::LiveUpdate;
 use crate::domain::money::Money;
 use crate::domain::ports::StoreError;
+use crate::domain::report::ReportAssembly;
 use crate::domain::{
     Availability, CallEffect, ChargerId, ChargerRequest, ChargerResponse, ConnectorId,
     ConnectorState, ConnectorStatus, Connectors, DataTransferStatus, IdToken, IdTokenInfo,
@@ -152,12 +153,6 @@ struct QueuedCall {
 /// piling up behind a charger that answers slowly.
 const MAX_QUEUED_CALLS: usize = 100;
 
-/// Device-model reports one charger may have in flight (parts sent, the last not yet),
-/// and the variables they may hold together: a report beyond either is refused
-/// (GenericError) rather than kept growing until the charger disconnects.
-const MAX_REPORTS_IN_FLIGHT: usize = 4;
-const MAX_REPORT_VARIABLES: usize = 20_000;
-
 struct TransactionOutcome {
     info: Option<IdTokenInfo>,
     transaction_id: TransactionId,
@@ -195,8 +190,8 @@ pub struct ChargerActor {
     remote_starts: Vec<RemoteStart>,
     /// ChangeAvailability answered Scheduled: applied when the connector's transaction ends.
     scheduled_availability: HashMap<ConnectorId, Availability>,
-    /// Device-model reports being assembled, by request id.
-    reports: HashMap<i64, Vec<ReportedVariable>>,
+    /// Device-model reports being assembled.
+    reports: ReportAssembly,
     /// When last-seen was last handed to the batch writer.
     seen_recorded: Option<Instant>,
     /// Read by the registry's live views.
@@ -237,7 +232,7 @@ impl ChargerActor {
             queue: VecDeque::new(),
             remote_starts: Vec::new(),
             scheduled_availability: HashMap::new(),
-            reports: HashMap::new(),
+            reports: ReportAssembly::default(),
             seen_recorded: None,
             last_heartbeat: Arc::default(),
             _departure: departure,
@@ -836,34 +831,21 @@ impl ChargerActor {
         variables: Vec<ReportedVariable>,
         ctx: &mut Context<Self>,
     ) {
-        if !self.reports.contains_key(&request_id) && self.reports.len() >= MAX_REPORTS_IN_FLIGHT {
-            return self.send_error(
-                &id,
-                action,
-                RpcErrorKind::GenericError,
-                format!("{MAX_REPORTS_IN_FLIGHT} reports are in flight already: finish one (tbc false) first"),
-            );
-        }
-        let held: usize = self.reports.values().map(Vec::len).sum();
-        if held + variables.len() > MAX_REPORT_VARIABLES {
-            self.span
-                .in_scope(|| tracing::warn!(request_id, "device-model report too large; dropped"));
-            self.reports.remove(&request_id);
-            return self.send_error(
-                &id,
-                action,
-                RpcErrorKind::GenericError,
-                format!("reports in flight may hold {MAX_REPORT_VARIABLES} variables in all: this report is dropped, send it again whole"),
-            );
-        }
-        self.reports
-            .entry(request_id)
-            .or_default()
-            .extend(variables);
-        if more_to_come {
-            return self.reply(&id, action, Ok(ChargerResponse::Ack));
-        }
-        let variables = self.reports.remove(&request_id).unwrap_or_default();
+        let variables = match self.reports.add(request_id, more_to_come, variables) {
+            Ok(Some(whole)) => whole,
+            Ok(None) => return self.reply(&id, action, Ok(ChargerResponse::Ack)),
+            Err(refused) => {
+                self.span.in_scope(
+                    || tracing::warn!(request_id, %refused, "device-model report part refused"),
+                );
+                return self.send_error(
+                    &id,
+                    action,
+                    RpcErrorKind::GenericError,
+                    refused.to_string(),
+                );
+            }
+        };
         let (store, charger, count) = (
             self.services.store.clone(),
             self.id.clone(),

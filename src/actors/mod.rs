@@ -38,6 +38,9 @@ pub struct Services {
     /// The OpenChargeMap mirror as searches see it (cache, attribution, live overlay).
     pub stations: Arc<crate::stations::StationSearch>,
     pub ocm_sync: Addr<ocm_sync::OcmSyncActor>,
-    /// Password hashing and checks, a bounded number at once.
+    /// Password hashing and checks (people: logins, sign-ups), a bounded number at once.
     pub hashing: Arc<crate::security::PasswordHashing>,
+    /// The same for chargers' passwords, apart: a flood of logins does not keep
+    /// chargers from reconnecting.
+    pub charger_hashing: Arc<crate::security::PasswordHashing>,
 }

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::ApiState;
 use super::error::ApiError;
-use crate::domain::Email;
+use crate::domain::{Email, TokenState};
 use crate::security::{self, Claims};
 
 /// Any signed-in user.
@@ -31,15 +31,21 @@ pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
 }
 
 /// The claims of a bearer token that is signed, unexpired, and of its user's current
-/// token version: logging out and a change of role end the tokens handed out before, on
-/// every replica (the version is in the shared database: one primary-key read per
-/// authenticated request). `None` for any token that fails.
+/// token version and role: logging out and a change of role end the tokens handed out
+/// before, on every replica (both are in the shared database: one primary-key read per
+/// authenticated request), and a token issued while its user's role changed is refused
+/// too. `None` for any token that fails.
 pub async fn verify_token(state: &ApiState, token: &str) -> Result<Option<Claims>, ApiError> {
     let Ok(claims) = state.keys.verify(token.trim()) else {
         return Ok(None);
     };
-    let current = state.services.store.token_version(claims.sub).await?;
-    Ok((current == Some(claims.ver)).then_some(claims))
+    let current = state.services.store.token_state(claims.sub).await?;
+    let matches = current
+        == Some(TokenState {
+            version: claims.ver,
+            role: claims.role,
+        });
+    Ok(matches.then_some(claims))
 }
 
 async fn claims(req: HttpRequest) -> Result<Claims, ApiError> {
@@ -138,15 +144,15 @@ pub async fn login(
         .filter(|_| verified)
         .ok_or(ApiError::InvalidCredentials)?;
     attempt.succeeded().await;
-    let version = state
+    let current = state
         .services
         .store
-        .token_version(user.user_id)
+        .token_state(user.user_id)
         .await?
         .ok_or(ApiError::InvalidCredentials)?;
     let token = state
         .keys
-        .issue(&user, version)
+        .issue(&user, current.version)
         .map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().json(json!({
         "access_token": token,

@@ -19,7 +19,7 @@ use tokio::time::Sleep;
 
 /// `request` with its body (if it has one) under a deadline of `timeout` from now.
 pub fn body_deadline(mut request: ServiceRequest, timeout: Duration) -> ServiceRequest {
-    if request.head().upgrade() {
+    if websocket_handshake(&request) {
         // An upgraded connection's payload is the connection itself.
         return request;
     }
@@ -35,6 +35,18 @@ pub fn body_deadline(mut request: ServiceRequest, timeout: Duration) -> ServiceR
         }),
     }
     request
+}
+
+/// A WebSocket handshake (a GET asking for `Upgrade: websocket`), the only request whose
+/// "body" may last: anything else that merely says `Connection: upgrade` keeps the
+/// deadline.
+fn websocket_handshake(request: &ServiceRequest) -> bool {
+    request.method() == actix_web::http::Method::GET
+        && request
+            .headers()
+            .get(actix_web::http::header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
 }
 
 /// Whether a body read failed for want of time (answered 408, not 400).

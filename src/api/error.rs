@@ -8,7 +8,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde_json::{Value, json};
 
 use crate::actors::charger::CallFailure;
-use crate::domain::echo::echo;
+use crate::domain::echo::{ECHO_BYTES, echo};
 use crate::domain::ports::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +174,12 @@ impl ResponseError for ApiError {
                 description,
                 details,
             } => {
+                // The charger's details are echoed only when small (they may be a megabyte).
+                let details = if details.to_string().len() <= ECHO_BYTES {
+                    details.clone()
+                } else {
+                    json!({ "cut": "details larger than the echo limit are not shown" })
+                };
                 error["details"] = json!({ "ocpp_error_code": code, "ocpp_error_description": description, "ocpp_error_details": details });
             }
             ApiError::InvalidPayload {

@@ -1,12 +1,14 @@
 //! Counting attempts (charger authentications, logins, sign-ups) per key within a window,
 //! and refusing a key that tried too often until its window ends. In one process
-//! ([`AttemptLimiter`], holding at most a fixed number of keys, oldest out), or shared by
-//! every replica ([`FailureCounter`] on Redis). [`LoginLimits`] is the rule both login
-//! endpoints apply.
+//! ([`AttemptLimiter`], holding at most a fixed number of keys: when full, the oldest key
+//! still under its limit goes), or shared by every replica ([`FailureCounter`] on Redis,
+//! keys expiring with their window). [`LoginLimits`] is the rule both login endpoints
+//! apply. Client addresses are counted by [`client_key`]: IPv6 by its /64, which one
+//! subscriber gets whole.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,9 +22,10 @@ pub struct AttemptLimiter<K> {
 }
 
 /// Attempts per key, and the keys in the order their windows began (oldest first), so
-/// that expired keys are dropped and, when too many are held, the oldest goes, each in
-/// constant time. A key forgotten or renewed leaves its old place in `order` behind; it
-/// is skipped when it comes up.
+/// that expired keys are dropped and, when too many are held, an old one goes, in
+/// constant time per attempt. A key forgotten or renewed leaves its old place in `order`
+/// behind; it is skipped when it comes up, and `order` is compacted when such places
+/// outnumber the keys.
 struct Tracked<K> {
     attempts: HashMap<K, (u32, Instant)>,
     order: VecDeque<(K, Instant)>,
@@ -73,11 +76,14 @@ impl<K: Hash + Eq + Clone> AttemptLimiter<K> {
         };
         if !renewed {
             while tracked.attempts.len() >= self.max_keys {
-                tracked.drop_oldest();
+                tracked.evict(self.limit);
             }
             tracked.attempts.insert(key.clone(), (1, now));
         }
         tracked.order.push_back((key.clone(), now));
+        if tracked.order.len() > 2 * self.max_keys + 1024 {
+            tracked.compact();
+        }
         1
     }
 
@@ -117,13 +123,37 @@ impl<K: Hash + Eq> Tracked<K> {
         }
     }
 
-    fn drop_oldest(&mut self) {
+    /// Drops one key to make room: among the oldest few, the first still under `limit`
+    /// (a key an attacker sprayed), so that flooding the table with new keys does not
+    /// wipe out a blocked one; failing that, the oldest.
+    fn evict(&mut self, limit: u32) {
+        const LOOK_AT: usize = 64;
+        let spare = self.order.iter().take(LOOK_AT).position(|(key, since)| {
+            self.attempts
+                .get(key)
+                .is_some_and(|(count, s)| s == since && *count < limit)
+        });
+        if let Some(i) = spare {
+            let (key, _) = self
+                .order
+                .remove(i)
+                .expect("found at this position just above; qed");
+            self.attempts.remove(&key);
+            return;
+        }
         while let Some((key, since)) = self.order.pop_front() {
             if self.current(&key, since) {
                 self.attempts.remove(&key);
                 return;
             }
         }
+    }
+
+    /// Drops the places of keys forgotten or renewed since.
+    fn compact(&mut self) {
+        let attempts = &self.attempts;
+        self.order
+            .retain(|(key, since)| attempts.get(key).is_some_and(|(_, s)| s == since));
     }
 }
 
@@ -162,91 +192,117 @@ impl FailureCounter for AttemptLimiter<String> {
     }
 }
 
+/// The key a client address is counted by: an IPv4 address itself (also when IPv6
+/// carries it), an IPv6 address by its /64, the block a single subscriber is given.
+pub fn client_key(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
 /// Too many attempts from this account or address; try again after the window.
 #[derive(Debug, thiserror::Error)]
 #[error("too many attempts; try again later")]
 pub struct RateLimited;
 
-/// The rule of both login endpoints (the operator API's and the app's): every attempt
-/// is counted before its password is checked, per account and per client address, and
-/// refused past either limit; a success takes its attempts back. Only a parsed e-mail
-/// address names an account, so the keys are bounded (254 bytes) whatever is sent.
+/// Counts an attempt of `key`; a counter that cannot be reached does not lock everybody
+/// out: the attempt goes on, and the trouble is logged.
+async fn count(counter: &dyn FailureCounter, key: &str) -> u32 {
+    counter.hit(key).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, counter = counter.name(), "attempt limit unavailable");
+        0
+    })
+}
+
+/// The rule of both login endpoints (the operator API's and the app's). Every attempt is
+/// counted before its password is checked, so that parallel attempts cannot all slip
+/// through: first per client address (refused past `per_address` without counting
+/// anything else, so that refused attempts cannot flood the account counters), then per
+/// account from that address (`per_account_and_address`: someone guessing elsewhere
+/// does not lock the account's owner out), and per account from anywhere
+/// (`per_account`, higher: a bound on guessing from many addresses). A success takes
+/// its attempts back. Only a parsed e-mail address (254 bytes at most) names an account.
 pub struct LoginLimits {
-    counter: Box<dyn FailureCounter>,
-    per_account: u32,
-    per_address: u32,
+    /// Account keys, and account-and-address keys.
+    pub accounts: Box<dyn FailureCounter>,
+    pub addresses: Box<dyn FailureCounter>,
+    pub per_account_and_address: u32,
+    pub per_account: u32,
+    pub per_address: u32,
 }
 
 /// An attempt that was let through; [`LoginAttempt::succeeded`] takes it back.
 pub struct LoginAttempt<'a> {
     limits: &'a LoginLimits,
-    account: Option<String>,
+    /// The account's key and the account-and-address key.
+    account: Option<(String, String)>,
     address: Option<String>,
 }
 
 impl LoginLimits {
-    pub fn new(counter: Box<dyn FailureCounter>, per_account: u32, per_address: u32) -> Self {
-        LoginLimits {
-            counter,
-            per_account,
-            per_address,
-        }
-    }
-
-    /// Counts a login attempt for `email` (when it parses) from `address`. A counter that
-    /// cannot be reached does not lock everybody out: the attempt goes on, logged.
+    /// Counts a login attempt for `email` (when it parses) from `address`.
     pub async fn attempt(
         &self,
         email: Option<&Email>,
         address: Option<IpAddr>,
     ) -> Result<LoginAttempt<'_>, RateLimited> {
-        let account = email.map(|e| format!("account:{}", e.as_str()));
-        let address = address.map(|a| format!("address:{a}"));
-        let over = |key: &Option<String>, limit: u32| {
-            let key = key.clone();
-            async move {
-                match key {
-                    Some(key) => self.count(&key).await > limit,
-                    None => false,
-                }
-            }
-        };
-        let account_over = over(&account, self.per_account).await;
-        let address_over = over(&address, self.per_address).await;
-        if account_over || address_over {
+        let address = address.map(client_key);
+        let address_key = address.map(|a| format!("address:{a}"));
+        if let Some(key) = &address_key
+            && count(&*self.addresses, key).await > self.per_address
+        {
             return Err(RateLimited);
+        }
+        let account = email.map(|e| {
+            let from = address.map_or_else(|| "-".to_owned(), |a| a.to_string());
+            (
+                format!("account:{}", e.as_str()),
+                format!("account:{}:{from}", e.as_str()),
+            )
+        });
+        if let Some((anywhere, here)) = &account {
+            let here = count(&*self.accounts, here).await;
+            let anywhere = count(&*self.accounts, anywhere).await;
+            if here > self.per_account_and_address || anywhere > self.per_account {
+                return Err(RateLimited);
+            }
         }
         Ok(LoginAttempt {
             limits: self,
             account,
-            address,
-        })
-    }
-
-    async fn count(&self, key: &str) -> u32 {
-        self.counter.hit(key).await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, counter = self.counter.name(), "attempt limit unavailable");
-            0
+            address: address_key,
         })
     }
 }
 
 impl LoginAttempt<'_> {
-    /// The password was right: the account's failures are forgotten, and the address's
-    /// attempt taken back.
+    /// The password was right: the account's failures from this address are forgotten,
+    /// and this attempt is taken back from the others.
     pub async fn succeeded(self) {
-        let counter = &self.limits.counter;
+        let LoginLimits {
+            accounts,
+            addresses,
+            ..
+        } = self.limits;
         let taken_back = async {
-            if let Some(account) = &self.account {
-                counter.reset(account).await?;
+            if let Some((anywhere, here)) = &self.account {
+                accounts.reset(here).await?;
+                accounts.forgive(anywhere).await?;
             }
             match &self.address {
-                Some(address) => counter.forgive(address).await,
+                Some(address) => addresses.forgive(address).await,
                 None => Ok(()),
             }
         };
         if let Err(e) = taken_back.await {
-            tracing::warn!(error = %e, counter = counter.name(), "login attempts not taken back");
+            tracing::warn!(error = %e, "login attempts not taken back");
         }
     }
 }
@@ -268,18 +324,10 @@ impl SignupLimit {
     /// Counts a sign-up from `address`; refused past the limit. Without an address (no
     /// peer: not over TCP) nothing is counted.
     pub async fn attempt(&self, address: Option<IpAddr>) -> Result<(), RateLimited> {
-        let Some(address) = address else {
+        let Some(address) = address.map(client_key) else {
             return Ok(());
         };
-        let count = self
-            .counter
-            .hit(&format!("signup:{address}"))
-            .await
-            .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, counter = self.counter.name(), "sign-up limit unavailable");
-                0
-            });
-        if count > self.per_address {
+        if count(&*self.counter, &format!("signup:{address}")).await > self.per_address {
             return Err(RateLimited);
         }
         Ok(())
@@ -334,36 +382,94 @@ mod tests {
         assert_eq!(tracked.order.len(), 1, "stale places were dropped");
     }
 
-    #[tokio::test]
-    async fn logins_are_counted_per_parsed_account_and_per_address() {
-        let limits = LoginLimits::new(
+    #[test]
+    fn a_flood_of_new_keys_does_not_wipe_out_a_blocked_one() {
+        let limiter = AttemptLimiter::new(3, Duration::from_secs(60), 100);
+        let victim = "victim".to_owned();
+        for _ in 0..3 {
+            limiter.hit(&victim);
+        }
+        assert!(limiter.blocked(&victim));
+        for i in 0..10_000 {
+            limiter.hit(&format!("sprayed{i}"));
+        }
+        assert!(limiter.blocked(&victim), "kept while sprayed keys went");
+        assert_eq!(limiter.tracked_keys(), 100);
+        assert!(limiter.lock().order.len() <= 2 * 100 + 1024 + 1);
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        let a: IpAddr = "2001:db8:1:2:3:4:5:6".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::1".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(other));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(client_key(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
+    }
+
+    fn limits() -> LoginLimits {
+        let counter = || -> Box<dyn FailureCounter> {
             Box::new(AttemptLimiter::<String>::new(
-                0,
+                2,
                 Duration::from_secs(60),
                 100,
-            )),
-            2,
-            3,
-        );
+            ))
+        };
+        LoginLimits {
+            accounts: counter(),
+            addresses: counter(),
+            per_account_and_address: 2,
+            per_account: 4,
+            per_address: 3,
+        }
+    }
+
+    #[tokio::test]
+    async fn logins_are_counted_per_address_then_per_account_from_it_and_from_anywhere() {
+        let limits = limits();
         let ada = Email::parse("ada@example.org").unwrap();
         let here: IpAddr = "192.0.2.1".parse().unwrap();
         assert!(limits.attempt(Some(&ada), Some(here)).await.is_ok());
         assert!(limits.attempt(Some(&ada), Some(here)).await.is_ok());
         assert!(
             limits.attempt(Some(&ada), Some(here)).await.is_err(),
-            "the account"
+            "the account from here"
         );
+        // Someone guessing from here does not lock Ada out at her own address.
+        let hers: IpAddr = "198.51.100.1".parse().unwrap();
+        let attempt = limits.attempt(Some(&ada), Some(hers)).await.unwrap();
+        attempt.succeeded().await;
+        // The address is over its limit: refused, and nothing else counted.
         let bob = Email::parse("bob@example.org").unwrap();
         assert!(
             limits.attempt(Some(&bob), Some(here)).await.is_err(),
             "the address"
         );
-        let there: IpAddr = "192.0.2.2".parse().unwrap();
-        let attempt = limits.attempt(Some(&bob), Some(there)).await.unwrap();
-        attempt.succeeded().await;
+        let elsewhere: IpAddr = "203.0.113.5".parse().unwrap();
+        assert!(limits.attempt(Some(&bob), Some(elsewhere)).await.is_ok());
         assert!(
-            limits.attempt(None, Some(there)).await.is_ok(),
+            limits.attempt(Some(&bob), Some(elsewhere)).await.is_ok(),
+            "bob not counted from here"
+        );
+        assert!(
+            limits.attempt(None, Some(elsewhere)).await.is_ok(),
             "no account named"
         );
+    }
+
+    #[tokio::test]
+    async fn guesses_from_many_addresses_meet_the_account_s_own_limit() {
+        let limits = limits();
+        let ada = Email::parse("ada@example.org").unwrap();
+        let mut refused = 0;
+        for i in 0..10u8 {
+            let from = IpAddr::from([192, 0, 2, i]);
+            if limits.attempt(Some(&ada), Some(from)).await.is_err() {
+                refused += 1;
+            }
+        }
+        assert_eq!(refused, 6, "per_account (4) from anywhere");
     }
 }

@@ -19,6 +19,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::actors::Services;
 use crate::actors::registry::ChargerDirectory;
+use crate::domain::echo::echo;
 use crate::security::TokenKeys;
 use error::ApiError;
 
@@ -34,20 +35,32 @@ pub struct ApiState {
     pub graphql: graphql::JucrSchema,
 }
 
-/// The client's address: the last `X-Forwarded-For` entry when a trusted load balancer
-/// adds it (`http.trust_forwarded_for`), else the connection's peer.
+/// The client's address: behind a trusted load balancer (`http.trust_forwarded_for`),
+/// the last entry of the last `X-Forwarded-For` line (the one the balancer added, the
+/// others being whatever the client sent), with a port if the balancer adds one; else
+/// the connection's peer.
 pub fn client_address(req: &HttpRequest, trust_forwarded_for: bool) -> Option<IpAddr> {
     if trust_forwarded_for
         && let Some(forwarded) = req
             .headers()
-            .get("x-forwarded-for")
+            .get_all("x-forwarded-for")
+            .last()
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.rsplit(',').next())
-            .and_then(|a| a.trim().parse().ok())
+            .and_then(|a| forwarded_address(a.trim()))
     {
         return Some(forwarded);
     }
     req.peer_addr().map(|a| a.ip())
+}
+
+/// An `X-Forwarded-For` entry: an address, or an address with a port (`1.2.3.4:5678`,
+/// `[2001:db8::1]:5678`).
+fn forwarded_address(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse()
+        .ok()
+        .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
 }
 
 /// Registers every route and the extractor error handlers.
@@ -59,15 +72,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 actix_web::error::JsonPayloadError::Payload(p) if deadline::timed_out(&p) => {
                     ApiError::RequestTimeout.into()
                 }
-                e => ApiError::BadRequest(format!("invalid JSON body: {e}")).into(),
+                // serde quotes what it could not take (an unknown field's name, a
+                // value): cut, it cannot make the answer as large as the body.
+                e => ApiError::BadRequest(format!("invalid JSON body: {}", echo(&e.to_string())))
+                    .into(),
             }),
     )
     .app_data(
-        web::PathConfig::default().error_handler(|e, _| ApiError::BadRequest(e.to_string()).into()),
+        web::PathConfig::default()
+            .error_handler(|e, _| ApiError::BadRequest(echo(&e.to_string()).into_owned()).into()),
     )
     .app_data(
         web::QueryConfig::default()
-            .error_handler(|e, _| ApiError::BadRequest(e.to_string()).into()),
+            .error_handler(|e, _| ApiError::BadRequest(echo(&e.to_string()).into_owned()).into()),
     )
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
@@ -171,6 +188,36 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound(format!(
         "no route for {} {}",
         req.method(),
-        req.path()
+        echo(req.path())
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn behind_a_trusted_balancer_the_client_is_its_own_last_entry() {
+        let request = actix_web::test::TestRequest::default()
+            .peer_addr("10.0.0.1:443".parse().unwrap())
+            // What the client sent, on a line of its own, before the balancer's.
+            .append_header(("X-Forwarded-For", "6.6.6.6"))
+            .append_header(("X-Forwarded-For", "7.7.7.7, 203.0.113.7:41234"))
+            .to_http_request();
+        let client = client_address(&request, true);
+        assert_eq!(client, Some("203.0.113.7".parse().unwrap()));
+        assert_eq!(
+            client_address(&request, false),
+            Some("10.0.0.1".parse().unwrap()),
+            "not trusted: the peer"
+        );
+        let v6 = actix_web::test::TestRequest::default()
+            .peer_addr("10.0.0.1:443".parse().unwrap())
+            .append_header(("X-Forwarded-For", "[2001:db8::7]:8443"))
+            .to_http_request();
+        assert_eq!(
+            client_address(&v6, true),
+            Some("2001:db8::7".parse().unwrap())
+        );
+    }
 }

@@ -45,22 +45,16 @@ pub struct AuthLimits {
     per_address: AttemptLimiter<IpAddr>,
 }
 
-/// Keys each of the limiters holds at most (oldest out).
-const AUTH_LIMITER_KEYS: usize = 100_000;
-
 impl AuthLimits {
-    pub fn new(settings: &crate::config::OcppSettings) -> Self {
+    /// Each limiter holds at most `max_keys` keys (`auth.limiter_max_keys`).
+    pub fn new(settings: &crate::config::OcppSettings, max_keys: usize) -> Self {
         let window = Duration::from_secs(settings.auth_failure_window_secs);
         AuthLimits {
-            per_charger: AttemptLimiter::new(
-                settings.auth_failure_limit,
-                window,
-                AUTH_LIMITER_KEYS,
-            ),
+            per_charger: AttemptLimiter::new(settings.auth_failure_limit, window, max_keys),
             per_address: AttemptLimiter::new(
                 settings.auth_failure_limit_per_address,
                 window,
-                AUTH_LIMITER_KEYS,
+                max_keys,
             ),
         }
     }
@@ -100,7 +94,8 @@ pub async fn connect(
         .map_err(|e| ApiError::BadRequest(format!("not a WebSocket handshake: {e}")))?;
     let id =
         ChargerId::parse(path.into_inner()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let address = super::client_address(&req, services.settings.http.trust_forwarded_for);
+    let address = super::client_address(&req, services.settings.http.trust_forwarded_for)
+        .map(super::limit::client_key);
     let registration = authenticate(&req, &id, address, &services, &state.charger_auth).await?;
 
     let offered: Vec<&str> = req
@@ -237,7 +232,7 @@ async fn authenticate(
         return Err(refuse("user name is not the charger id"));
     }
     let ok = services
-        .hashing
+        .charger_hashing
         .verify(password, hash)
         .await
         .map_err(ApiError::from)?;

@@ -12,6 +12,7 @@ pub mod live;
 pub mod money;
 pub mod ocm;
 pub mod ports;
+pub mod report;
 pub mod requests;
 pub mod session;
 pub mod station;

@@ -20,7 +20,7 @@ use super::requests::ReportedVariable;
 use super::session::{MeterSample, NewSession, Session, SessionFilter};
 use super::station::{Station, StationFilter};
 use super::token::IdTokenRecord;
-use super::user::{Email, Role, User};
+use super::user::{Email, Role, TokenState, User};
 use super::webhook::{Webhook, WebhookDelivery};
 use uuid::Uuid;
 
@@ -337,9 +337,9 @@ pub trait AccountStore: Send + Sync {
     async fn set_user_name(&self, user: Uuid, name: Option<&str>) -> StoreResult<()>;
     async fn user_name(&self, user: Uuid) -> StoreResult<Option<String>>;
     async fn add_refresh_token(&self, token: &RefreshToken) -> StoreResult<()>;
-    /// The version of `user`'s access tokens: one stamped with another is refused.
-    /// `None` when there is no such user.
-    async fn token_version(&self, user: Uuid) -> StoreResult<Option<i64>>;
+    /// The version of `user`'s access tokens and their role, read together: a token
+    /// stamped with another version or role is refused. `None` when there is no such user.
+    async fn token_state(&self, user: Uuid) -> StoreResult<Option<TokenState>>;
     /// Ends every access token `user` holds (logout): their version moves on.
     async fn end_access_tokens(&self, user: Uuid) -> StoreResult<()>;
     /// Gives `user` another role and ends the access tokens they hold; the user as now,

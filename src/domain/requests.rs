@@ -62,6 +62,31 @@ pub struct ReportedVariable {
     pub unit: Option<String>,
 }
 
+impl ReportedVariable {
+    /// About what holding this variable takes (its text and its parts), for bounds on
+    /// what a charger may have held for it.
+    pub fn held_bytes(&self) -> usize {
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        std::mem::size_of::<Self>()
+            + self.component.len()
+            + self.variable.len()
+            + text(&self.component_instance)
+            + text(&self.variable_instance)
+            + text(&self.data_type)
+            + text(&self.unit)
+            + self
+                .attributes
+                .iter()
+                .map(|a| {
+                    std::mem::size_of::<VariableAttribute>()
+                        + a.attribute_type.len()
+                        + text(&a.value)
+                        + text(&a.mutability)
+                })
+                .sum::<usize>()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct VariableAttribute {
     #[serde(rename = "type")]

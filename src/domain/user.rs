@@ -44,6 +44,14 @@ impl fmt::Display for Role {
     }
 }
 
+/// What an access token must still match to be accepted: its user's token version (moved
+/// on by logout and by a change of role) and role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenState {
+    pub version: i64,
+    pub role: Role,
+}
+
 /// A lower-cased, syntactically plausible e-mail address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

@@ -141,6 +141,10 @@ pub fn public_address(ip: std::net::IpAddr) -> bool {
             if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
                 return v4(embedded(s[6], s[7]));
             }
+            // SIIT (::ffff:0:a.b.c.d) too.
+            if s[..4] == [0; 4] && s[4] == 0xffff && s[5] == 0 {
+                return v4(embedded(s[6], s[7]));
+            }
             if s[0] == 0x2002 {
                 return v4(embedded(s[1], s[2]));
             }
@@ -151,6 +155,8 @@ pub fn public_address(ip: std::net::IpAddr) -> bool {
                 || (s[0] & 0xffc0) == 0xfe80      // link-local
                 || (s[0] & 0xffc0) == 0xfec0      // site-local (deprecated)
                 || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+                || (s[0] & 0xfff0) == 0x3ff0      // documentation (3fff::/20)
+                || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) // local-use NAT64
                 || (s[0] == 0x2001 && s[1] == 0)  // Teredo
                 || s[..4] == [0x100, 0, 0, 0]) // discard
         }
@@ -185,6 +191,9 @@ mod tests {
             "fe80::1",
             "ff02::1",
             "2001:db8::1",
+            "::ffff:0:7f00:1",
+            "64:ff9b:1::a00:1",
+            "3fff::1",
         ] {
             let ip: std::net::IpAddr = refused.parse().unwrap();
             assert!(refused_target(TargetHost::Ip(ip)).is_some(), "{refused}");

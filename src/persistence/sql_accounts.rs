@@ -2,6 +2,7 @@
 // shared text for both SQL backends like `sql_store.rs`.
 
 use crate::domain::account::{RefreshToken, Rotation, Vehicle};
+use crate::domain::TokenState;
 use crate::domain::ports::AccountStore;
 
 fn vehicle_from_row(row: &DbRow) -> StoreResult<Vehicle> {
@@ -74,14 +75,20 @@ impl AccountStore for SqlStore {
         insert_refresh_token(&mut conn, token).await
     }
 
-    async fn token_version(&self, user: Uuid) -> StoreResult<Option<i64>> {
-        let row = sqlx::query("SELECT token_version FROM app_user WHERE user_id = $1")
+    async fn token_state(&self, user: Uuid) -> StoreResult<Option<TokenState>> {
+        let row = sqlx::query("SELECT token_version, role FROM app_user WHERE user_id = $1")
             .bind(user)
             .fetch_optional(&self.pool)
             .await
             .map_err(backend)?;
-        row.map(|row| row.try_get("token_version").map_err(backend))
-            .transpose()
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let role: String = row.try_get("role").map_err(backend)?;
+        Ok(Some(TokenState {
+            version: row.try_get("token_version").map_err(backend)?,
+            role: Role::parse(&role).ok_or_else(|| corrupt("role", &role))?,
+        }))
     }
 
     async fn end_access_tokens(&self, user: Uuid) -> StoreResult<()> {

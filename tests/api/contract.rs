@@ -597,9 +597,21 @@ async fn token_versions_move_on_at_logout_and_at_a_change_of_role(s: &dyn Store)
         created_at: now(),
     };
     s.create_user(&user).await.unwrap();
-    assert_eq!(s.token_version(user.user_id).await.unwrap(), Some(0));
+    assert_eq!(
+        s.token_state(user.user_id).await.unwrap(),
+        Some(TokenState {
+            version: 0,
+            role: Role::Operator
+        })
+    );
     s.end_access_tokens(user.user_id).await.unwrap();
-    assert_eq!(s.token_version(user.user_id).await.unwrap(), Some(1));
+    assert_eq!(
+        s.token_state(user.user_id).await.unwrap(),
+        Some(TokenState {
+            version: 1,
+            role: Role::Operator
+        })
+    );
     let demoted = s
         .set_role(user.user_id, Role::Driver)
         .await
@@ -610,9 +622,15 @@ async fn token_versions_move_on_at_logout_and_at_a_change_of_role(s: &dyn Store)
         s.user(user.user_id).await.unwrap().unwrap().role,
         Role::Driver
     );
-    assert_eq!(s.token_version(user.user_id).await.unwrap(), Some(2));
+    assert_eq!(
+        s.token_state(user.user_id).await.unwrap(),
+        Some(TokenState {
+            version: 2,
+            role: Role::Driver
+        })
+    );
     let nobody = uuid::Uuid::new_v4();
-    assert_eq!(s.token_version(nobody).await.unwrap(), None);
+    assert_eq!(s.token_state(nobody).await.unwrap(), None);
     assert_eq!(s.set_role(nobody, Role::Admin).await.unwrap(), None);
 }
 

@@ -79,7 +79,7 @@ impl GqlSocket {
         }
     }
 
-    async fn send(&mut self, message: Value) {
+    pub async fn send(&mut self, message: Value) {
         self.ws
             .send(Message::Text(message.to_string().into()))
             .await

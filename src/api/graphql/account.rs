@@ -94,14 +94,14 @@ fn new_refresh_token(user_id: Uuid, family_id: Uuid) -> (String, RefreshToken) {
 
 /// An access token for `user` at their current token version.
 async fn access_token(st: &GraphqlState, user: &User) -> async_graphql::Result<String> {
-    let version = st
+    let current = st
         .services
         .store
-        .token_version(user.user_id)
+        .token_state(user.user_id)
         .await
         .map_err(store_error)?
         .ok_or_else(|| error(Code::Unauthenticated, "this account no longer exists"))?;
-    st.keys.issue(user, version).map_err(internal)
+    st.keys.issue(user, current.version).map_err(internal)
 }
 
 /// Staff (operators, admins) use the operator API and its short-lived tokens only: the

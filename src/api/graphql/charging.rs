@@ -283,7 +283,11 @@ fn call_error(e: CallFailure) -> async_graphql::Error {
             code, description, ..
         } => error(
             Code::ChargerRejected,
-            format!("the charger refused: {code} {description}"),
+            format!(
+                "the charger refused: {} {}",
+                echo(&code),
+                echo(&description)
+            ),
         ),
         CallFailure::InvalidResponse(_) => error(
             Code::ChargerRejected,

@@ -25,6 +25,8 @@ use async_graphql::extensions::{
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
 use async_graphql::{Request, ServerError, ServerResult};
 
+use crate::domain::echo::echo;
+
 /// Longest document text accepted (bytes). The app's largest query is a few KiB.
 pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
 
@@ -54,6 +56,8 @@ pub enum DocumentError {
     TooLarge,
     #[error("fragment {0:?} spreads itself")]
     FragmentCycle(String),
+    #[error("fragment {0:?} is not defined")]
+    UnknownFragment(String),
 }
 
 /// The deepest nesting of `{`, `[` and `(` in `text`, outside strings, block strings and
@@ -73,16 +77,13 @@ pub fn nesting_depth(text: &str, limit: usize) -> usize {
                 }
             }
             b'"' if bytes[i..].starts_with(b"\"\"\"") => {
-                // A block string ends at the next `"""` not escaped as `\"""`.
-                i += 3;
-                while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
-                    i += if bytes[i..].starts_with(b"\\\"\"\"") {
-                        4
-                    } else {
-                        1
-                    };
+                // A block string ends at the next `"""` not escaped as `\"""`. One that
+                // never ends is, to the parser, an empty string `""` followed by more
+                // text: it is scanned so too, or what follows would go uncounted.
+                match block_string_end(&bytes[i + 3..]) {
+                    Some(length) => i += 3 + length + 2,
+                    None => i += 1,
                 }
-                i += 2;
             }
             b'"' => {
                 // A string ends at the next unescaped `"` or at the end of its line.
@@ -106,6 +107,22 @@ pub fn nesting_depth(text: &str, limit: usize) -> usize {
         i += 1;
     }
     deepest
+}
+
+/// Where the block string whose body starts `rest` ends: the length of its body, or
+/// `None` when it never ends.
+fn block_string_end(rest: &[u8]) -> Option<usize> {
+    let mut j = 0;
+    while j < rest.len() {
+        if rest[j..].starts_with(b"\\\"\"\"") {
+            j += 4;
+        } else if rest[j..].starts_with(b"\"\"\"") {
+            return Some(j);
+        } else {
+            j += 1;
+        }
+    }
+    None
 }
 
 /// What validating `doc` walks: every operation and fragment definition, each fragment
@@ -149,9 +166,10 @@ impl<'a> Sizer<'a> {
             Some(None) => return Err(DocumentError::FragmentCycle(name.to_owned())),
             None => {}
         }
-        // An unknown fragment is validation's to report; it expands to nothing here.
+        // Refused here, not left to validation: async-graphql's depth check walks
+        // every spread before validation runs, unknown ones included.
         let Some(fragment) = self.doc.fragments.get(name) else {
-            return Ok(0);
+            return Err(DocumentError::UnknownFragment(echo(name).into_owned()));
         };
         self.sizes.insert(name, None);
         let fragment = &fragment.node;
@@ -184,14 +202,16 @@ impl<'a> Sizer<'a> {
                         own.saturating_add(self.selections(&field.selection_set.node)?)
                     }
                 }
+                // A spread or an inline fragment is a node of its own besides what it
+                // holds: walking it costs as much, even when it holds nothing.
                 Selection::FragmentSpread(spread) => {
                     let spread = &spread.node;
-                    (spread.directives.len() as u64)
+                    (1 + spread.directives.len() as u64)
                         .saturating_add(self.fragment(spread.fragment_name.node.as_str())?)
                 }
                 Selection::InlineFragment(inline) => {
                     let inline = &inline.node;
-                    (inline.directives.len() as u64)
+                    (1 + inline.directives.len() as u64)
                         .saturating_add(self.selections(&inline.selection_set.node)?)
                 }
             };
@@ -284,6 +304,24 @@ mod tests {
     }
 
     #[test]
+    fn an_unterminated_block_string_hides_nothing() {
+        // The parser reads `""` as an empty string and goes on: so does the count.
+        let hidden = format!(
+            "{{ a(x: [\"\"\"\", {}1{}]) }}",
+            "[".repeat(40),
+            "]".repeat(40)
+        );
+        assert!(
+            nesting_depth(&hidden, 99) > 40,
+            "{}",
+            nesting_depth(&hidden, 99)
+        );
+        assert_eq!(check_document(&hidden).unwrap_err(), DocumentError::TooDeep);
+        // A terminated one hides its own text only.
+        assert_eq!(nesting_depth("{ a(s: \"\"\"[[[\"\"\") }", 99), 2);
+    }
+
+    #[test]
     fn nesting_stops_counting_past_the_limit() {
         let deep = "[".repeat(100_000);
         assert_eq!(nesting_depth(&deep, MAX_NESTING), MAX_NESTING + 1);
@@ -332,8 +370,29 @@ mod tests {
             DocumentError::TooDeep
         );
         let small = async_graphql::parser::parse_query(fan_out(3)).unwrap();
-        // The operation (8 fields through F0) and each fragment once: 8 + 4 + 2 + 1 + 1.
-        assert_eq!(expanded_size(&small).unwrap(), 8 + 8 + 4 + 2 + 1);
+        // F3 = 1 field; F2 = 2 spreads + 2 × F3 = 4; F1 = 2 + 2 × 4 = 10; F0 = 2 + 2 × 10
+        // = 22; the operation = 1 spread + F0 = 23; then each fragment once.
+        assert_eq!(expanded_size(&small).unwrap(), 23 + 22 + 10 + 4 + 1);
+    }
+
+    #[test]
+    fn spreads_of_nothing_still_count_and_unknown_fragments_are_refused() {
+        // Fragments that hold only spreads, ending in one that is not defined: nothing
+        // but spreads, 4^30 of them for async-graphql's depth check to walk.
+        let mut doc = String::from("query { ...F0 }\n");
+        for i in 0..30 {
+            let n = i + 1;
+            doc.push_str(&format!(
+                "fragment F{i} on Query {{ ...F{n} ...F{n} ...F{n} ...F{n} }}\n"
+            ));
+        }
+        let missing = format!("{doc}fragment F30 on Query {{ ...Missing }}\n");
+        assert!(matches!(
+            check_document(&missing),
+            Err(DocumentError::UnknownFragment(_))
+        ));
+        let empty = format!("{doc}fragment F30 on Query {{ __typename }}\n");
+        assert_eq!(check_document(&empty).unwrap_err(), DocumentError::TooLarge);
     }
 
     #[test]

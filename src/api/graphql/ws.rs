@@ -2,25 +2,27 @@
 //! and async-graphql's protocol engine, rather than async-graphql-actix-web, whose 7.x
 //! WebSocket support is built on the deprecated actix-web-actors (ADR 0012).
 //!
-//! Between the socket and the engine, this handler keeps what the engine does not: a
-//! client that does not initialise in time is closed (4408); one socket holds at most
-//! `graphql.max_subscriptions_per_socket` subscriptions (more are answered with an error,
-//! RATE_LIMITED); and a socket signed in with an access token is closed (4403) when that
-//! token expires, so that its subscriptions do not outlive it.
+//! Around the engine, this handler keeps what the engine does not: a client that does
+//! not initialise in time is closed (4408); one socket runs at most
+//! `graphql.max_subscriptions_per_socket` subscriptions (counted by the streams the
+//! engine holds, [`Capped`], whatever the messages looked like; more are answered with an
+//! error, RATE_LIMITED); and a socket signed in with an access token is closed (4403)
+//! when that token expires, so that its subscriptions do not outlive it.
 
-use std::collections::HashSet;
+use std::future::Future;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Session};
 use async_graphql::http::{WebSocket, WebSocketProtocols, WsMessage};
+use async_graphql::{Data, Executor, Request, Response, ServerError};
 use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use serde::Deserialize;
-use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use super::{Code, Viewer};
 use crate::api::ApiState;
@@ -63,70 +65,58 @@ async fn viewer_from_init(
     Some(Viewer { claims, address })
 }
 
-/// The part of a protocol message this handler reads.
+/// The part of an outgoing protocol message this handler reads.
 #[derive(Deserialize)]
 struct Envelope {
     #[serde(rename = "type")]
     kind: String,
-    id: Option<String>,
 }
 
-/// The subscriptions a socket has running, by id.
-struct Running {
-    ids: Mutex<HashSet<String>>,
+/// The schema as one socket's engine runs it: at most `slots` subscription streams at
+/// once. A stream holds its slot until the engine drops it (the client completed it, it
+/// ended, or the socket is gone).
+#[derive(Clone)]
+struct Capped {
+    schema: super::JucrSchema,
+    slots: Arc<Semaphore>,
     most: usize,
 }
 
-impl Running {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.ids
-            .lock()
-            .expect("the set is never held across a panic; qed")
+impl Executor for Capped {
+    fn execute(&self, request: Request) -> impl Future<Output = Response> + Send {
+        let schema = self.schema.clone();
+        async move { schema.execute(request).await }
     }
 
-    /// Whether a client's message may go to the engine: a new subscription only while
-    /// there is room.
-    fn admit(&self, message: &Envelope) -> bool {
-        let Some(id) = &message.id else {
-            return true;
-        };
-        let mut ids = self.lock();
-        match message.kind.as_str() {
-            "subscribe" | "start" => {
-                if ids.contains(id) || ids.len() < self.most {
-                    ids.insert(id.clone());
-                    true
-                } else {
-                    false
-                }
+    fn execute_stream(
+        &self,
+        request: Request,
+        session_data: Option<Arc<Data>>,
+    ) -> BoxStream<'static, Response> {
+        match self.slots.clone().try_acquire_owned() {
+            Ok(slot) => Executor::execute_stream(&self.schema, request, session_data)
+                .map(move |response| {
+                    let _held = &slot;
+                    response
+                })
+                .boxed(),
+            Err(_) => {
+                let mut refused = ServerError::new(
+                    format!(
+                        "this socket already runs {} subscriptions; complete one first",
+                        self.most
+                    ),
+                    None,
+                );
+                refused
+                    .extensions
+                    .get_or_insert_with(Default::default)
+                    .set("code", Code::RateLimited.as_str());
+                futures_util::stream::once(async move { Response::from_errors(vec![refused]) })
+                    .boxed()
             }
-            "complete" | "stop" => {
-                ids.remove(id);
-                true
-            }
-            _ => true,
         }
     }
-
-    /// Notes a subscription the engine ended (its stream done, or failed).
-    fn ended(&self, message: &Envelope) {
-        if matches!(message.kind.as_str(), "complete" | "error")
-            && let Some(id) = &message.id
-        {
-            self.lock().remove(id);
-        }
-    }
-}
-
-/// The refusal of subscription `id` for want of room, in the socket's protocol.
-fn refusal(protocol: WebSocketProtocols, id: &str, most: usize) -> String {
-    let message = format!("this socket already holds {most} subscriptions; end one first");
-    let error = json!({"message": message, "extensions": {"code": Code::RateLimited.as_str()}});
-    match protocol {
-        WebSocketProtocols::GraphQLWS => json!({"type": "error", "id": id, "payload": [error]}),
-        _ => json!({"type": "error", "id": id, "payload": error}),
-    }
-    .to_string()
 }
 
 async fn close(session: Session, code: u16, description: &str) {
@@ -169,31 +159,20 @@ pub async fn subscriptions(
         .max_frame_size(MAX_MESSAGE)
         .aggregate_continuations()
         .max_continuation_size(MAX_MESSAGE);
-    let running = Arc::new(Running {
-        ids: Mutex::default(),
-        most: state.services.settings.graphql.max_subscriptions_per_socket,
-    });
+    let most = state.services.settings.graphql.max_subscriptions_per_socket;
+    let schema = Capped {
+        schema: state.graphql.clone(),
+        slots: Arc::new(Semaphore::new(most)),
+        most,
+    };
 
-    // Client frames go to the protocol engine through a channel (new subscriptions only
-    // while there is room); pings are answered here.
+    // Client frames go to the protocol engine through a channel; pings are answered here.
     let (to_engine, from_client) = mpsc::channel::<String>(64);
-    let (mut answers, admission) = (session.clone(), running.clone());
+    let mut answers = session.clone();
     actix_web::rt::spawn(async move {
         while let Some(Ok(message)) = stream.next().await {
             let delivered = match message {
-                AggregatedMessage::Text(text) => {
-                    match serde_json::from_str::<Envelope>(&text) {
-                        Ok(envelope) if !admission.admit(&envelope) => {
-                            let id = envelope.id.unwrap_or_default();
-                            answers
-                                .text(refusal(protocol, &id, admission.most))
-                                .await
-                                .is_ok()
-                        }
-                        // What is not an envelope is the engine's to refuse.
-                        _ => to_engine.send(text.to_string()).await.is_ok(),
-                    }
-                }
+                AggregatedMessage::Text(text) => to_engine.send(text.to_string()).await.is_ok(),
                 AggregatedMessage::Ping(bytes) => answers.pong(&bytes).await.is_ok(),
                 AggregatedMessage::Close(_) => false,
                 _ => true,
@@ -206,7 +185,6 @@ pub async fn subscriptions(
     let incoming = futures_util::stream::unfold(from_client, |mut rx| async move {
         rx.recv().await.map(|text| (text, rx))
     });
-    let schema = state.graphql.clone();
     let init_state = state.clone();
     // graphql-transport-ws closes a refused connection_init with 4403 Forbidden; the
     // engine says 1002, so the refusal is noted here and the code corrected below. An
@@ -274,9 +252,8 @@ pub async fn subscriptions(
             };
             let sent = match message {
                 WsMessage::Text(text) => {
-                    if let Ok(envelope) = serde_json::from_str::<Envelope>(&text) {
-                        initialised |= envelope.kind == "connection_ack";
-                        running.ended(&envelope);
+                    if !initialised && let Ok(envelope) = serde_json::from_str::<Envelope>(&text) {
+                        initialised = envelope.kind == "connection_ack";
                     }
                     session.text(text).await
                 }

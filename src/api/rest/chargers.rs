@@ -163,7 +163,7 @@ pub async fn put(
     };
     let setting_password = body.password.is_some();
     let password_hash = match body.password {
-        Some(password) => Some(state.services.hashing.hash(password).await?),
+        Some(password) => Some(state.services.charger_hashing.hash(password).await?),
         None => current.as_ref().and_then(|c| c.password_hash.clone()),
     };
     let security_profile = match (body.security_profile, &current) {

@@ -2,7 +2,10 @@
 //! operator dashboards: charger status changes, running sessions' figures and cost, and
 //! domain events, from every replica. Each update is one event named after its kind
 //! (`charger_status`, `session_updated`, `event`) with the update's JSON as data; a
-//! comment line every 15 s keeps proxies from closing an idle stream.
+//! comment line every 15 s keeps proxies from closing an idle stream. The stream lives
+//! no longer than the access token it was opened with: it ends (an `end` event saying
+//! why) when the token expires, or at the next keepalive after its user logged out or
+//! changed role.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +20,9 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use crate::api::ApiState;
 use crate::api::auth::Operator;
 use crate::api::error::ApiError;
+use crate::domain::TokenState;
 use crate::domain::live::LiveUpdate;
+use crate::security::Claims;
 
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
@@ -31,6 +36,11 @@ pub struct LiveQuery {
 struct Feed {
     updates: broadcast::Receiver<Arc<LiveUpdate>>,
     query: LiveQuery,
+    state: web::Data<ApiState>,
+    claims: Claims,
+    /// When the token expires.
+    until: tokio::time::Instant,
+    ended: bool,
 }
 
 impl Feed {
@@ -45,11 +55,35 @@ impl Feed {
                 .is_none_or(|s| update.session_id() == Some(s))
     }
 
-    /// The next frame of the stream; `None` when the hub is gone (shutdown).
+    /// Whether the token is still its user's (not logged out, same role).
+    async fn still_valid(&self) -> bool {
+        let current = self.state.services.store.token_state(self.claims.sub).await;
+        matches!(current, Ok(Some(TokenState { version, role })) if version == self.claims.ver && role == self.claims.role)
+    }
+
+    fn end(&mut self, reason: &str) -> Option<String> {
+        self.ended = true;
+        Some(format!("event: end\ndata: {{\"reason\":\"{reason}\"}}\n\n"))
+    }
+
+    /// The next frame of the stream; `None` when it has ended or the hub is gone
+    /// (shutdown).
     async fn next(&mut self) -> Option<String> {
         loop {
-            let received = tokio::time::timeout(KEEPALIVE, self.updates.recv()).await;
+            if self.ended {
+                return None;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= self.until {
+                return self.end("access token expired");
+            }
+            let wait = KEEPALIVE.min(self.until - now);
+            let received = tokio::time::timeout(wait, self.updates.recv()).await;
             return match received {
+                Err(_) if tokio::time::Instant::now() >= self.until => {
+                    self.end("access token expired")
+                }
+                Err(_) if !self.still_valid().await => self.end("access token revoked"),
                 Err(_) => Some(": keepalive\n\n".to_owned()),
                 Ok(Ok(update)) if self.wants(&update) => {
                     let data = serde_json::to_string(&*update)
@@ -67,13 +101,18 @@ impl Feed {
 }
 
 pub async fn stream(
-    _: Operator,
+    Operator(claims): Operator,
     state: web::Data<ApiState>,
     query: web::Query<LiveQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let left = (claims.exp - chrono::Utc::now().timestamp()).max(0) as u64;
     let feed = Feed {
         updates: state.services.live.subscribe(),
         query: query.into_inner(),
+        state: state.clone(),
+        claims,
+        until: tokio::time::Instant::now() + Duration::from_secs(left),
+        ended: false,
     };
     let frames = stream::unfold(feed, |mut feed| async move {
         let frame = feed.next().await?;

@@ -383,3 +383,63 @@ async fn a_short_jwt_secret_is_refused_at_start() {
         "{stderr}"
     );
 }
+
+/// Reads a server-sent event stream until `needle` comes, or panics after `within`.
+async fn stream_until(mut response: reqwest::Response, needle: &str, within: Duration) -> String {
+    let mut seen = String::new();
+    let found = tokio::time::timeout(within, async {
+        while let Some(chunk) = response.chunk().await.expect("the stream reads") {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains(needle) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(matches!(found, Ok(true)), "no {needle:?} in {seen:?}");
+    seen
+}
+
+#[tokio::test]
+async fn the_operator_live_stream_ends_with_its_token() {
+    // It ends when the token it was opened with expires...
+    let app = TestApp::spawn_with(Backend::Sqlite, &[("JUCR__AUTH__TOKEN_TTL_SECS", "3")]).await;
+    let live = app
+        .http
+        .get(format!("{}/api/v1/live", app.address))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    stream_until(live, "access token expired", Duration::from_secs(20)).await;
+
+    // ...and when its user's role changes (at its next keepalive, every 15 s).
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (_, user) = app
+        .api(
+            "POST",
+            "/api/v1/users",
+            Some(json!({"email": "watcher@test.local", "password": "a-long-password", "role": "operator"})),
+        )
+        .await;
+    let operator = app.login("watcher@test.local", "a-long-password").await;
+    let live = app
+        .http
+        .get(format!("{}/api/v1/live", app.address))
+        .bearer_auth(&operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    let (status, _) = app
+        .api(
+            "PUT",
+            &format!("/api/v1/users/{}/role", user["user_id"].as_str().unwrap()),
+            Some(json!({"role": "driver"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    stream_until(live, "access token revoked", Duration::from_secs(30)).await;
+}

@@ -199,6 +199,25 @@ async fn one_socket_holds_a_bounded_number_of_subscriptions() {
         again["data"]["chargerStatusChanged"]["chargerId"],
         "CP-MANY"
     );
+    // The same message in serde's sequence form, and a subscription stopped and started
+    // again in one breath: what counts is the subscriptions running, not the messages.
+    socket
+        .send(json!(["subscribe", "s7", {"query": query}]))
+        .await;
+    socket.complete("s6").await;
+    socket.subscribe("s6", query, json!({})).await;
+    socket.subscribe("s8", query, json!({})).await;
+    let mut started = Vec::new();
+    loop {
+        match socket.receive(WAIT).await {
+            Ok(m) if m["payload"]["data"].is_object() => started.push(m["id"].clone()),
+            Ok(m) if m["id"] == "s8" => break,
+            Ok(_) => continue,
+            // The engine may refuse the sequence form by closing; the cap held anyway.
+            Err(_) => break,
+        }
+    }
+    assert!(started.iter().all(|id| id == "s6"), "{started:?}");
     still_serves(&app).await;
 }
 

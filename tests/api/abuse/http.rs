@@ -8,18 +8,11 @@ use tokio::net::TcpStream;
 use super::still_serves;
 use crate::helpers::{Backend, TestApp};
 
-#[tokio::test]
-async fn a_body_trickled_byte_by_byte_is_cut_off() {
-    let app = TestApp::spawn_with(Backend::Sqlite, &[("JUCR__HTTP__BODY_TIMEOUT_SECS", "2")]).await;
+/// Sends `head`, then the body a byte every 200 ms (the abuse itself); returns what the
+/// server answered, or panics if it never cut the trickle off.
+async fn trickle(app: &TestApp, head: &str) -> String {
     let mut socket = TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
-    socket
-        .write_all(
-            b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
-        )
-        .await
-        .unwrap();
-    // One byte every 200 ms (the abuse itself): the server must answer or close long
-    // before the 1000 bytes are in.
+    socket.write_all(head.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
     let cut_off = tokio::time::timeout(Duration::from_secs(20), async {
         let mut buf = [0u8; 1024];
@@ -38,9 +31,26 @@ async fn a_body_trickled_byte_by_byte_is_cut_off() {
         }
     })
     .await;
-    assert!(cut_off.is_ok(), "the trickle was never cut off");
-    let head = String::from_utf8_lossy(&answer);
-    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert!(cut_off.is_ok(), "the trickle was never cut off: {head}");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_body_trickled_byte_by_byte_is_cut_off() {
+    let app = TestApp::spawn_with(Backend::Sqlite, &[("JUCR__HTTP__BODY_TIMEOUT_SECS", "2")]).await;
+    let plain = trickle(
+        &app,
+        "POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
+    )
+    .await;
+    assert!(plain.starts_with("HTTP/1.1 408"), "{plain}");
+    // Saying `Connection: upgrade` does not make a login a WebSocket.
+    let upgrade = trickle(
+        &app,
+        "POST /graphql HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: h2c\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
+    )
+    .await;
+    assert!(upgrade.starts_with("HTTP/1.1 408"), "{upgrade}");
     still_serves(&app).await;
 }
 

@@ -81,6 +81,22 @@ async fn device_model_reports_in_flight_are_bounded() {
         refused >= 190,
         "reports in flight are bounded: {refused} of 200 refused"
     );
+    // One report that grows part by part is bounded by what it holds (8 MiB).
+    let mut parts = 0;
+    loop {
+        parts += 1;
+        let answer = cp
+            .call_raw(
+                "NotifyReport",
+                json!({"requestId": 1, "generatedAt": now(), "tbc": true, "seqNo": parts, "reportData": part}),
+            )
+            .await;
+        if answer[0] == 4 {
+            assert_eq!(answer[2], "GenericError", "{answer}");
+            break;
+        }
+        assert!(parts < 12, "a report of {parts} MB is still held");
+    }
     memory_settles(&app, before).await;
     // A report that finishes is still stored.
     let answer = cp
