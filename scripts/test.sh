@@ -11,6 +11,9 @@
 # installs from PyPI when missing and starts on 127.0.0.1:27018 with its data in a
 # temporary directory; with MONGODB_URL set, the MongoDB contract also runs against that
 # real MongoDB.
+# It also checks the dependencies' licences, bans and sources with cargo-deny, and
+# fuzzes each parser the network reaches for FUZZ_SECS seconds (default 60) with cargo
+# fuzz from its committed corpus; both tools are installed from crates.io when missing.
 # JUCR_TEST_DATABASE_URL points the tests at another PostgreSQL server, and
 # JUCR_TEST_REDIS_URL at another Redis (each test uses its own key prefix); the RabbitMQ
 # tests make their own vhosts with rabbitmqctl (JUCR_TEST_AMQP_URL, default
@@ -22,8 +25,17 @@ export JUCR_TEST_DATABASE_URL="${JUCR_TEST_DATABASE_URL:-postgres://postgres@127
 export JUCR_TEST_REDIS_URL="${JUCR_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 SECANTUS_PORT=27018
 export JUCR_TEST_MONGODB_URL="mongodb://127.0.0.1:${SECANTUS_PORT}/?directConnection=true"
+FUZZ_SECS="${FUZZ_SECS:-60}"
 say() { printf 'test: %s\n' "$*"; }
 fail() { printf 'test: FAILED: %s\n' "$*" >&2; exit 1; }
+
+# A cargo subcommand (cargo-$1), installed from crates.io (crate $2) when missing.
+ensure_cargo_tool() {
+  command -v "cargo-$1" >/dev/null 2>&1 && return 0
+  say "installing $2 from crates.io"
+  cargo install --locked "$2" >/dev/null 2>&1 || fail "could not install $2 (cargo install --locked $2)"
+  command -v "cargo-$1" >/dev/null 2>&1 || fail "$2 installed but cargo-$1 is not on PATH"
+}
 
 pg_answers() {
   command -v psql >/dev/null 2>&1 && psql "$JUCR_TEST_DATABASE_URL" -Atqc 'select 1' >/dev/null 2>&1
@@ -151,6 +163,11 @@ say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy --all-targets -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
+# Licences from an allow-list, one TLS provider, crates.io only (deny.toml). The
+# advisory database cannot be fetched here: docs/security.md says how deployments check.
+ensure_cargo_tool deny cargo-deny
+say "cargo deny check licenses bans sources"
+cargo deny --locked check licenses bans sources
 
 log=$(mktemp)
 say "cargo test"
@@ -169,6 +186,23 @@ cargo test --locked --benches 2>&1 | tee -a "$log"
 bench_status=${PIPESTATUS[0]}
 set -e
 [ "$bench_status" = 0 ] || fail "the benches' smoke run failed ($bench_status)"
+
+# Each parser the network reaches, fuzzed for FUZZ_SECS from its committed corpus (new
+# inputs go to a scratch directory, crashes fail the run and are printed). Built in the
+# fuzz crate's dev profile (optimised, without a sanitizer: stable Rust).
+ensure_cargo_tool fuzz cargo-fuzz
+say "cargo fuzz build (fuzz/)"
+cargo fuzz build --dev --sanitizer none || fail "the fuzz targets did not build"
+for target in ocpp_frame graphql_document ocm_import; do
+  scratch=$(mktemp -d)
+  say "cargo fuzz run $target for ${FUZZ_SECS}s"
+  cargo fuzz run --dev --sanitizer none "$target" "$scratch" "fuzz/corpus/$target" -- \
+    -max_total_time="$FUZZ_SECS" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+    -artifact_prefix="$scratch/" -print_final_stats=1 >"$scratch.log" 2>&1 \
+    || { tail -n 40 "$scratch.log" >&2; ls "$scratch"/crash-* "$scratch"/timeout-* "$scratch"/oom-* 2>/dev/null >&2; fail "fuzzing $target found a failure (above)"; }
+  grep -E '^stat::number_of_executed_units' "$scratch.log" | sed "s/^/test: $target: /" || true
+  rm -rf "$scratch" "$scratch.log"
+done
 
 # The persistence contract runs once per backend; say that both ran.
 sqlite=$(grep -cE '^test contract::sqlite::[a-z_]+ \.\.\. ok$' "$log" || true)
