@@ -3,14 +3,14 @@
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use futures_util::TryFutureExt;
 use futures_util::future::LocalBoxFuture;
-use futures_util::{FutureExt, TryFutureExt};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::ApiState;
 use super::error::ApiError;
-use crate::domain::{Email, TokenState};
+use crate::domain::{Email, Role, TokenState};
 use crate::security::{self, Claims};
 
 /// Any signed-in user.
@@ -68,19 +68,22 @@ impl FromRequest for Authenticated {
     }
 }
 
+/// The claims of a signed-in user whose role `allowed` lets in, else Forbidden.
+async fn claims_of(req: HttpRequest, allowed: fn(Role) -> bool) -> Result<Claims, ApiError> {
+    let claims = claims(req).await?;
+    if allowed(claims.role) {
+        Ok(claims)
+    } else {
+        Err(ApiError::Forbidden)
+    }
+}
+
 impl FromRequest for Operator {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        Box::pin(claims(req.clone()).map(|claims| {
-            let c = claims?;
-            if c.role.may_operate() {
-                Ok(Operator(c))
-            } else {
-                Err(ApiError::Forbidden)
-            }
-        }))
+        Box::pin(claims_of(req.clone(), Role::may_operate).map_ok(Operator))
     }
 }
 
@@ -92,14 +95,7 @@ impl FromRequest for Admin {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        Box::pin(claims(req.clone()).map(|claims| {
-            let c = claims?;
-            if c.role == crate::domain::Role::Admin {
-                Ok(Admin(c))
-            } else {
-                Err(ApiError::Forbidden)
-            }
-        }))
+        Box::pin(claims_of(req.clone(), |role| role == Role::Admin).map_ok(Admin))
     }
 }
 

@@ -10,7 +10,7 @@ use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use super::{memory_settles, rss_kib, still_serves};
+use super::{memory_settles, rss_kib, rss_kib_of, still_serves};
 use crate::graphql::{code, gql, ok, register};
 use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, Backend, CHARGER_PASSWORD, TestApp};
 
@@ -24,13 +24,7 @@ async fn peak_rise_during<F: std::future::Future>(app: &TestApp, work: F) -> (u6
     let sampler = tokio::spawn(async move {
         let mut peak = 0;
         loop {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-            let rss: u64 = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                .unwrap();
-            peak = peak.max(rss);
+            peak = peak.max(rss_kib_of(pid));
             if stopped.try_recv().is_ok() {
                 return peak;
             }

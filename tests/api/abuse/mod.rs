@@ -22,7 +22,12 @@ pub const MEMORY_BOUND_KIB: u64 = 64 * 1024;
 
 /// The server's resident memory (`VmRSS`), KiB.
 pub fn rss_kib(app: &TestApp) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", app.pid()))
+    rss_kib_of(app.pid())
+}
+
+/// Process `pid`'s resident memory (`VmRSS`), KiB.
+pub fn rss_kib_of(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .expect("the server process is running");
     status
         .lines()
