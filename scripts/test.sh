@@ -33,7 +33,8 @@ fail() { printf 'test: FAILED: %s\n' "$*" >&2; exit 1; }
 ensure_cargo_tool() {
   command -v "cargo-$1" >/dev/null 2>&1 && return 0
   say "installing $2 from crates.io"
-  cargo install --locked "$2" >/dev/null 2>&1 || fail "could not install $2 (cargo install --locked $2)"
+  cargo install --locked "$2" >/tmp/jucr-install-$1.log 2>&1 \
+    || { tail -n 30 "/tmp/jucr-install-$1.log" >&2; fail "could not install $2 (cargo install --locked $2)"; }
   command -v "cargo-$1" >/dev/null 2>&1 || fail "$2 installed but cargo-$1 is not on PATH"
 }
 
@@ -187,23 +188,6 @@ bench_status=${PIPESTATUS[0]}
 set -e
 [ "$bench_status" = 0 ] || fail "the benches' smoke run failed ($bench_status)"
 
-# Each parser the network reaches, fuzzed for FUZZ_SECS from its committed corpus (new
-# inputs go to a scratch directory, crashes fail the run and are printed). Built in the
-# fuzz crate's dev profile (optimised, without a sanitizer: stable Rust).
-ensure_cargo_tool fuzz cargo-fuzz
-say "cargo fuzz build (fuzz/)"
-cargo fuzz build --dev --sanitizer none || fail "the fuzz targets did not build"
-for target in ocpp_frame graphql_document ocm_import; do
-  scratch=$(mktemp -d)
-  say "cargo fuzz run $target for ${FUZZ_SECS}s"
-  cargo fuzz run --dev --sanitizer none "$target" "$scratch" "fuzz/corpus/$target" -- \
-    -max_total_time="$FUZZ_SECS" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
-    -artifact_prefix="$scratch/" -print_final_stats=1 >"$scratch.log" 2>&1 \
-    || { tail -n 40 "$scratch.log" >&2; ls "$scratch"/crash-* "$scratch"/timeout-* "$scratch"/oom-* 2>/dev/null >&2; fail "fuzzing $target found a failure (above)"; }
-  grep -E '^stat::number_of_executed_units' "$scratch.log" | sed "s/^/test: $target: /" || true
-  rm -rf "$scratch" "$scratch.log"
-done
-
 # The persistence contract runs once per backend; say that both ran.
 sqlite=$(grep -cE '^test contract::sqlite::[a-z_]+ \.\.\. ok$' "$log" || true)
 postgres=$(grep -cE '^test contract::postgres::[a-z_]+ \.\.\. ok$' "$log" || true)
@@ -222,5 +206,36 @@ if [ -n "${MONGODB_URL:-}" ]; then
   say "MONGODB_URL is set: the MongoDB contract and the cloud station tests against that real MongoDB"
   JUCR_TEST_MONGODB_URL="$MONGODB_URL" cargo test --locked --test api -- contract::stations::mongodb ocm_sync::cloud \
     || fail "the MongoDB adapter failed against the real MongoDB at MONGODB_URL"
+fi
+# Each parser the network reaches, fuzzed for FUZZ_SECS from its committed corpus (new
+# inputs go to a scratch directory; a crash, a 10 s input or 2 GiB fails the run and is
+# printed). Built in the fuzz crate's dev profile (optimised, without a sanitizer:
+# stable Rust); libFuzzer needs a C++ compiler. FUZZ_SECS=0 leaves fuzzing out.
+[[ "$FUZZ_SECS" =~ ^[0-9]+$ ]] || fail "FUZZ_SECS must be a number of seconds, not $FUZZ_SECS"
+if [ "$FUZZ_SECS" -gt 0 ]; then
+  ensure_cargo_tool fuzz cargo-fuzz
+  if ! command -v c++ >/dev/null 2>&1; then
+    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 || fail "libFuzzer needs a C++ compiler (c++), and it cannot be installed here"
+    say "installing g++ from Debian's packages (libFuzzer is C++)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null
+  fi
+  # cargo fuzz has no --locked: check that fuzz/Cargo.lock needs no change first.
+  cargo metadata --locked --format-version 1 --manifest-path fuzz/Cargo.toml >/dev/null \
+    || fail "fuzz/Cargo.lock is out of date (cargo update --manifest-path fuzz/Cargo.toml, then commit it)"
+  say "cargo fuzz build (fuzz/)"
+  cargo fuzz build --dev --sanitizer none || fail "the fuzz targets did not build"
+  for target in ocpp_frame graphql_document ocm_import; do
+    scratch=$(mktemp -d)
+    say "cargo fuzz run $target for ${FUZZ_SECS}s"
+    if ! cargo fuzz run --dev --sanitizer none "$target" "$scratch" "fuzz/corpus/$target" -- \
+      -max_total_time="$FUZZ_SECS" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+      -artifact_prefix="$scratch/" -print_final_stats=1 >"$scratch.log" 2>&1; then
+      tail -n 40 "$scratch.log" >&2
+      ls "$scratch"/crash-* "$scratch"/timeout-* "$scratch"/oom-* "$scratch"/slow-unit-* 2>/dev/null >&2 || true
+      fail "fuzzing $target found a failure (above; the input is in $scratch)"
+    fi
+    grep -E '^stat::number_of_executed_units' "$scratch.log" | sed "s/^/test: $target: /" || true
+    rm -rf "$scratch" "$scratch.log"
+  done
 fi
 say "all passed"

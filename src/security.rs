@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-use crate::domain::{Email, Role, User};
+use crate::domain::{Email, Role, TokenState, User};
 
 /// Hashes a password into an argon2id PHC string. CPU-heavy: call off the async threads.
 pub fn hash_password(password: &str) -> String {
@@ -91,18 +91,22 @@ impl TokenKeys {
         self.ttl_secs
     }
 
-    /// A token for `user` at version `version` of their tokens (see
-    /// [`crate::domain::ports::AccountStore::token_state`]).
-    pub fn issue(&self, user: &User, version: i64) -> Result<String, jsonwebtoken::errors::Error> {
+    /// A token for `user` as their token state is now (see
+    /// [`crate::domain::ports::AccountStore::token_state`]): its version, and its role.
+    pub fn issue(
+        &self,
+        user: &User,
+        state: TokenState,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
         let now = Utc::now().timestamp();
         let claims = Claims {
             sub: user.user_id,
             email: user.email.as_str().to_owned(),
-            role: user.role,
+            role: state.role,
             iat: now,
             exp: now + self.ttl_secs as i64,
             jti: Uuid::new_v4(),
-            ver: version,
+            ver: state.version,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
     }
@@ -248,7 +252,11 @@ mod tests {
             role: Role::Operator,
             created_at: Utc::now(),
         };
-        let token = keys.issue(&user, 7).unwrap();
+        let state = TokenState {
+            version: 7,
+            role: Role::Operator,
+        };
+        let token = keys.issue(&user, state).unwrap();
         let claims = keys.verify(&token).unwrap();
         assert_eq!(
             (claims.sub, claims.role, claims.ver),
@@ -256,7 +264,7 @@ mod tests {
         );
         assert_ne!(
             claims.jti,
-            keys.verify(&keys.issue(&user, 7).unwrap()).unwrap().jti
+            keys.verify(&keys.issue(&user, state).unwrap()).unwrap().jti
         );
         assert!(other.verify(&token).is_err());
     }

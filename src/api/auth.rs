@@ -148,7 +148,7 @@ pub async fn login(
         .ok_or(ApiError::InvalidCredentials)?;
     let token = state
         .keys
-        .issue(&user, current.version)
+        .issue(&user, current)
         .map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().json(json!({
         "access_token": token,

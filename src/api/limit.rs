@@ -123,16 +123,30 @@ impl<K: Hash + Eq> Tracked<K> {
         }
     }
 
-    /// Drops one key to make room: among the oldest few, the first still under `limit`
-    /// (a key an attacker sprayed), so that flooding the table with new keys does not
-    /// wipe out a blocked one; failing that, the oldest.
+    /// Drops one key to make room: among the 64 oldest keys, the first still under
+    /// `limit` (a key an attacker sprayed), so that flooding the table with new keys does
+    /// not wipe out a blocked one unless the 64 oldest are all blocked; failing that,
+    /// the oldest.
     fn evict(&mut self, limit: u32) {
         const LOOK_AT: usize = 64;
-        let spare = self.order.iter().take(LOOK_AT).position(|(key, since)| {
-            self.attempts
-                .get(key)
-                .is_some_and(|(count, s)| s == since && *count < limit)
-        });
+        while let Some((key, since)) = self.order.front() {
+            if self.current(key, *since) {
+                break;
+            }
+            self.order.pop_front();
+        }
+        let attempts = &self.attempts;
+        let spare = self
+            .order
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (key, since))| {
+                let (count, s) = attempts.get(key)?;
+                (s == since).then_some((i, *count))
+            })
+            .take(LOOK_AT)
+            .find(|(_, count)| *count < limit)
+            .map(|(i, _)| i);
         if let Some(i) = spare {
             let (key, _) = self
                 .order
@@ -223,12 +237,13 @@ async fn count(counter: &dyn FailureCounter, key: &str) -> u32 {
 
 /// The rule of both login endpoints (the operator API's and the app's). Every attempt is
 /// counted before its password is checked, so that parallel attempts cannot all slip
-/// through: first per client address (refused past `per_address` without counting
-/// anything else, so that refused attempts cannot flood the account counters), then per
-/// account from that address (`per_account_and_address`: someone guessing elsewhere
-/// does not lock the account's owner out), and per account from anywhere
-/// (`per_account`, higher: a bound on guessing from many addresses). A success takes
-/// its attempts back. Only a parsed e-mail address (254 bytes at most) names an account.
+/// through, and each count only when the one before let the attempt through: first per
+/// client address (`per_address`), then per account from that address
+/// (`per_account_and_address`: guesses from one address lock out that address only),
+/// then per account from anywhere (`per_account`, higher: a bound on guessing from many
+/// addresses, and so also a lever to lock the account out, for someone with many
+/// addresses). A success takes its attempts back. Only a parsed e-mail address (254
+/// bytes at most, never a space) names an account.
 pub struct LoginLimits {
     /// Account keys, and account-and-address keys.
     pub accounts: Box<dyn FailureCounter>,
@@ -260,19 +275,20 @@ impl LoginLimits {
         {
             return Err(RateLimited);
         }
+        // Spaces separate the parts: an e-mail address has none, so no account's keys
+        // can be spelt as another's.
         let account = email.map(|e| {
             let from = address.map_or_else(|| "-".to_owned(), |a| a.to_string());
             (
-                format!("account:{}", e.as_str()),
-                format!("account:{}:{from}", e.as_str()),
+                format!("account {}", e.as_str()),
+                format!("account {} from {from}", e.as_str()),
             )
         });
-        if let Some((anywhere, here)) = &account {
-            let here = count(&*self.accounts, here).await;
-            let anywhere = count(&*self.accounts, anywhere).await;
-            if here > self.per_account_and_address || anywhere > self.per_account {
-                return Err(RateLimited);
-            }
+        if let Some((anywhere, here)) = &account
+            && (count(&*self.accounts, here).await > self.per_account_and_address
+                || count(&*self.accounts, anywhere).await > self.per_account)
+        {
+            return Err(RateLimited);
         }
         Ok(LoginAttempt {
             limits: self,
@@ -457,6 +473,21 @@ mod tests {
             limits.attempt(None, Some(elsewhere)).await.is_ok(),
             "no account named"
         );
+    }
+
+    #[tokio::test]
+    async fn no_e_mail_address_counts_as_another_account_s_attempts() {
+        let limits = limits();
+        let hers: IpAddr = "198.51.100.1".parse().unwrap();
+        // An address that parses, and that a ':'-separated key would have spelt as
+        // "ada@example.org from 198.51.100.1".
+        let lookalike = Email::parse("ada@example.org:198.51.100.1").unwrap();
+        let elsewhere: IpAddr = "203.0.113.9".parse().unwrap();
+        for _ in 0..3 {
+            let _ = limits.attempt(Some(&lookalike), Some(elsewhere)).await;
+        }
+        let ada = Email::parse("ada@example.org").unwrap();
+        assert!(limits.attempt(Some(&ada), Some(hers)).await.is_ok());
     }
 
     #[tokio::test]

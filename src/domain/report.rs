@@ -24,10 +24,14 @@ pub enum ReportRefused {
     TooLarge,
 }
 
-/// One charger's reports in flight.
+/// One charger's reports in flight, with running totals of what they hold (so that a
+/// part costs as much as itself, not as everything held).
 #[derive(Debug, Default)]
 pub struct ReportAssembly {
-    parts: HashMap<i64, Vec<ReportedVariable>>,
+    /// Each report's variables so far, and their bytes.
+    parts: HashMap<i64, (Vec<ReportedVariable>, usize)>,
+    variables: usize,
+    bytes: usize,
 }
 
 impl ReportAssembly {
@@ -42,24 +46,30 @@ impl ReportAssembly {
         if !self.parts.contains_key(&request_id) && self.parts.len() >= MAX_REPORTS_IN_FLIGHT {
             return Err(ReportRefused::TooManyInFlight);
         }
-        let held: usize = self.parts.values().map(Vec::len).sum();
-        let bytes: usize = self
-            .parts
-            .values()
-            .flatten()
-            .chain(&variables)
-            .map(ReportedVariable::held_bytes)
-            .sum();
-        if held + variables.len() > MAX_REPORT_VARIABLES || bytes > MAX_REPORT_BYTES {
-            self.parts.remove(&request_id);
+        let bytes: usize = variables.iter().map(ReportedVariable::held_bytes).sum();
+        if self.variables + variables.len() > MAX_REPORT_VARIABLES
+            || self.bytes + bytes > MAX_REPORT_BYTES
+        {
+            self.take(request_id);
             return Err(ReportRefused::TooLarge);
         }
-        let report = self.parts.entry(request_id).or_default();
+        self.variables += variables.len();
+        self.bytes += bytes;
+        let (report, held) = self.parts.entry(request_id).or_default();
         report.extend(variables);
+        *held += bytes;
         if more_to_come {
             return Ok(None);
         }
-        Ok(self.parts.remove(&request_id))
+        Ok(self.take(request_id))
+    }
+
+    /// Takes report `request_id` out, with what it held.
+    fn take(&mut self, request_id: i64) -> Option<Vec<ReportedVariable>> {
+        let (report, bytes) = self.parts.remove(&request_id)?;
+        self.variables -= report.len();
+        self.bytes -= bytes;
+        Some(report)
     }
 }
 
@@ -92,6 +102,11 @@ mod tests {
         let whole = reports.add(7, false, vec![variable(2)]).unwrap().unwrap();
         assert_eq!(whole.len(), 2);
         assert!(reports.parts.is_empty());
+        assert_eq!(
+            (reports.variables, reports.bytes),
+            (0, 0),
+            "the totals follow"
+        );
     }
 
     #[test]

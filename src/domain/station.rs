@@ -148,6 +148,10 @@ impl Station {
     }
 }
 
+/// The most ids a search filter may list (connection types, operators): each is checked
+/// against every station found.
+pub const MAX_FILTER_IDS: usize = 50;
+
 /// What a search may ask for besides place and radius.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StationFilter {

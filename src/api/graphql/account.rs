@@ -101,7 +101,7 @@ async fn access_token(st: &GraphqlState, user: &User) -> async_graphql::Result<S
         .await
         .map_err(store_error)?
         .ok_or_else(|| error(Code::Unauthenticated, "this account no longer exists"))?;
-    st.keys.issue(user, current.version).map_err(internal)
+    st.keys.issue(user, current).map_err(internal)
 }
 
 /// Staff (operators, admins) use the operator API and its short-lived tokens only: the

@@ -19,11 +19,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use async_graphql::Positioned;
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest,
 };
-use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+use async_graphql::parser::types::{Directive, ExecutableDocument, Selection, SelectionSet};
 use async_graphql::{Request, ServerError, ServerResult};
+use async_graphql_value::Value;
 
 use crate::domain::echo::echo;
 
@@ -58,13 +60,17 @@ pub enum DocumentError {
     FragmentCycle(String),
     #[error("fragment {0:?} is not defined")]
     UnknownFragment(String),
+    #[error("a block string (\"\"\") is not closed")]
+    UnclosedBlockString,
 }
 
 /// The deepest nesting of `{`, `[` and `(` in `text`, outside strings, block strings and
 /// comments; stops counting once past `limit` (returns `limit + 1`). One pass, no
-/// recursion, no allocation: safe on any input. Unbalanced or unterminated text is left
-/// for the parser to refuse.
-pub fn nesting_depth(text: &str, limit: usize) -> usize {
+/// recursion, no allocation: safe on any input. Unbalanced text and unterminated plain
+/// strings are left for the parser to refuse; a block string that is never closed is
+/// refused here (a syntax error that the parser would read as `""` and go on: counting
+/// it that way could rescan the rest of the text once per quote).
+pub fn nesting_depth(text: &str, limit: usize) -> Result<usize, DocumentError> {
     let bytes = text.as_bytes();
     let (mut depth, mut deepest) = (0usize, 0usize);
     let mut i = 0;
@@ -77,13 +83,10 @@ pub fn nesting_depth(text: &str, limit: usize) -> usize {
                 }
             }
             b'"' if bytes[i..].starts_with(b"\"\"\"") => {
-                // A block string ends at the next `"""` not escaped as `\"""`. One that
-                // never ends is, to the parser, an empty string `""` followed by more
-                // text: it is scanned so too, or what follows would go uncounted.
-                match block_string_end(&bytes[i + 3..]) {
-                    Some(length) => i += 3 + length + 2,
-                    None => i += 1,
-                }
+                // A block string ends at the next `"""` not escaped as `\"""`.
+                let length =
+                    block_string_end(&bytes[i + 3..]).ok_or(DocumentError::UnclosedBlockString)?;
+                i += 3 + length + 2;
             }
             b'"' => {
                 // A string ends at the next unescaped `"` or at the end of its line.
@@ -97,7 +100,7 @@ pub fn nesting_depth(text: &str, limit: usize) -> usize {
                 if depth > deepest {
                     deepest = depth;
                     if deepest > limit {
-                        return deepest;
+                        return Ok(deepest);
                     }
                 }
             }
@@ -106,7 +109,7 @@ pub fn nesting_depth(text: &str, limit: usize) -> usize {
         }
         i += 1;
     }
-    deepest
+    Ok(deepest)
 }
 
 /// Where the block string whose body starts `rest` ends: the length of its body, or
@@ -138,7 +141,8 @@ pub fn expanded_size(doc: &ExecutableDocument) -> Result<u64, DocumentError> {
     let mut total = 0u64;
     for (_, operation) in doc.operations.iter() {
         let operation = &operation.node;
-        let own = (operation.variable_definitions.len() + operation.directives.len()) as u64;
+        let own = (operation.variable_definitions.len() as u64)
+            .saturating_add(directive_nodes(&operation.directives));
         total = total
             .saturating_add(own)
             .saturating_add(sizer.selections(&operation.selection_set.node)?);
@@ -173,7 +177,7 @@ impl<'a> Sizer<'a> {
         };
         self.sizes.insert(name, None);
         let fragment = &fragment.node;
-        let size = (fragment.directives.len() as u64)
+        let size = directive_nodes(&fragment.directives)
             .saturating_add(self.selections(&fragment.selection_set.node)?);
         self.sizes.insert(name, Some(size));
         Ok(size)
@@ -195,7 +199,14 @@ impl<'a> Sizer<'a> {
             let item = match &selection.node {
                 Selection::Field(field) => {
                     let field = &field.node;
-                    let own = 1 + field.arguments.len() as u64 + field.directives.len() as u64;
+                    // Each argument with every item of its value: validation walks them
+                    // all, once for every place the field is spread to.
+                    let arguments: u64 = field
+                        .arguments
+                        .iter()
+                        .map(|(_, value)| 1 + value_nodes(&value.node))
+                        .sum();
+                    let own = (1 + arguments).saturating_add(directive_nodes(&field.directives));
                     if field.selection_set.node.items.is_empty() {
                         own
                     } else {
@@ -206,12 +217,12 @@ impl<'a> Sizer<'a> {
                 // holds: walking it costs as much, even when it holds nothing.
                 Selection::FragmentSpread(spread) => {
                     let spread = &spread.node;
-                    (1 + spread.directives.len() as u64)
+                    (1 + directive_nodes(&spread.directives))
                         .saturating_add(self.fragment(spread.fragment_name.node.as_str())?)
                 }
                 Selection::InlineFragment(inline) => {
                     let inline = &inline.node;
-                    (1 + inline.directives.len() as u64)
+                    (1 + directive_nodes(&inline.directives))
                         .saturating_add(self.selections(&inline.selection_set.node)?)
                 }
             };
@@ -225,6 +236,32 @@ impl<'a> Sizer<'a> {
     }
 }
 
+/// The items of a value literal, nested ones included (its nesting is bounded by the
+/// count of brackets already).
+fn value_nodes(value: &Value) -> u64 {
+    match value {
+        Value::List(items) => items
+            .iter()
+            .fold(items.len() as u64, |n, v| n.saturating_add(value_nodes(v))),
+        Value::Object(fields) => fields
+            .values()
+            .fold(fields.len() as u64, |n, v| n.saturating_add(value_nodes(v))),
+        _ => 0,
+    }
+}
+
+/// Directives, each with its arguments' values.
+fn directive_nodes(directives: &[Positioned<Directive>]) -> u64 {
+    directives.iter().fold(0u64, |n, d| {
+        d.node
+            .arguments
+            .iter()
+            .fold(n.saturating_add(1), |n, (_, v)| {
+                n.saturating_add(1).saturating_add(value_nodes(&v.node))
+            })
+    })
+}
+
 /// Every check of this module on a document's text: what [`DocumentLimits`] runs, and
 /// what the fuzz target `graphql_document` drives. The parsed document is returned for
 /// async-graphql to use instead of parsing again.
@@ -232,7 +269,7 @@ pub fn check_document(text: &str) -> Result<Option<ExecutableDocument>, Document
     if text.len() > MAX_DOCUMENT_BYTES {
         return Err(DocumentError::TooLong(text.len()));
     }
-    if nesting_depth(text, MAX_NESTING) > MAX_NESTING {
+    if nesting_depth(text, MAX_NESTING)? > MAX_NESTING {
         return Err(DocumentError::TooDeep);
     }
     // A syntax error is async-graphql's to report, with its position.
@@ -285,46 +322,65 @@ impl Extension for DocumentLimitsExtension {
 mod tests {
     use super::*;
 
-    #[test]
-    fn nesting_is_counted_outside_strings_and_comments_only() {
-        assert_eq!(nesting_depth("{ a { b(x: [1, {c: 2}]) } }", 99), 5);
-        assert_eq!(nesting_depth(r#"{ a(s: "{{{[[[") }"#, 99), 2);
-        assert_eq!(nesting_depth(r#"{ a(s: "\"{{{") }"#, 99), 2);
-        assert_eq!(
-            nesting_depth("{ a(s: \"\"\"{{{ \\\"\"\" [[[\"\"\") }", 99),
-            2
-        );
-        assert_eq!(nesting_depth("# {{{{\n{ a }", 99), 1);
-        assert_eq!(
-            nesting_depth("}}}}{", 99),
-            1,
-            "unbalanced text never underflows"
-        );
-        assert_eq!(nesting_depth("{ a(s: \"unterminated", 99), 2);
+    fn nesting_depth_ok(text: &str, limit: usize) -> usize {
+        nesting_depth(text, limit).expect("no unclosed block string")
     }
 
     #[test]
-    fn an_unterminated_block_string_hides_nothing() {
-        // The parser reads `""` as an empty string and goes on: so does the count.
+    fn nesting_is_counted_outside_strings_and_comments_only() {
+        assert_eq!(nesting_depth_ok("{ a { b(x: [1, {c: 2}]) } }", 99), 5);
+        assert_eq!(nesting_depth_ok(r#"{ a(s: "{{{[[[") }"#, 99), 2);
+        assert_eq!(nesting_depth_ok(r#"{ a(s: "\"{{{") }"#, 99), 2);
+        assert_eq!(
+            nesting_depth_ok("{ a(s: \"\"\"{{{ \\\"\"\" [[[\"\"\") }", 99),
+            2
+        );
+        assert_eq!(nesting_depth_ok("# {{{{\n{ a }", 99), 1);
+        assert_eq!(
+            nesting_depth_ok("}}}}{", 99),
+            1,
+            "unbalanced text never underflows"
+        );
+        assert_eq!(nesting_depth_ok("{ a(s: \"unterminated", 99), 2);
+    }
+
+    #[test]
+    fn an_unclosed_block_string_is_refused_in_one_pass() {
+        // To the parser `"""` unclosed is `""` and more text: it would hide what follows
+        // from a count that skipped to the end.
         let hidden = format!(
             "{{ a(x: [\"\"\"\", {}1{}]) }}",
             "[".repeat(40),
             "]".repeat(40)
         );
-        assert!(
-            nesting_depth(&hidden, 99) > 40,
-            "{}",
-            nesting_depth(&hidden, 99)
+        assert_eq!(
+            check_document(&hidden).unwrap_err(),
+            DocumentError::UnclosedBlockString
         );
-        assert_eq!(check_document(&hidden).unwrap_err(), DocumentError::TooDeep);
-        // A terminated one hides its own text only.
-        assert_eq!(nesting_depth("{ a(s: \"\"\"[[[\"\"\") }", 99), 2);
+        // Each `\"""` would start an unclosed block string again: one pass refuses them.
+        let many = "\\\"\"\"\n".repeat(12_000);
+        assert_eq!(
+            nesting_depth(&many, 99),
+            Err(DocumentError::UnclosedBlockString)
+        );
+        // A closed one hides its own text only.
+        assert_eq!(nesting_depth_ok("{ a(s: \"\"\"[[[\"\"\") }", 99), 2);
+    }
+
+    #[test]
+    fn value_literals_count_every_item() {
+        let list = format!("{{ a(x: [{}]) }}", vec!["1"; 3_000].join(","));
+        assert_eq!(check_document(&list).unwrap_err(), DocumentError::TooLarge);
+        let small =
+            async_graphql::parser::parse_query("{ a(x: [1, {b: [2, 3]}]) @d(if: [4]) }").unwrap();
+        // a: 1, its argument 1 + items (2 + 1 + 2), the directive 1 + argument 1 + item 1.
+        assert_eq!(expanded_size(&small).unwrap(), 1 + 1 + 5 + 3);
     }
 
     #[test]
     fn nesting_stops_counting_past_the_limit() {
         let deep = "[".repeat(100_000);
-        assert_eq!(nesting_depth(&deep, MAX_NESTING), MAX_NESTING + 1);
+        assert_eq!(nesting_depth_ok(&deep, MAX_NESTING), MAX_NESTING + 1);
     }
 
     #[test]

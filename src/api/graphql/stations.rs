@@ -7,7 +7,7 @@ use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 use super::{Code, error, offset_connection, page_size, state, store_error};
 use crate::api::rest::stations::MAX_RADIUS_KM;
 use crate::domain::ocm::DataProvider;
-use crate::domain::station::StationFilter;
+use crate::domain::station::{MAX_FILTER_IDS, StationFilter};
 use crate::stations::{LiveAvailability, NearQuery, StationHit};
 
 #[derive(InputObject)]
@@ -224,6 +224,17 @@ impl StationQuery {
             .is_some_and(|p| !p.is_finite() || p < 0.0)
         {
             return Err(error(Code::BadUserInput, "minPowerKw must be 0 or more"));
+        }
+        for (name, ids) in [
+            ("connectorTypes", &filter.connector_types),
+            ("operatorIds", &filter.operator_ids),
+        ] {
+            if ids.as_ref().is_some_and(|ids| ids.len() > MAX_FILTER_IDS) {
+                return Err(error(
+                    Code::BadUserInput,
+                    format!("{name} lists at most {MAX_FILTER_IDS} ids"),
+                ));
+            }
         }
         let available_now = filter.available_now.unwrap_or(false);
         let filter = StationFilter {

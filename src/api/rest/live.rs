@@ -2,10 +2,10 @@
 //! operator dashboards: charger status changes, running sessions' figures and cost, and
 //! domain events, from every replica. Each update is one event named after its kind
 //! (`charger_status`, `session_updated`, `event`) with the update's JSON as data; a
-//! comment line every 15 s keeps proxies from closing an idle stream. The stream lives
-//! no longer than the access token it was opened with: it ends (an `end` event saying
-//! why) when the token expires, or at the next keepalive after its user logged out or
-//! changed role.
+//! comment line after 15 s without one keeps proxies from closing an idle stream. The
+//! stream lives no longer than the access token it was opened with: it ends (an `end`
+//! event saying why) when the token expires, or within 15 s of its user logging out or
+//! changing role, however busy it is.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +16,7 @@ use actix_web::{HttpResponse, web};
 use futures_util::stream;
 use serde::Deserialize;
 use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::time::Instant;
 
 use crate::api::ApiState;
 use crate::api::auth::Operator;
@@ -39,7 +40,11 @@ struct Feed {
     state: web::Data<ApiState>,
     claims: Claims,
     /// When the token expires.
-    until: tokio::time::Instant,
+    until: Instant,
+    /// When the token is next checked against its user (every [`KEEPALIVE`], however
+    /// busy the stream), and when a keepalive is due (after [`KEEPALIVE`] of silence).
+    next_check: Instant,
+    next_keepalive: Instant,
     ended: bool,
 }
 
@@ -73,29 +78,35 @@ impl Feed {
             if self.ended {
                 return None;
             }
-            let now = tokio::time::Instant::now();
+            let now = Instant::now();
             if now >= self.until {
                 return self.end("access token expired");
             }
-            let wait = KEEPALIVE.min(self.until - now);
-            let received = tokio::time::timeout(wait, self.updates.recv()).await;
-            return match received {
-                Err(_) if tokio::time::Instant::now() >= self.until => {
-                    self.end("access token expired")
+            if now >= self.next_check {
+                self.next_check = now + KEEPALIVE;
+                if !self.still_valid().await {
+                    return self.end("access token revoked");
                 }
-                Err(_) if !self.still_valid().await => self.end("access token revoked"),
-                Err(_) => Some(": keepalive\n\n".to_owned()),
+            }
+            if now >= self.next_keepalive {
+                self.next_keepalive = now + KEEPALIVE;
+                return Some(": keepalive\n\n".to_owned());
+            }
+            let wake = self.until.min(self.next_check).min(self.next_keepalive);
+            match tokio::time::timeout_at(wake, self.updates.recv()).await {
+                Err(_) => continue,
                 Ok(Ok(update)) if self.wants(&update) => {
+                    self.next_keepalive = Instant::now() + KEEPALIVE;
                     let data = serde_json::to_string(&*update)
                         .expect("live updates always serialize; qed");
-                    Some(format!("event: {}\ndata: {data}\n\n", update.kind()))
+                    return Some(format!("event: {}\ndata: {data}\n\n", update.kind()));
                 }
                 Ok(Ok(_)) => continue,
                 Ok(Err(RecvError::Lagged(missed))) => {
-                    Some(format!("event: lagged\ndata: {{\"missed\":{missed}}}\n\n"))
+                    return Some(format!("event: lagged\ndata: {{\"missed\":{missed}}}\n\n"));
                 }
-                Ok(Err(RecvError::Closed)) => None,
-            };
+                Ok(Err(RecvError::Closed)) => return None,
+            }
         }
     }
 }
@@ -111,7 +122,9 @@ pub async fn stream(
         query: query.into_inner(),
         state: state.clone(),
         claims,
-        until: tokio::time::Instant::now() + Duration::from_secs(left),
+        until: Instant::now() + Duration::from_secs(left),
+        next_check: Instant::now() + KEEPALIVE,
+        next_keepalive: Instant::now() + KEEPALIVE,
         ended: false,
     };
     let frames = stream::unfold(feed, |mut feed| async move {

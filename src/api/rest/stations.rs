@@ -16,7 +16,7 @@ use crate::api::error::ApiError;
 use crate::domain::ChargerId;
 use crate::domain::echo::echo;
 use crate::domain::ocm::SyncTrigger;
-use crate::domain::station::StationFilter;
+use crate::domain::station::{MAX_FILTER_IDS, StationFilter};
 use crate::stations::NearQuery;
 
 /// The largest radius a search may ask for.
@@ -42,7 +42,8 @@ pub struct StationQuery {
 }
 
 fn ids(raw: Option<&str>, name: &str) -> Result<Vec<i64>, ApiError> {
-    raw.into_iter()
+    let ids: Vec<i64> = raw
+        .into_iter()
         .flat_map(|r| r.split(','))
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -50,7 +51,13 @@ fn ids(raw: Option<&str>, name: &str) -> Result<Vec<i64>, ApiError> {
             s.parse()
                 .map_err(|_| ApiError::BadRequest(format!("{name}: {:?} is not an id", echo(s))))
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    if ids.len() > MAX_FILTER_IDS {
+        return Err(ApiError::BadRequest(format!(
+            "{name} lists at most {MAX_FILTER_IDS} ids"
+        )));
+    }
+    Ok(ids)
 }
 
 pub async fn near(

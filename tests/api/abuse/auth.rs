@@ -409,8 +409,9 @@ async fn the_operator_live_stream_ends_with_its_token() {
     assert_eq!(live.status(), StatusCode::OK);
     stream_until(live, "access token expired", Duration::from_secs(20)).await;
 
-    // ...and when its user's role changes (at its next keepalive, every 15 s).
+    // ...and within 15 s of its user's role changing, however busy the stream is.
     let app = TestApp::spawn(Backend::Sqlite).await;
+    let mut cp = app.registered_charger("CP-BUSY").await;
     let (_, user) = app
         .api(
             "POST",
@@ -435,5 +436,22 @@ async fn the_operator_live_stream_ends_with_its_token() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    stream_until(live, "access token revoked", Duration::from_secs(30)).await;
+    // A charger changes status every 200 ms meanwhile: the stream is never idle.
+    let busy = async {
+        for i in 0.. {
+            let status = if i % 2 == 0 { "Available" } else { "Preparing" };
+            cp.call(
+                "StatusNotification",
+                json!({"connectorId": 1, "errorCode": "NoError", "status": status}),
+            )
+            .await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::select! {
+        seen = stream_until(live, "access token revoked", Duration::from_secs(30)) => {
+            assert!(seen.contains("charger_status"), "the stream was busy: {seen}");
+        }
+        _ = busy => unreachable!("the charger calls forever"),
+    }
 }
