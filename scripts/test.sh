@@ -164,6 +164,8 @@ say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy --all-targets -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
+say "imports run the right way between the layers"
+scripts/check-layers.sh
 # Licences from an allow-list, one TLS provider, crates.io only (deny.toml). The
 # advisory database cannot be fetched here: docs/security.md says how deployments check.
 ensure_cargo_tool deny cargo-deny

@@ -100,7 +100,7 @@ enum ChargerCommand {
 
 /// Runs the command line; returns when the command is done (or the server stops).
 pub async fn run() -> anyhow::Result<()> {
-    // One crypto provider for every rustls user in the process (see STACK.md): the
+    // One crypto provider for every rustls user in the process (with two, rustls panics): the
     // server's listeners, and the clients of `jucr ocm sync` (OpenChargeMap, MongoDB).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();

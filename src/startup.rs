@@ -16,19 +16,21 @@ use tracing_actix_web::TracingLogger;
 use crate::actors::Services;
 use crate::actors::batch_writer::BatchWriter;
 use crate::actors::billing::{Billing, BillingActor, BillingConsumer};
-use crate::actors::event_bus::LocalBus;
 use crate::actors::notifier::{LiveConsumer, LiveHub, Notifier, NotifierActor, WebhookConsumer};
 use crate::actors::ocm_sync::{OcmSync, OcmSyncActor, stored_reference};
 use crate::actors::outbox_relay::{self, RelayKick};
 use crate::actors::registry::{ChargerDirectory, LocalDirectory, OpenSession, StationRegistry};
 use crate::api::{self, ApiState};
 use crate::config::{BusKind, GatewayKind, Settings};
-use crate::domain::ports::{EventBus, EventConsumer, PaymentGateway, Store, StoreError};
+use crate::domain::ports::{
+    EventBus, EventConsumer, FailureCounter, PaymentGateway, Store, StoreError,
+};
 use crate::domain::{Email, Role};
 use crate::metrics::Metrics;
 use crate::payment::SandboxGateway;
 use crate::persistence;
 use crate::persistence::amqp::{self, AmqpBus};
+use crate::persistence::memory::LocalBus;
 use crate::security::{self, TokenKeys};
 use crate::stations::StationSearch;
 
@@ -47,7 +49,8 @@ pub struct Application {
 impl Application {
     /// Opens storage, restores active sessions, starts the actors and binds the server.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        // One crypto provider for every rustls user in the process (see STACK.md).
+        // One crypto provider for every rustls user in the process: with two built in,
+        // rustls cannot choose and panics (deny.toml keeps aws-lc and OpenSSL out).
         let _ = rustls::crypto::ring::default_provider().install_default();
         let settings = Arc::new(settings);
         let store = persistence::open(&settings, settings.database.migrate_on_start).await?;
@@ -91,13 +94,17 @@ impl Application {
         // Our chargers' live connector status, for the station search's overlay.
         let board = persistence::status_board(&settings)?;
         // Registries start before the server: its app factory runs once per worker.
-        let registry = StationRegistry::new(store.clone(), writer.clone(), metrics.clone())
-            .with_live(live.clone())
-            .with_board(board.clone())
-            .with_cost_updates(Duration::from_secs(
-                settings.billing.cost_update_interval_secs,
-            ))
-            .start();
+        let registry = StationRegistry::new(
+            store.clone(),
+            writer.clone(),
+            metrics.clone(),
+            board.clone(),
+        )
+        .with_live(live.clone())
+        .with_cost_updates(Duration::from_secs(
+            settings.billing.cost_update_interval_secs,
+        ))
+        .start();
         let active = store
             .active_sessions()
             .await
@@ -432,14 +439,14 @@ fn attempt_counter(
     settings: &Settings,
     window_secs: u64,
     limit: u32,
-) -> anyhow::Result<Box<dyn api::limit::FailureCounter>> {
+) -> anyhow::Result<Box<dyn FailureCounter>> {
     let window = Duration::from_secs(window_secs);
     Ok(match &settings.redis.url {
         Some(url) => Box::new(
             persistence::redis::RedisFailureCounter::new(url, &settings.redis.key_prefix, window)
                 .context("configuring Redis")?,
         ),
-        None => Box::new(api::limit::AttemptLimiter::<String>::new(
+        None => Box::new(crate::domain::attempts::AttemptLimiter::<String>::new(
             limit,
             window,
             settings.auth.limiter_max_keys,

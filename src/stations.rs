@@ -6,52 +6,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use serde::Serialize;
-use uuid::Uuid;
 
 use crate::domain::ocm::{DataProvider, LicenceFilter, ReferenceData};
 use crate::domain::ports::{ConnectorView, StationStore, StatusBoard, Store, StoreResult};
 use crate::domain::station::{Station, StationFilter};
-use crate::domain::{ChargerId, ConnectorState, ConnectorStatus};
-
-/// The status board of a single process (embedded).
-#[derive(Default)]
-pub struct LocalBoard {
-    chargers: Mutex<HashMap<ChargerId, (Uuid, ConnectorView)>>,
-}
-
-#[async_trait]
-impl StatusBoard for LocalBoard {
-    fn publish(&self, charger: &ChargerId, conn_id: Uuid, connectors: &[ConnectorState]) {
-        let view = connectors
-            .iter()
-            .map(|c| (c.connector_id, c.status))
-            .collect();
-        self.chargers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(charger.clone(), (conn_id, view));
-    }
-
-    fn remove(&self, charger: &ChargerId, conn_id: Uuid) {
-        let mut chargers = self.chargers.lock().unwrap_or_else(|p| p.into_inner());
-        if chargers.get(charger).is_some_and(|(id, _)| *id == conn_id) {
-            chargers.remove(charger);
-        }
-    }
-
-    async fn statuses(
-        &self,
-        chargers: &[ChargerId],
-    ) -> StoreResult<HashMap<ChargerId, ConnectorView>> {
-        let known = self.chargers.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(chargers
-            .iter()
-            .filter_map(|c| known.get(c).map(|(_, v)| (c.clone(), v.clone())))
-            .collect())
-    }
-}
+use crate::domain::{ChargerId, ConnectorStatus};
 
 /// One connector of ours at a station, live.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -279,48 +239,5 @@ impl StationSearch {
                 .count(charger, statuses.get(charger));
         }
         by_station
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::ConnectorId;
-
-    fn state(id: u32, status: ConnectorStatus) -> ConnectorState {
-        ConnectorState {
-            connector_id: ConnectorId(id),
-            status,
-            error_code: None,
-            info: None,
-            availability: crate::domain::Availability::Operative,
-            updated_at: chrono::Utc::now(),
-        }
-    }
-
-    #[tokio::test]
-    async fn the_local_board_keeps_the_newest_connection() {
-        let board = LocalBoard::default();
-        let cp = ChargerId::parse("CP1".to_owned()).unwrap();
-        let (old, new) = (Uuid::new_v4(), Uuid::new_v4());
-        board.publish(&cp, old, &[state(1, ConnectorStatus::Charging)]);
-        board.publish(
-            &cp,
-            new,
-            &[
-                state(0, ConnectorStatus::Available),
-                state(1, ConnectorStatus::Available),
-            ],
-        );
-        board.remove(&cp, old);
-        let seen = board.statuses(std::slice::from_ref(&cp)).await.unwrap();
-        let mut live = LiveAvailability::default();
-        live.count(&cp, seen.get(&cp));
-        assert_eq!(
-            (live.connected, live.available, live.connectors.len()),
-            (1, 1, 1)
-        );
-        board.remove(&cp, new);
-        assert!(board.statuses(&[cp]).await.unwrap().is_empty());
     }
 }

@@ -6,7 +6,6 @@
 pub mod batch_writer;
 pub mod billing;
 pub mod charger;
-pub mod event_bus;
 pub mod notifier;
 pub mod ocm_sync;
 pub mod outbox_relay;

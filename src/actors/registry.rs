@@ -20,7 +20,7 @@ use super::batch_writer::BatchWriter;
 use super::charger::{CallFailure, ChargerActor, SendCall, Shutdown, Superseded};
 use super::notifier::LiveHub;
 use super::session::{LiveSession, SessionActor, Snapshot};
-use crate::domain::ports::{StatusBoard, Store};
+use crate::domain::ports::{STATUS_REFRESH, StatusBoard, Store};
 use crate::domain::{
     ChargerId, ConnectorId, ConnectorState, Connectors, IdToken, Session, SessionId, TransactionId,
 };
@@ -93,12 +93,19 @@ pub struct StationRegistry {
 }
 
 impl StationRegistry {
-    pub fn new(store: Arc<dyn Store>, writer: BatchWriter, metrics: Arc<Metrics>) -> Self {
+    /// A registry that publishes our chargers' live status to `board` (for the
+    /// station search).
+    pub fn new(
+        store: Arc<dyn Store>,
+        writer: BatchWriter,
+        metrics: Arc<Metrics>,
+        board: Arc<dyn StatusBoard>,
+    ) -> Self {
         StationRegistry {
             store,
             writer,
             live: Arc::new(LiveHub::local(metrics.clone())),
-            board: Arc::new(crate::stations::LocalBoard::default()),
+            board,
             metrics,
             cost_update_interval: std::time::Duration::from_secs(60),
             chargers: HashMap::new(),
@@ -111,12 +118,6 @@ impl StationRegistry {
     /// Where session actors publish their live updates.
     pub fn with_live(mut self, live: Arc<LiveHub>) -> Self {
         self.live = live;
-        self
-    }
-
-    /// Where the live connector status is published for the station search.
-    pub fn with_board(mut self, board: Arc<dyn StatusBoard>) -> Self {
-        self.board = board;
         self
     }
 
@@ -161,15 +162,11 @@ impl StationRegistry {
     }
 }
 
-/// How often every connected charger's connectors are published again (the board's
-/// entries outlive this three times: a charger that only answers pings stays shown).
-pub const BOARD_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
-
 impl Actor for StationRegistry {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(BOARD_REFRESH, |registry, _| {
+        ctx.run_interval(STATUS_REFRESH, |registry, _| {
             for (id, c) in &registry.chargers {
                 registry
                     .board

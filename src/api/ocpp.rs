@@ -23,10 +23,10 @@ use base64::Engine;
 
 use super::ApiState;
 use super::error::ApiError;
-use super::limit::AttemptLimiter;
 use super::socket;
 use crate::actors::Services;
 use crate::actors::charger::{ChargerActor, Link};
+use crate::domain::attempts::AttemptLimiter;
 use crate::domain::{
     ChargerId, ChargerRegistration, RegistrationStatus, SecurityProfile, UnknownChargerPolicy,
 };

@@ -3,6 +3,7 @@
 //! implements. Pure types and rules: no I/O, no async runtime, no web or database crates.
 
 pub mod account;
+pub mod attempts;
 pub mod billing;
 pub mod charger;
 pub mod echo;

@@ -526,3 +526,22 @@ pub trait Store:
     /// Which backend this is, for logs and the test report.
     fn backend(&self) -> &'static str;
 }
+
+/// Attempts counted wherever the replicas can share them (logins: Redis in the cloud,
+/// this process when embedded). An attempt is counted *before* it is checked, so that
+/// parallel attempts cannot all slip under the limit.
+#[async_trait]
+pub trait FailureCounter: Send + Sync {
+    /// Counts an attempt of `key`; returns the attempts within the current window.
+    async fn hit(&self, key: &str) -> Result<u32, String>;
+    /// Takes one attempt back (it succeeded).
+    async fn forgive(&self, key: &str) -> Result<(), String>;
+    /// Forgets `key`'s attempts.
+    async fn reset(&self, key: &str) -> Result<(), String>;
+    fn name(&self) -> &'static str;
+}
+
+/// How often every connected charger's connectors are published to the [`StatusBoard`]
+/// again; a board keeps an entry three times this long (so a charger that only answers
+/// pings stays shown, and one on a replica that died goes within that).
+pub const STATUS_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);

@@ -2,6 +2,7 @@
 //! [`crate::domain::ports`]. `sqlite` backs the embedded profile, `postgres` the cloud one.
 
 pub mod amqp;
+pub mod memory;
 pub mod mongo;
 pub mod postgres;
 pub mod redis;
@@ -189,10 +190,10 @@ pub fn status_board(settings: &Settings) -> anyhow::Result<Arc<dyn StatusBoard>>
         Some(url) => Arc::new(redis::RedisBoard::new(
             redis::pool(url).context("configuring Redis")?,
             &settings.redis.key_prefix,
-            // The registry publishes every charger again each BOARD_REFRESH; a replica
+            // The registry publishes every charger again each STATUS_REFRESH; a replica
             // that died leaves its chargers shown at most this long.
-            crate::actors::registry::BOARD_REFRESH * 3,
+            crate::domain::ports::STATUS_REFRESH * 3,
         )),
-        None => Arc::new(crate::stations::LocalBoard::default()),
+        None => Arc::new(memory::LocalBoard::default()),
     })
 }

@@ -10,9 +10,8 @@ use deadpool_redis::redis;
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
-use crate::api::limit::FailureCounter;
 use crate::domain::ports::{
-    ConnectorView, StationStore, StatusBoard, StoreError, StoreResult, UpsertCounts,
+    ConnectorView, FailureCounter, StationStore, StatusBoard, StoreError, StoreResult, UpsertCounts,
 };
 use crate::domain::station::{Station, StationFilter};
 use crate::domain::{ChargerId, ConnectorState};

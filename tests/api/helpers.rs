@@ -486,7 +486,7 @@ impl TestApp {
 }
 
 /// An HTTP client for the tests. reqwest's rustls has no built-in crypto provider in
-/// this build (the service installs ring, see STACK.md); the tests install it too.
+/// this build (the service installs ring, the one provider in the build); the tests install it too.
 pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     // Idle connections are dropped before the server's 5 s keep-alive closes them, so
